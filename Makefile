@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test dev lint clean-home
+
+$(INSTALLED): pyproject.toml setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(INSTALLED)
+
+demo: $(INSTALLED)  ## run the pipeline on the sample data, serve the bento locally, send sample requests
+	$(BIN)/mlops demo
+
+test: $(INSTALLED)  ## lint and run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+dev: $(INSTALLED)  ## open the Dagster UI on this project's instance
+	$(BIN)/mlops dev
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+
+clean-home:  ## forget all local state (Dagster runs, models, bentos, exported data)
+	-$(BIN)/mlops undeploy local
+	rm -rf .mlops

@@ -1,0 +1,1 @@
+"""MLOps pipeline: a Dagster code location (``definitions``) and the ML library it drives (``lib``)."""

@@ -1,0 +1,173 @@
+"""The `mlops` command line: run the pipeline, deploy it locally, call it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from mlops_assets import settings
+
+
+def _latest_bento_tag() -> str:
+    settings.export_environment()
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("bento"))
+    if event is None or event.asset_materialization is None:
+        raise SystemExit("No bento has been built yet; run `mlops run` first.")
+    return event.asset_materialization.metadata["bento_tag"].value
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from mlops_assets.runner import format_summary, run_pipeline
+
+    run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else None
+    summary = run_pipeline(Path(args.dataset) if args.dataset else None, run_config)
+    print(format_summary(summary))
+    return 0 if summary.success else 1
+
+
+def command_deploy(args: argparse.Namespace) -> int:
+    from mlops_assets.resources.local_deployer import deploy_local
+
+    deployment = deploy_local(args.bento or _latest_bento_tag(), port=args.port)
+    print(f"Serving {deployment.bento_tag} at {deployment.url} (pid {deployment.pid}, log {deployment.log_path})")
+    print("Stop it with: mlops undeploy local")
+    return 0
+
+
+def command_undeploy(args: argparse.Namespace) -> int:
+    from mlops_assets.resources.local_deployer import stop_local
+
+    stopped = stop_local()
+    print(f"Stopped {stopped.bento_tag} at {stopped.url}" if stopped else "No local deployment was running.")
+    return 0
+
+
+def _sample_files(dataset_root: Path, count: int) -> list[Path]:
+    """One test-split file per label (the split that training never saw), up to `count` files."""
+    from mlops_assets.lib.manifest import scan_dataset
+
+    manifest = scan_dataset(dataset_root)
+    chosen: dict[str, Path] = {}
+    for entry in manifest.entries:
+        if entry.split == "test" and entry.label not in chosen:
+            chosen[entry.label] = manifest.absolute_path(entry)
+    return list(chosen.values())[:count]
+
+
+def predict_files(url: str, files: list[Path]) -> list[dict]:
+    import httpx
+
+    answers = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for path in files:
+            response = client.post("/predict", files={"images": (path.name, path.read_bytes(), "image/png")})
+            if response.status_code != 200:
+                raise SystemExit(f"{path}: HTTP {response.status_code}: {response.text}")
+            answers.append(response.json())
+    return answers
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from mlops_assets.resources.local_deployer import current_deployment
+
+    deployment = current_deployment()
+    url = args.url or (deployment.url if deployment else None)
+    if url is None:
+        raise SystemExit("No local deployment is running; `mlops deploy local` first or pass --url.")
+    for path, answer in zip(args.files, predict_files(url, [Path(f) for f in args.files]), strict=True):
+        print(
+            f"{path}: {json.dumps(answer['predictions'][0]['label'])} "
+            f"(confidence {answer['predictions'][0]['confidence']:.3f}, model {answer['model_version']})"
+        )
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from mlops_assets.resources.dataset import DatasetSource
+    from mlops_assets.resources.local_deployer import deploy_local
+    from mlops_assets.runner import format_summary, run_pipeline
+
+    summary = run_pipeline(Path(args.dataset) if args.dataset else None)
+    print(format_summary(summary))
+    if not summary.success:
+        return 1
+    deployment = deploy_local(summary.value("bento", "bento_tag"), port=args.port)
+    root = Path(args.dataset) if args.dataset else DatasetSource().resolve_root()
+    files = _sample_files(root, args.samples)
+    print(f"\nLocal server {deployment.url} answering {len(files)} requests for held-out test images:")
+    for path, answer in zip(files, predict_files(deployment.url, files), strict=True):
+        top = answer["predictions"][0]
+        print(
+            f"  POST /predict {path.parent.name}/{path.name} (true label {path.parent.name}) -> "
+            f"label {top['label']}, confidence {top['confidence']:.3f}, model {answer['model_version']}"
+        )
+    print(f"\nServer URL: {deployment.url}  (try: curl -F images=@{files[0]} {deployment.url}/predict)")
+    print(f"Model lineage: curl {deployment.url}/metadata")
+    print("Stop the server with: mlops undeploy local")
+    print("See the run, metadata and lineage in the Dagster UI: make dev")
+    return 0
+
+
+def command_dev(args: argparse.Namespace) -> int:
+    env = settings.export_environment()
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    os.chdir(settings.PROJECT_ROOT)
+    os.execve(command[0], command, {**os.environ, **env})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="materialize the whole asset chain through Dagster")
+    run.add_argument("--dataset", help="dataset folder <root>/<label>/<image> (default: bundled sample digits)")
+    run.add_argument("--config", help="YAML run config (ops: {trained_model: {config: {epochs: 10}}} ...)")
+    run.set_defaults(handler=command_run)
+
+    deploy = commands.add_parser("deploy", help="serve a bento")
+    deploy.add_argument("environment", choices=["local"])
+    deploy.add_argument("--bento", help="bento tag (default: the latest one the pipeline built)")
+    deploy.add_argument("--port", type=int, help="port (default from deployments/local.yaml)")
+    deploy.set_defaults(handler=command_deploy)
+
+    undeploy = commands.add_parser("undeploy", help="stop a deployment")
+    undeploy.add_argument("environment", choices=["local"])
+    undeploy.set_defaults(handler=command_undeploy)
+
+    predict = commands.add_parser("predict", help="send image files to the running service")
+    predict.add_argument("files", nargs="+")
+    predict.add_argument("--url", help="service URL (default: the local deployment)")
+    predict.set_defaults(handler=command_predict)
+
+    demo = commands.add_parser("demo", help="run the pipeline, deploy locally and send sample requests")
+    demo.add_argument("--dataset")
+    demo.add_argument("--port", type=int)
+    demo.add_argument("--samples", type=int, default=5)
+    demo.set_defaults(handler=command_demo)
+
+    dev = commands.add_parser("dev", help="open the Dagster UI on this project's instance")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(handler=command_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

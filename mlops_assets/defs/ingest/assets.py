@@ -1,0 +1,30 @@
+"""Ingest: the dataset folder becomes a manifest with a content-derived data version."""
+
+import dagster as dg
+
+from mlops_assets.defs.metadata import markdown_table
+from mlops_assets.lib.manifest import DatasetManifest, scan_dataset
+from mlops_assets.resources.dataset import DatasetSource
+
+
+@dg.asset(group_name="ingest", code_version="1", kinds={"python"})
+def raw_images(context: dg.AssetExecutionContext, dataset: DatasetSource) -> dg.Output[DatasetManifest]:
+    """Manifest of the dataset folder (path, label, size, content hash); its hash is the data version."""
+    manifest = scan_dataset(dataset.resolve_root())
+    counts = manifest.class_counts()
+    if manifest.skipped:
+        context.log.warning(f"{len(manifest.skipped)} files skipped, e.g. {manifest.skipped[0]}")
+    return dg.Output(
+        manifest,
+        data_version=dg.DataVersion(manifest.data_version),
+        metadata={
+            "dataset_root": dg.MetadataValue.path(manifest.root),
+            "data_version": manifest.data_version,
+            "num_images": len(manifest.entries),
+            "num_classes": len(counts),
+            "total_bytes": sum(entry.size for entry in manifest.entries),
+            "split_counts": dg.MetadataValue.json(manifest.split_counts()),
+            "class_counts": markdown_table(["label", "images"], list(counts.items())),
+            "skipped_files": dg.MetadataValue.json([skipped.__dict__ for skipped in manifest.skipped[:50]]),
+        },
+    )

@@ -1,0 +1,76 @@
+"""Packaging: the evaluated model stored in BentoML and built into a servable bento."""
+
+import dagster as dg
+
+from mlops_assets import settings
+from mlops_assets.lib.evaluation import EvaluationReport
+from mlops_assets.lib.provenance import git_state
+from mlops_assets.lib.training import TrainedModel
+from mlops_assets.packaging import BentoArtifact, build_service_bento, store_model
+
+
+class BentoConfig(dg.Config):
+    """Name of the model in the BentoML store."""
+
+    model_name: str = "image-classifier"
+
+
+@dg.asset(group_name="packaging", code_version="1", kinds={"bentoml"})
+def bento(
+    context: dg.AssetExecutionContext,
+    config: BentoConfig,
+    trained_model: TrainedModel,
+    model_evaluation: EvaluationReport,
+) -> dg.Output[BentoArtifact]:
+    """The trained model saved with its lineage in the BentoML store and built into a service bento."""
+    if model_evaluation.weights_sha256 != trained_model.weights_sha256:
+        raise ValueError("model_evaluation evaluated a different model than trained_model; rematerialize both.")
+    git = git_state(settings.PROJECT_ROOT)
+    code_versions = {
+        key.to_user_string(): version
+        for key, version in context.instance.get_latest_materialization_code_versions(
+            [dg.AssetKey("raw_images"), dg.AssetKey("validated_images"), dg.AssetKey("trained_model")]
+        ).items()
+    }
+    metrics = model_evaluation.metrics
+    lineage = {
+        "data_version": trained_model.data_version,
+        "weights_sha256": trained_model.weights_sha256,
+        "plugin": trained_model.plugin,
+        "hyperparameters": {**trained_model.settings, "plugin_params": trained_model.params},
+        "training_seconds": round(trained_model.training_seconds, 3),
+        "training_device": trained_model.device,
+        "code_versions": code_versions,
+        "git_commit": git.commit,
+        "git_dirty": git.dirty,
+        "dagster_run_id": context.run.run_id,
+        "metrics": {
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "num_test_images": metrics["num_examples"],
+        },
+    }
+    labels = {
+        "data_version": trained_model.data_version[:16],
+        "git_commit": git.commit[:12],
+        "plugin": trained_model.plugin,
+        "accuracy": f"{metrics['accuracy']:.4f}",
+    }
+    model_tag = store_model(
+        trained_model.directory, config.model_name, trained_model.weights_sha256[:20], labels, lineage
+    )
+    artifact = build_service_bento(model_tag, labels={"model_tag": model_tag.replace(":", "-"), **labels})
+    context.log.info(f"Built bento {artifact.bento_tag} serving model {model_tag}")
+    return dg.Output(
+        artifact,
+        data_version=dg.DataVersion(artifact.bento_tag.replace(":", "-")),
+        metadata={
+            "bento_tag": artifact.bento_tag,
+            "model_tag": model_tag,
+            "accuracy": metrics["accuracy"],
+            "git_commit": git.commit,
+            "bento_path": dg.MetadataValue.path(artifact.bento_path),
+            "lineage": dg.MetadataValue.json(lineage),
+            "serve_command": f"mlops deploy local --bento {artifact.bento_tag}",
+        },
+    )

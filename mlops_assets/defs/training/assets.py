@@ -1,0 +1,88 @@
+"""Training: fit the configured model plug-in on the validated training split."""
+
+import hashlib
+import json
+
+import dagster as dg
+
+from mlops_assets.defs.metadata import markdown_table, png_markdown
+from mlops_assets.lib.plots import training_curves_png
+from mlops_assets.lib.plugins.base import EpochRecord, TrainSettings
+from mlops_assets.lib.training import TrainedModel, train_model
+from mlops_assets.lib.validated_data import ValidatedDataset
+from mlops_assets.resources.artifacts import LocalArtifactStore
+
+
+class TrainingConfig(dg.Config):
+    """Hyper-parameters; `plugin` names the model plug-in, `plugin_params` its own knobs."""
+
+    plugin: str = "cnn"
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    plugin_params: dict[str, float] = {}
+
+
+@dg.asset(group_name="training", code_version="1", kinds={"pytorch"})
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    validated_images: ValidatedDataset,
+    artifacts: LocalArtifactStore,
+) -> dg.Output[TrainedModel]:
+    """The model plug-in trained with fixed seeds on the training split, with per-epoch history."""
+    settings = TrainSettings(config.epochs, config.batch_size, config.learning_rate, config.seed, config.device)
+    key = hashlib.sha256(
+        json.dumps(
+            {"data": validated_images.data_version, "config": config.model_dump()},
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:24]
+
+    def log_epoch(record: EpochRecord) -> None:
+        context.log.info(
+            f"epoch {record.epoch}/{settings.epochs}: loss {record.train_loss:.4f}, "
+            f"val_loss {record.val_loss:.4f}, val_accuracy {record.val_accuracy:.4f}"
+        )
+
+    model = train_model(
+        validated_images,
+        config.plugin,
+        config.plugin_params,
+        settings,
+        artifacts.path_for("trained_model", key),
+        log_epoch,
+    )
+    history = model.history
+    return dg.Output(
+        model,
+        data_version=dg.DataVersion(model.weights_sha256[:24]),
+        metadata={
+            "final_val_accuracy": history[-1]["val_accuracy"],
+            "final_train_loss": history[-1]["train_loss"],
+            "plugin": model.plugin,
+            "device": model.device,
+            "training_seconds": round(model.training_seconds, 2),
+            "weights_sha256": model.weights_sha256,
+            "hyperparameters": dg.MetadataValue.json({**model.settings, "plugin_params": model.params}),
+            "training_curves": png_markdown(training_curves_png(history), "training curves"),
+            "epochs": markdown_table(
+                ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"],
+                [
+                    [
+                        r["epoch"],
+                        r["train_loss"],
+                        r["train_accuracy"],
+                        r["val_loss"],
+                        r["val_accuracy"],
+                        r["seconds"],
+                    ]
+                    for r in history
+                ],
+            ),
+            "package_path": dg.MetadataValue.path(model.directory),
+        },
+    )

@@ -1,0 +1,1 @@
+"""The ML library: datasets, preprocessing, model plug-ins, metrics. Imports no Dagster."""

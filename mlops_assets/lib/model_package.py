@@ -1,0 +1,112 @@
+"""A trained model on disk: the plug-in's files plus the preprocessing spec and label set it expects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops_assets.lib.errors import MLOpsError
+from mlops_assets.lib.plugins import resolve_plugin
+from mlops_assets.lib.plugins.base import ModelPlugin
+from mlops_assets.lib.preprocessing import ImageSpec, normalize
+
+PACKAGE_FILE = "package.json"
+MODEL_DIR = "model"
+
+
+def directory_sha256(directory: Path) -> str:
+    """Hash of every file's relative path and bytes: equal hashes mean bit-identical models."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def save_package(
+    destination: Path, plugin: ModelPlugin, spec: ImageSpec, labels: Sequence[str], info: dict[str, Any]
+) -> str:
+    """Write the package atomically (temp dir, then rename) and return the weights' SHA-256."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination.parent))
+    try:
+        (staging / MODEL_DIR).mkdir()
+        plugin.save(staging / MODEL_DIR)
+        weights_sha256 = directory_sha256(staging / MODEL_DIR)
+        document = {
+            "plugin": plugin.name,
+            "spec": spec.to_dict(),
+            "labels": list(labels),
+            "weights_sha256": weights_sha256,
+            "info": info,
+        }
+        (staging / PACKAGE_FILE).write_text(json.dumps(document, indent=1, sort_keys=True))
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return weights_sha256
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to answer: plug-in, spec, labels and its recorded info."""
+
+    plugin: ModelPlugin
+    spec: ImageSpec
+    labels: tuple[str, ...]
+    weights_sha256: str
+    info: dict[str, Any]
+
+    def predict_proba(self, inputs: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Probabilities for normalized inputs, in bounded batches."""
+        if len(inputs) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(
+            [
+                self.plugin.predict_proba(inputs[start : start + batch_size])
+                for start in range(0, len(inputs), batch_size)
+            ]
+        )
+
+    def predict_uint8(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Probabilities for uint8 images [N, C, H, W], normalized batch by batch."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(
+            [
+                self.plugin.predict_proba(normalize(images[start : start + batch_size], self.spec))
+                for start in range(0, len(images), batch_size)
+            ]
+        )
+
+
+def read_package_document(directory: Path) -> dict[str, Any]:
+    path = directory / PACKAGE_FILE
+    if not path.is_file():
+        raise MLOpsError(f"{directory} is not a model package (no {PACKAGE_FILE}); rebuild the trained_model asset.")
+    return json.loads(path.read_text())
+
+
+def load_package(directory: Path, device: str = "auto") -> LoadedModel:
+    """Load a package written by `save_package` through the plug-in it names."""
+    document = read_package_document(directory)
+    plugin_class = resolve_plugin(document["plugin"])
+    return LoadedModel(
+        plugin=plugin_class.load(directory / MODEL_DIR, device),
+        spec=ImageSpec.from_dict(document["spec"]),
+        labels=tuple(document["labels"]),
+        weights_sha256=document["weights_sha256"],
+        info=document["info"],
+    )

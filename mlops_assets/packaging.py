@@ -1,0 +1,56 @@
+"""BentoML glue: store a model package in the BentoML model store and build the service bento."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops_assets import settings
+
+BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
+
+
+@dataclass(frozen=True)
+class BentoArtifact:
+    """What the bento asset produced: the model and bento tags in the local BentoML store."""
+
+    model_tag: str
+    bento_tag: str
+    bento_path: str
+
+
+def _bentoml():
+    # BentoML resolves its home on first import; make sure it is this project's home.
+    os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home()))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    import bentoml
+
+    return bentoml
+
+
+def store_model(package_dir: Path, name: str, version: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+    """Copy a model package into the BentoML model store as `name:version` (reused if already there)."""
+    bentoml = _bentoml()
+    tag = f"{name}:{version}"
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except bentoml.exceptions.NotFound:
+        pass
+    with bentoml.models.create(name=tag, labels=labels, metadata=metadata) as model:
+        shutil.copytree(package_dir, model.path, dirs_exist_ok=True)
+    return str(model.tag)
+
+
+def build_service_bento(model_tag: str, labels: dict[str, str]) -> BentoArtifact:
+    """Build `bento/` (service + bentofile) with the model tag baked in as a bento argument."""
+    bentoml = _bentoml()
+    bento = bentoml.bentos.build_bentofile(
+        str(BENTOFILE),
+        build_ctx=str(settings.PROJECT_ROOT),
+        labels=labels,
+        args={"model_tag": model_tag},
+    )
+    return BentoArtifact(model_tag=model_tag, bento_tag=str(bento.tag), bento_path=str(bento.path))

@@ -1,0 +1,1 @@
+"""Typed Dagster resources, one per external system."""
