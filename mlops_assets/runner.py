@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ def run_pipeline(dataset: Path | None, run_config: dict | None = None) -> RunSum
         os.environ["MLOPS_DATASET"] = str(dataset.resolve())
     import dagster as dg
 
+    # Output(data_version=...) is beta in Dagster; used on purpose, so keep the user's console clean.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(
             dg.build_reconstructable_job("mlops_assets.runner", "pipeline_job"),

@@ -53,5 +53,9 @@ def export_environment() -> dict[str, str]:
         # BentoML asks to report usage on first start; a pipeline must not phone home.
         "BENTOML_DO_NOT_TRACK": "true",
     }
+    instance_config = dagster_home() / "dagster.yaml"
+    if not instance_config.exists():
+        # Default SQLite storage under DAGSTER_HOME, stated explicitly; no usage reporting.
+        instance_config.write_text("telemetry:\n  enabled: false\n")
     os.environ.update(values)
     return values

@@ -57,7 +57,7 @@ def decode_image(data: bytes) -> Image.Image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise InvalidImageError(
-                    f"Image is {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,}; resize it first."
+                    f"Image is {width}x{height}, above the limit of {MAX_IMAGE_PIXELS:,} pixels; resize it first."
                 )
             image.load()
     except InvalidImageError:
@@ -65,7 +65,10 @@ def decode_image(data: bytes) -> Image.Image:
     except UnidentifiedImageError as error:
         raise InvalidImageError("The bytes are not a recognised image; send a PNG or JPEG file.") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InvalidImageError(f"Image refused as a decompression bomb: {error}") from error
+        raise InvalidImageError(
+            f"Image refused: its header claims more than the limit of {MAX_IMAGE_PIXELS:,} pixels "
+            "(a possible decompression bomb); resize it first."
+        ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(f"The image is damaged or truncated and cannot be decoded: {error}") from error
     return ImageOps.exif_transpose(image)

@@ -1,0 +1,38 @@
+import dagster as dg
+
+from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.jobs import PIPELINE_JOB_NAME
+from mlops_assets.defs.validation.checks import CLASS_COVERAGE_CHECK, IMAGES_DECODABLE_CHECK, PIXEL_STATISTICS_CHECK
+from mlops_assets.environments import KNOWN_ENVIRONMENTS
+
+CHAIN = ["raw_images", "validated_images", "trained_model", "model_evaluation", "bento"]
+
+
+def test_definitions_load_for_every_environment() -> None:
+    for environment in KNOWN_ENVIRONMENTS:
+        defs = build_definitions(environment)
+        dg.Definitions.validate_loadable(defs)
+        graph = defs.resolve_asset_graph()
+        assert {key.to_user_string() for key in graph.get_all_asset_keys()} == set(CHAIN)
+        assert defs.resolve_job_def(PIPELINE_JOB_NAME) is not None
+
+
+def test_the_chain_is_wired_in_order() -> None:
+    graph = build_definitions().resolve_asset_graph()
+    for upstream, downstream in zip(CHAIN, CHAIN[1:], strict=False):
+        assert dg.AssetKey(upstream) in graph.get(dg.AssetKey(downstream)).parent_keys
+
+
+def test_every_asset_has_a_description_and_a_code_version() -> None:
+    graph = build_definitions().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description and "\n" not in node.description.strip(), key
+        assert node.code_version, key
+
+
+def test_data_quality_checks_are_blocking() -> None:
+    defs = build_definitions()
+    specs = {spec.name: spec for checks in defs.asset_checks for spec in checks.check_specs}
+    for name in (IMAGES_DECODABLE_CHECK, PIXEL_STATISTICS_CHECK, CLASS_COVERAGE_CHECK):
+        assert specs[name].blocking, name

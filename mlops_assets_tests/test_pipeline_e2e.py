@@ -1,0 +1,113 @@
+"""End to end: `mlops run` through Dagster, the bento served by a real BentoML server, called over HTTP."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from mlops_assets.defs.evaluation.assets import model_evaluation
+from mlops_assets.defs.ingest.assets import raw_images
+from mlops_assets.defs.training.assets import trained_model
+from mlops_assets.defs.validation.assets import validated_images
+from mlops_assets.defs.validation.checks import validated_images_quality
+from mlops_assets.lib.manifest import scan_dataset
+from mlops_assets.resources.artifacts import LocalArtifactStore
+from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets_tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+def _mlops(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLOPS_HOME": str(home)}
+    env.pop("MLOPS_DATASET", None)
+    return subprocess.run([MLOPS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pipeline_home(tmp_path_factory: pytest.TempPathFactory, digits_subset: Path) -> tuple[Path, Path]:
+    home = tmp_path_factory.mktemp("e2e_home")
+    completed = _mlops(home, "run", "--dataset", str(digits_subset))
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "SUCCESS" in completed.stdout
+    return home, digits_subset
+
+
+def _latest_metadata(home: Path, asset: str) -> dict:
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    assert event is not None, f"{asset} was never materialized"
+    return {key: value.value for key, value in event.asset_materialization.metadata.items()}
+
+
+def test_run_records_every_asset_with_metadata_in_the_dagster_instance(pipeline_home) -> None:
+    home, dataset = pipeline_home
+    assert _latest_metadata(home, "raw_images")["num_images"] == len(scan_dataset(dataset).entries)
+    evaluation = _latest_metadata(home, "model_evaluation")
+    assert evaluation["accuracy"] > 0.85
+    assert "confusion matrix" in evaluation["confusion_matrix"]
+    assert _latest_metadata(home, "trained_model")["weights_sha256"]
+    assert _latest_metadata(home, "bento")["bento_tag"].startswith("image-classifier-service:")
+
+
+def test_built_bento_serves_predictions_over_http(pipeline_home) -> None:
+    home, dataset = pipeline_home
+    bento_metadata = _latest_metadata(home, "bento")
+    port = free_port()
+    deployed = _mlops(home, "deploy", "local", "--port", str(port), timeout=300)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    try:
+        manifest = scan_dataset(dataset)
+        samples = [entry for entry in manifest.entries if entry.split == "test"][:8]
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=30) as client:
+            files = [("images", (e.path, manifest.absolute_path(e).read_bytes(), "image/png")) for e in samples]
+            response = client.post("/predict", files=files)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["model_version"] == bento_metadata["model_tag"]
+            assert len(body["predictions"]) == len(samples)
+            correct = sum(p["label"] == e.label for p, e in zip(body["predictions"], samples, strict=True))
+            assert correct >= len(samples) - 2
+            for prediction in body["predictions"]:
+                assert set(prediction["probabilities"]) == set(manifest.labels)
+                assert prediction["confidence"] == max(prediction["probabilities"].values())
+
+            single = client.post(
+                "/predict", files={"images": ("x.png", manifest.absolute_path(samples[0]).read_bytes())}
+            )
+            assert single.status_code == 200
+            alone, batched = single.json()["predictions"][0], body["predictions"][0]
+            assert alone["label"] == batched["label"]
+            assert alone["confidence"] == pytest.approx(batched["confidence"], abs=1e-5)
+
+            not_an_image = client.post("/predict", files={"images": ("notes.png", b"hello, not an image")})
+            assert 400 <= not_an_image.status_code < 500
+            assert "not a recognised image" in not_an_image.text
+
+            metadata = client.get("/metadata").json()
+            assert metadata["model_version"] == bento_metadata["model_tag"]
+            assert metadata["lineage"]["data_version"] == scan_dataset(dataset).data_version
+            assert metadata["lineage"]["metrics"]["accuracy"] > 0.85
+
+            assert client.post("/predict", files=files[:1]).status_code == 200, "service must keep serving"
+    finally:
+        stopped = _mlops(home, "undeploy", "local", timeout=120)
+    assert "Stopped" in stopped.stdout
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+
+
+def test_sample_data_reaches_the_target_accuracy(tmp_path: Path) -> None:
+    result = dg.materialize(
+        [raw_images, validated_images, trained_model, model_evaluation, validated_images_quality],
+        resources={"dataset": DatasetSource(), "artifacts": LocalArtifactStore(root=str(tmp_path))},
+    )
+    accuracy = result.output_for_node("model_evaluation").accuracy
+    assert accuracy >= 0.95
