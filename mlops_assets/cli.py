@@ -33,6 +33,15 @@ def command_run(args: argparse.Namespace) -> int:
     return 0 if summary.success else 1
 
 
+def command_rebuild(args: argparse.Namespace) -> int:
+    from mlops_assets.runner import format_rebuild, rebuild_pipeline
+
+    run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else None
+    summary = rebuild_pipeline(Path(args.dataset) if args.dataset else None, run_config)
+    print(format_rebuild(summary))
+    return 0 if summary.success else 1
+
+
 def command_deploy(args: argparse.Namespace) -> int:
     from mlops_assets.resources.local_deployer import deploy_local
 
@@ -132,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="dataset folder <root>/<label>/<image> (default: bundled sample digits)")
     run.add_argument("--config", help="YAML run config (ops: {trained_model: {config: {epochs: 10}}} ...)")
     run.set_defaults(handler=command_run)
+
+    rebuild = commands.add_parser("rebuild", help="materialize only what is stale, until nothing is")
+    rebuild.add_argument("--dataset", help="dataset folder (default: bundled sample digits)")
+    rebuild.add_argument("--config", help="YAML run config, as for `run`")
+    rebuild.set_defaults(handler=command_rebuild)
 
     deploy = commands.add_parser("deploy", help="serve a bento")
     deploy.add_argument("environment", choices=["local"])

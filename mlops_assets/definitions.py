@@ -1,28 +1,43 @@
 """The Dagster code location: loads every stage's definitions and binds the environment's resources."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from mlops_assets.defs.evaluation.assets import model_evaluation
 from mlops_assets.defs.ingest.assets import raw_images
+from mlops_assets.defs.ingest.sensors import raw_data_sensor
 from mlops_assets.defs.jobs import training_pipeline_job
-from mlops_assets.defs.packaging.assets import bento
-from mlops_assets.defs.training.assets import trained_model
-from mlops_assets.defs.validation.assets import validated_images
+from mlops_assets.defs.packaging.assets import BentoConfig, bento
+from mlops_assets.defs.training.assets import TrainingConfig, trained_model
+from mlops_assets.defs.validation.assets import ValidatedImagesConfig, validated_images
 from mlops_assets.defs.validation.checks import validated_images_quality
+from mlops_assets.defs.versioning import with_derived_code_versions
 from mlops_assets.environments import get_environment, resources_for
 
 ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento]
+# Config defaults are part of what determines an output, so they are part of its code version.
+CONFIG_DEFAULTS = {
+    "validated_images": ValidatedImagesConfig().model_dump(),
+    "trained_model": TrainingConfig().model_dump(),
+    "bento": BentoConfig().model_dump(),
+}
+
+
+def versioned_assets() -> list[dg.AssetsDefinition]:
+    """The asset chain with code versions derived from its source (read from disk, so built on demand)."""
+    return with_derived_code_versions(ASSETS, CONFIG_DEFAULTS)
 
 
 def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=ASSETS,
+        assets=versioned_assets(),
         asset_checks=[validated_images_quality],
         jobs=[training_pipeline_job],
+        sensors=[raw_data_sensor],
         resources=resources_for(environment or get_environment()),
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded lazily by Dagster when the code location starts, not at import."""
+    return build_definitions()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mlops_assets import settings
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
@@ -44,13 +46,23 @@ def store_model(package_dir: Path, name: str, version: str, labels: dict[str, st
     return str(model.tag)
 
 
-def build_service_bento(model_tag: str, labels: dict[str, str]) -> BentoArtifact:
-    """Build `bento/` (service + bentofile) with the model tag baked in as a bento argument."""
+def build_service_bento(model_tag: str, labels: dict[str, str], version: str) -> tuple[BentoArtifact, bool]:
+    """Build `bento/` (service + bentofile) as `<name>:<version>` with the model tag baked in as a bento argument.
+
+    Returns the artifact and whether it was already in the store (a cache hit: nothing rebuilt).
+    """
     bentoml = _bentoml()
+    name = yaml.safe_load(BENTOFILE.read_text())["name"]
+    try:
+        existing = bentoml.bentos.get(f"{name}:{version}")
+        return BentoArtifact(model_tag=model_tag, bento_tag=str(existing.tag), bento_path=str(existing.path)), True
+    except bentoml.exceptions.NotFound:
+        pass
     bento = bentoml.bentos.build_bentofile(
         str(BENTOFILE),
         build_ctx=str(settings.PROJECT_ROOT),
         labels=labels,
         args={"model_tag": model_tag},
+        version=version,
     )
-    return BentoArtifact(model_tag=model_tag, bento_tag=str(bento.tag), bento_path=str(bento.path))
+    return BentoArtifact(model_tag=model_tag, bento_tag=str(bento.tag), bento_path=str(bento.path)), False

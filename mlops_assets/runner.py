@@ -40,46 +40,111 @@ def _metadata_values(metadata: dict) -> dict[str, Any]:
     return {key: getattr(value, "value", value) for key, value in metadata.items()}
 
 
-def run_pipeline(dataset: Path | None, run_config: dict | None = None) -> RunSummary:
-    """Materialize every asset through Dagster (recorded in MLOPS_HOME's instance, visible in the UI)."""
+def _prepare(dataset: Path | None) -> None:
     settings.export_environment()
     if dataset is not None:
         if not dataset.is_dir():
             raise FileNotFoundError(f"Dataset folder {dataset} does not exist.")
         os.environ["MLOPS_DATASET"] = str(dataset.resolve())
+
+
+def _execute(instance, run_config: dict | None, asset_selection: list[str] | None, tags: dict) -> RunSummary:
     import dagster as dg
 
     # Output(data_version=...) is beta in Dagster; used on purpose, so keep the user's console clean.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(
-            dg.build_reconstructable_job("mlops_assets.runner", "pipeline_job"),
-            instance=instance,
-            run_config={**CLI_RUN_CONFIG, **(run_config or {})},
-            tags={"launched_by": "mlops run"},
-            raise_on_error=False,
-        )
-        summary = RunSummary(run_id=result.run_id, success=result.success)
-        for event in result.all_events:
-            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-                materialization = event.event_specific_data.materialization
-                summary.materialized[materialization.asset_key.to_user_string()] = _metadata_values(
-                    materialization.metadata
+    result = dg.execute_job(
+        dg.build_reconstructable_job("mlops_assets.runner", "pipeline_job"),
+        instance=instance,
+        run_config={**CLI_RUN_CONFIG, **(run_config or {})},
+        tags=tags,
+        raise_on_error=False,
+        asset_selection=[dg.AssetKey(name) for name in asset_selection] if asset_selection else None,
+    )
+    summary = RunSummary(run_id=result.run_id, success=result.success)
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.event_specific_data.materialization
+            summary.materialized[materialization.asset_key.to_user_string()] = _metadata_values(
+                materialization.metadata
+            )
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            error = event.event_specific_data.error
+            cause = error.cause or error
+            summary.failures.append(f"step {event.step_key} failed: {cause.message.strip()}")
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                summary.failures.append(
+                    f"check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: "
+                    f"{evaluation.description or ''}"
                 )
-            elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                error = event.event_specific_data.error
-                cause = error.cause or error
-                summary.failures.append(f"step {event.step_key} failed: {cause.message.strip()}")
-            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-                evaluation = event.event_specific_data
-                if not evaluation.passed:
-                    summary.failures.append(
-                        f"check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: "
-                        f"{evaluation.description or ''}"
-                    )
-        if not result.success and not summary.failures:
-            summary.failures.append(f"run {result.run_id} did not succeed; see it in the Dagster UI.")
+    if not result.success and not summary.failures:
+        summary.failures.append(f"run {result.run_id} did not succeed; see it in the Dagster UI.")
     return summary
+
+
+def run_pipeline(dataset: Path | None, run_config: dict | None = None) -> RunSummary:
+    """Materialize every asset through Dagster (recorded in MLOPS_HOME's instance, visible in the UI)."""
+    _prepare(dataset)
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        return _execute(instance, run_config, None, {"launched_by": "mlops run"})
+
+
+@dataclass
+class RebuildSummary:
+    """Each round: the stale assets with their reasons, and the run that rebuilt them."""
+
+    rounds: list[tuple[dict[str, list[str]], RunSummary]] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(run.success for _, run in self.rounds)
+
+    @property
+    def materialized(self) -> list[str]:
+        return [name for _, run in self.rounds for name in run.materialized]
+
+
+def rebuild_pipeline(dataset: Path | None, run_config: dict | None = None, max_rounds: int = 10) -> RebuildSummary:
+    """Materialize only what is stale, round after round, until nothing is (staleness does not propagate by itself)."""
+    _prepare(dataset)
+    import dagster as dg
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.resources.dataset import DatasetSource
+    from mlops_assets.staleness import stale_assets
+
+    defs = build_definitions()
+    current = DatasetSource(root=os.environ.get("MLOPS_DATASET", "")).scan().data_version
+    summary = RebuildSummary()
+    with dg.DagsterInstance.get() as instance:
+        for _ in range(max_rounds):
+            stale = stale_assets(defs, instance, current)
+            if not stale:
+                return summary
+            run = _execute(instance, run_config, list(stale), {"launched_by": "mlops rebuild"})
+            summary.rounds.append((stale, run))
+            if not run.success:
+                return summary
+    raise RuntimeError(f"Assets were still stale after {max_rounds} rebuild rounds; see the Dagster UI.")
+
+
+def format_rebuild(summary: RebuildSummary) -> str:
+    if not summary.rounds:
+        return "Everything is up to date: nothing materialized."
+    lines = []
+    for stale, run in summary.rounds:
+        lines.append(f"Dagster run {run.run_id}: {'SUCCESS' if run.success else 'FAILED'}")
+        for name, reasons in stale.items():
+            hit = run.materialized.get(name, {}).get("cache_hit")
+            outcome = "reused cached result" if hit else "rebuilt" if name in run.materialized else "not built"
+            lines.append(f"  {name}: {outcome} ({'; '.join(reasons)})")
+        lines += [f"  {failure}" for failure in run.failures]
+    lines.append(f"Materialized {len(summary.materialized)} assets: {', '.join(summary.materialized)}")
+    return "\n".join(lines)
 
 
 def format_summary(summary: RunSummary) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mlops_assets.lib.metrics import classification_report
@@ -18,13 +19,17 @@ class EvaluationReport:
     weights_sha256: str
     data_version: str
     metrics: dict
+    # The asset's own data version (derived from the model's and data's versions and the code version).
+    version: str = ""
 
     @property
     def accuracy(self) -> float:
         return self.metrics["accuracy"]
 
 
-def evaluate_package(model_directory: str, data: ValidatedDataset, device: str = "auto") -> EvaluationReport:
+def evaluate_package(
+    model_directory: str, data: ValidatedDataset, device: str = "auto", version: str = ""
+) -> EvaluationReport:
     """Predict every test image with the packaged model and compute the classification report."""
     model = load_package(Path(model_directory), device)
     if tuple(model.labels) != tuple(data.labels):
@@ -34,4 +39,16 @@ def evaluate_package(model_directory: str, data: ValidatedDataset, device: str =
     test = data.load_split("test")
     probabilities = model.predict_uint8(test.images)
     report = classification_report(test.labels, probabilities.argmax(axis=1), data.labels)
-    return EvaluationReport(model_directory, model.weights_sha256, data.data_version, report)
+    return EvaluationReport(model_directory, model.weights_sha256, data.data_version, report, version)
+
+
+def save_report(report: EvaluationReport, path: Path) -> None:
+    """Write atomically, so an interrupted run never leaves a half report that looks like a cache hit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(asdict(report), indent=1))
+    partial.replace(path)
+
+
+def load_report(path: Path) -> EvaluationReport:
+    return EvaluationReport(**json.loads(path.read_text()))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_assets.lib.errors import DatasetError
+from mlops_assets.lib.hash_cache import FileHashCache
 from mlops_assets.lib.splits import Split, assign_split
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -86,7 +87,7 @@ def manifest_hash(entries: tuple[ManifestEntry, ...] | list[ManifestEntry]) -> s
     return digest.hexdigest()
 
 
-def scan_dataset(root: str | os.PathLike[str]) -> DatasetManifest:
+def scan_dataset(root: str | os.PathLike[str], hash_cache: FileHashCache | None = None) -> DatasetManifest:
     """Read a `<root>/<label>/<file>` folder into a manifest; files that cannot belong are listed as skipped."""
     root_path = Path(root).expanduser().resolve()
     if not root_path.is_dir():
@@ -108,10 +109,14 @@ def scan_dataset(root: str | os.PathLike[str]) -> DatasetManifest:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 skipped.append(SkippedFile(relative, f"suffix {path.suffix or '(none)'} is not an image type"))
                 continue
-            entries.append(ManifestEntry(relative, child.name, path.stat().st_size, file_sha256(path)))
+            stat = path.stat()
+            digest = hash_cache.sha256(path, stat) if hash_cache else file_sha256(path)
+            entries.append(ManifestEntry(relative, child.name, stat.st_size, digest))
     if not entries:
         raise DatasetError(
             f"No images found under {root_path}. Expected <root>/<label>/<file> with suffixes "
             f"{', '.join(sorted(IMAGE_SUFFIXES))}."
         )
+    if hash_cache is not None:
+        hash_cache.save()
     return DatasetManifest(str(root_path), tuple(entries), tuple(skipped))

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.lib.model_package import save_package
+from mlops_assets.lib.model_package import read_package_document, save_package
 from mlops_assets.lib.plugins import resolve_plugin
 from mlops_assets.lib.plugins.base import EpochCallback, TrainSettings
 from mlops_assets.lib.validated_data import ValidatedDataset
@@ -27,6 +27,8 @@ class TrainedModel:
     params: dict[str, Any]
     history: tuple[dict, ...]
     data_version: str
+    # The asset's own data version (derived from the validated data's version, code version and config).
+    version: str = ""
 
     @property
     def final_epoch(self) -> dict:
@@ -40,6 +42,7 @@ def train_model(
     settings: TrainSettings,
     destination: Path,
     on_epoch: EpochCallback | None = None,
+    version: str = "",
 ) -> TrainedModel:
     """Build the plug-in for the data's shape, train it with fixed seeds and save the package."""
     train, validation = data.load_split("train"), data.load_split("val")
@@ -55,16 +58,26 @@ def train_model(
         "training_seconds": seconds,
         "num_train": len(train),
         "num_val": len(validation),
+        "history": [asdict(record) for record in history],
+        "version": version,
     }
-    weights = save_package(destination, plugin, data.image_spec, data.labels, info)
+    save_package(destination, plugin, data.image_spec, data.labels, info)
+    return load_trained_model(destination)
+
+
+def load_trained_model(directory: Path) -> TrainedModel:
+    """Reopen a stored package's record (a cache hit: nothing is trained)."""
+    document = read_package_document(directory)
+    info = document["info"]
     return TrainedModel(
-        directory=str(destination),
-        plugin=plugin.name,
-        weights_sha256=weights,
-        device=plugin.device,
-        training_seconds=seconds,
-        settings=asdict(resolved),
-        params=dict(params),
-        history=tuple(asdict(record) for record in history),
-        data_version=data.data_version,
+        directory=str(directory),
+        plugin=document["plugin"],
+        weights_sha256=document["weights_sha256"],
+        device=info["settings"]["device"],
+        training_seconds=info["training_seconds"],
+        settings=info["settings"],
+        params=info["params"],
+        history=tuple(info["history"]),
+        data_version=info["data_version"],
+        version=info["version"],
     )

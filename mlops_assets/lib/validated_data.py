@@ -51,6 +51,8 @@ class ValidatedDataset:
     labels: tuple[str, ...]
     split_counts: dict[str, int]
     num_invalid: int
+    # The asset's own data version (derived from the manifest's version, code version and geometry).
+    version: str = ""
 
     @property
     def image_spec(self) -> ImageSpec:
@@ -94,7 +96,11 @@ def _map(function, items: list, workers: int | None):
 
 
 def build_validated_dataset(
-    manifest: DatasetManifest, geometry: GeometryConfig, destination: Path, workers: int | None = None
+    manifest: DatasetManifest,
+    geometry: GeometryConfig,
+    destination: Path,
+    workers: int | None = None,
+    version: str = "",
 ) -> ValidatedDataset:
     """Decode every manifest entry once; write arrays, per-image statistics and the spec atomically."""
     paths = [str(manifest.absolute_path(entry)) for entry in manifest.entries]
@@ -138,6 +144,7 @@ def build_validated_dataset(
     mean, std = channel_statistics(train_images)
     spec = ImageSpec(height, width, channels, mean, std)
     split_counts = {name: int((splits == code).sum()) for name, code in SPLIT_CODES.items()}
+    num_invalid = sum(1 for array, _ in results if array is None)
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination.parent))
@@ -153,6 +160,8 @@ def build_validated_dataset(
                     "spec": spec.to_dict(),
                     "labels": list(labels),
                     "split_counts": split_counts,
+                    "num_invalid": num_invalid,
+                    "version": version,
                 },
                 indent=1,
             )
@@ -163,11 +172,18 @@ def build_validated_dataset(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return load_validated_dataset(destination)
+
+
+def load_validated_dataset(directory: Path) -> ValidatedDataset:
+    """Reopen stored arrays written by `build_validated_dataset` (a cache hit: nothing is decoded)."""
+    document = json.loads((directory / "dataset.json").read_text())
     return ValidatedDataset(
-        directory=str(destination),
-        data_version=manifest.data_version,
-        spec=spec.to_dict(),
-        labels=labels,
-        split_counts=split_counts,
-        num_invalid=sum(1 for array, _ in results if array is None),
+        directory=str(directory),
+        data_version=document["data_version"],
+        spec=document["spec"],
+        labels=tuple(document["labels"]),
+        split_counts=document["split_counts"],
+        num_invalid=document["num_invalid"],
+        version=document["version"],
     )

@@ -3,14 +3,15 @@
 import dagster as dg
 
 from mlops_assets.defs.metadata import markdown_table
-from mlops_assets.lib.manifest import DatasetManifest, scan_dataset
+from mlops_assets.defs.versioning import code_version_metadata
+from mlops_assets.lib.manifest import DatasetManifest
 from mlops_assets.resources.dataset import DatasetSource
 
 
-@dg.asset(group_name="ingest", code_version="1", kinds={"python"})
+@dg.asset(group_name="ingest", kinds={"python"})
 def raw_images(context: dg.AssetExecutionContext, dataset: DatasetSource) -> dg.Output[DatasetManifest]:
     """Manifest of the dataset folder (path, label, size, content hash); its hash is the data version."""
-    manifest = scan_dataset(dataset.resolve_root())
+    manifest = dataset.scan()
     counts = manifest.class_counts()
     if manifest.skipped:
         context.log.warning(f"{len(manifest.skipped)} files skipped, e.g. {manifest.skipped[0]}")
@@ -26,5 +27,6 @@ def raw_images(context: dg.AssetExecutionContext, dataset: DatasetSource) -> dg.
             "split_counts": dg.MetadataValue.json(manifest.split_counts()),
             "class_counts": markdown_table(["label", "images"], list(counts.items())),
             "skipped_files": dg.MetadataValue.json([skipped.__dict__ for skipped in manifest.skipped[:50]]),
+            **code_version_metadata(context, cache_hit=False, cache_key=manifest.data_version),
         },
     )

@@ -3,6 +3,8 @@
 import dagster as dg
 
 from mlops_assets import settings
+from mlops_assets.defs.versioning import code_version_metadata, own_code_version
+from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.evaluation import EvaluationReport
 from mlops_assets.lib.provenance import git_state
 from mlops_assets.lib.training import TrainedModel
@@ -15,7 +17,11 @@ class BentoConfig(dg.Config):
     model_name: str = "image-classifier"
 
 
-@dg.asset(group_name="packaging", code_version="1", kinds={"bentoml"})
+@dg.asset(
+    group_name="packaging",
+    kinds={"bentoml"},
+    automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
+)
 def bento(
     context: dg.AssetExecutionContext,
     config: BentoConfig,
@@ -26,12 +32,8 @@ def bento(
     if model_evaluation.weights_sha256 != trained_model.weights_sha256:
         raise ValueError("model_evaluation evaluated a different model than trained_model; rematerialize both.")
     git = git_state(settings.PROJECT_ROOT)
-    code_versions = {
-        key.to_user_string(): version
-        for key, version in context.instance.get_latest_materialization_code_versions(
-            [dg.AssetKey("raw_images"), dg.AssetKey("validated_images"), dg.AssetKey("trained_model")]
-        ).items()
-    }
+    graph = context.repository_def.asset_graph
+    code_versions = {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
     metrics = model_evaluation.metrics
     lineage = {
         "data_version": trained_model.data_version,
@@ -56,14 +58,17 @@ def bento(
         "plugin": trained_model.plugin,
         "accuracy": f"{metrics['accuracy']:.4f}",
     }
-    model_tag = store_model(
-        trained_model.directory, config.model_name, trained_model.weights_sha256[:20], labels, lineage
+    version = derived_version(
+        trained_model.version, model_evaluation.version, own_code_version(context), config.model_dump()
     )
-    artifact = build_service_bento(model_tag, labels={"model_tag": model_tag.replace(":", "-"), **labels})
-    context.log.info(f"Built bento {artifact.bento_tag} serving model {model_tag}")
+    model_tag = store_model(trained_model.directory, config.model_name, trained_model.version[:20], labels, lineage)
+    artifact, cache_hit = build_service_bento(
+        model_tag, labels={"model_tag": model_tag.replace(":", "-"), **labels}, version=version
+    )
+    context.log.info(f"{'Reusing' if cache_hit else 'Built'} bento {artifact.bento_tag} serving model {model_tag}")
     return dg.Output(
         artifact,
-        data_version=dg.DataVersion(artifact.bento_tag.replace(":", "-")),
+        data_version=dg.DataVersion(version),
         metadata={
             "bento_tag": artifact.bento_tag,
             "model_tag": model_tag,
@@ -72,5 +77,6 @@ def bento(
             "bento_path": dg.MetadataValue.path(artifact.bento_path),
             "lineage": dg.MetadataValue.json(lineage),
             "serve_command": f"mlops deploy local --bento {artifact.bento_tag}",
+            **code_version_metadata(context, cache_hit, version),
         },
     )

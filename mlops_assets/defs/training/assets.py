@@ -1,14 +1,14 @@
 """Training: fit the configured model plug-in on the validated training split."""
 
-import hashlib
-import json
-
 import dagster as dg
 
 from mlops_assets.defs.metadata import markdown_table, png_markdown
+from mlops_assets.defs.versioning import code_version_metadata, own_code_version
+from mlops_assets.lib.code_fingerprint import derived_version
+from mlops_assets.lib.model_package import PACKAGE_FILE
 from mlops_assets.lib.plots import training_curves_png
 from mlops_assets.lib.plugins.base import EpochRecord, TrainSettings
-from mlops_assets.lib.training import TrainedModel, train_model
+from mlops_assets.lib.training import TrainedModel, load_trained_model, train_model
 from mlops_assets.lib.validated_data import ValidatedDataset
 from mlops_assets.resources.artifacts import LocalArtifactStore
 
@@ -25,7 +25,12 @@ class TrainingConfig(dg.Config):
     plugin_params: dict[str, float] = {}
 
 
-@dg.asset(group_name="training", code_version="1", kinds={"pytorch"})
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch"},
+    automation_condition=(dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed())
+    & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+)
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -34,13 +39,9 @@ def trained_model(
 ) -> dg.Output[TrainedModel]:
     """The model plug-in trained with fixed seeds on the training split, with per-epoch history."""
     settings = TrainSettings(config.epochs, config.batch_size, config.learning_rate, config.seed, config.device)
-    key = hashlib.sha256(
-        json.dumps(
-            {"data": validated_images.data_version, "config": config.model_dump()},
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:24]
+    version = derived_version(validated_images.version, own_code_version(context), config.model_dump())
+    destination = artifacts.path_for("trained_model", version)
+    cache_hit = (destination / PACKAGE_FILE).exists()
 
     def log_epoch(record: EpochRecord) -> None:
         context.log.info(
@@ -48,19 +49,19 @@ def trained_model(
             f"val_loss {record.val_loss:.4f}, val_accuracy {record.val_accuracy:.4f}"
         )
 
-    model = train_model(
-        validated_images,
-        config.plugin,
-        config.plugin_params,
-        settings,
-        artifacts.path_for("trained_model", key),
-        log_epoch,
-    )
+    if cache_hit:
+        model = load_trained_model(destination)
+        context.log.info(f"Cache hit: reusing model package {destination} (weights {model.weights_sha256[:12]})")
+    else:
+        model = train_model(
+            validated_images, config.plugin, config.plugin_params, settings, destination, log_epoch, version
+        )
     history = model.history
     return dg.Output(
         model,
-        data_version=dg.DataVersion(model.weights_sha256[:24]),
+        data_version=dg.DataVersion(version),
         metadata={
+            **code_version_metadata(context, cache_hit, version),
             "final_val_accuracy": history[-1]["val_accuracy"],
             "final_train_loss": history[-1]["train_loss"],
             "plugin": model.plugin,
@@ -72,14 +73,7 @@ def trained_model(
             "epochs": markdown_table(
                 ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"],
                 [
-                    [
-                        r["epoch"],
-                        r["train_loss"],
-                        r["train_accuracy"],
-                        r["val_loss"],
-                        r["val_accuracy"],
-                        r["seconds"],
-                    ]
+                    [r["epoch"], r["train_loss"], r["train_accuracy"], r["val_loss"], r["val_accuracy"], r["seconds"]]
                     for r in history
                 ],
             ),

@@ -1,14 +1,19 @@
 """Validation: decode every image once into training arrays plus per-image statistics."""
 
-import hashlib
-import json
 from dataclasses import asdict
 
 import dagster as dg
 
 from mlops_assets.defs.metadata import markdown_table
+from mlops_assets.defs.versioning import code_version_metadata, own_code_version
+from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.manifest import DatasetManifest
-from mlops_assets.lib.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
+from mlops_assets.lib.validated_data import (
+    GeometryConfig,
+    ValidatedDataset,
+    build_validated_dataset,
+    load_validated_dataset,
+)
 from mlops_assets.resources.artifacts import LocalArtifactStore
 
 
@@ -21,7 +26,11 @@ class ValidatedImagesConfig(dg.Config):
     max_side: int = 64
 
 
-@dg.asset(group_name="validation", code_version="1", kinds={"numpy"})
+@dg.asset(
+    group_name="validation",
+    kinds={"numpy"},
+    automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
+)
 def validated_images(
     context: dg.AssetExecutionContext,
     config: ValidatedImagesConfig,
@@ -30,10 +39,14 @@ def validated_images(
 ) -> dg.Output[ValidatedDataset]:
     """Decoded, resized uint8 arrays and per-image statistics, stored once for training and evaluation."""
     geometry = GeometryConfig(config.image_height, config.image_width, config.channels, config.max_side)
-    key = hashlib.sha256(
-        json.dumps({"data": raw_images.data_version, "geometry": asdict(geometry)}, sort_keys=True).encode()
-    ).hexdigest()[:24]
-    validated = build_validated_dataset(raw_images, geometry, artifacts.path_for("validated_images", key))
+    version = derived_version(raw_images.data_version, own_code_version(context), asdict(geometry))
+    destination = artifacts.path_for("validated_images", version)
+    cache_hit = (destination / "dataset.json").exists()
+    if cache_hit:
+        validated = load_validated_dataset(destination)
+        context.log.info(f"Cache hit: reusing validated arrays {destination}")
+    else:
+        validated = build_validated_dataset(raw_images, geometry, destination, version=version)
     stats = validated.statistics()
     invalid = stats[stats["error"] != ""]
     if len(invalid):
@@ -41,8 +54,9 @@ def validated_images(
     spec = validated.image_spec
     return dg.Output(
         validated,
-        data_version=dg.DataVersion(key),
+        data_version=dg.DataVersion(version),
         metadata={
+            **code_version_metadata(context, cache_hit, version),
             "storage_path": dg.MetadataValue.path(validated.directory),
             "input_shape": f"{spec.channels}x{spec.height}x{spec.width} (channels x height x width)",
             "num_decoded": int(len(stats) - len(invalid)),

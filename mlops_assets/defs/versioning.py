@@ -1,0 +1,91 @@
+"""Code versions derived from source, and the derived data versions and cache keys assets use."""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from mlops_assets import settings
+from mlops_assets.lib.code_fingerprint import CodeFingerprint, fingerprint
+from mlops_assets.lib.plugins import BUILTIN_PLUGINS
+
+CODE_VERSION_INPUTS_KEY = "code_version_inputs"
+
+# Per asset: the modules whose code determines its output. Metadata-only helpers (plots) are left out so that
+# restyling a chart does not retrain a model.
+_SERVING_LIBRARY = [
+    "mlops_assets.lib.preprocessing",
+    "mlops_assets.lib.model_package",
+    "mlops_assets.lib.plugins",
+    "mlops_assets.lib.errors",
+]
+ASSET_SOURCES: dict[str, list[str]] = {
+    "raw_images": ["mlops_assets.defs.ingest.assets", "mlops_assets.lib.manifest", "mlops_assets.lib.splits"],
+    "validated_images": [
+        "mlops_assets.defs.validation.assets",
+        "mlops_assets.lib.validated_data",
+        "mlops_assets.lib.preprocessing",
+        "mlops_assets.lib.image_stats",
+        "mlops_assets.lib.splits",
+    ],
+    "trained_model": [
+        "mlops_assets.defs.training.assets",
+        "mlops_assets.lib.training",
+        "mlops_assets.lib.plugins.base",
+        "mlops_assets.lib.model_package",
+        "mlops_assets.lib.preprocessing",
+    ],
+    "model_evaluation": [
+        "mlops_assets.defs.evaluation.assets",
+        "mlops_assets.lib.evaluation",
+        "mlops_assets.lib.metrics",
+        "mlops_assets.lib.model_package",
+    ],
+    "bento": ["mlops_assets.defs.packaging.assets", "mlops_assets.packaging", *_SERVING_LIBRARY],
+}
+# The service is not an installed module (it ships inside the bento), so it is hashed as a file.
+ASSET_FILES = {
+    "bento": {
+        "bento/service.py": settings.PROJECT_ROOT / "bento" / "service.py",
+        "bento/bentofile.yaml": settings.PROJECT_ROOT / "bento" / "bentofile.yaml",
+    }
+}
+
+
+def asset_fingerprint(asset_name: str, config_defaults: dict | None = None) -> CodeFingerprint:
+    modules = list(ASSET_SOURCES[asset_name])
+    plugin = (config_defaults or {}).get("plugin")
+    if plugin in BUILTIN_PLUGINS:
+        # The default plug-in's training loop is part of what trains the model.
+        modules.append(BUILTIN_PLUGINS[plugin].partition(":")[0])
+    return fingerprint(modules, ASSET_FILES.get(asset_name), config_defaults)
+
+
+def with_derived_code_versions(
+    assets: Sequence[dg.AssetsDefinition], config_defaults: dict[str, dict]
+) -> list[dg.AssetsDefinition]:
+    """Stamp each asset with the code version of its sources and show the hash inputs in its definition."""
+
+    def stamp(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = spec.key.to_user_string()
+        code = asset_fingerprint(name, config_defaults.get(name))
+        return spec.replace_attributes(
+            code_version=code.version,
+            metadata={**spec.metadata, CODE_VERSION_INPUTS_KEY: dg.MetadataValue.json(code.inputs)},
+        )
+
+    return [asset.map_asset_specs(stamp) for asset in assets]
+
+
+def own_code_version(context: dg.AssetExecutionContext) -> str:
+    return context.assets_def.code_versions_by_key[context.asset_key] or ""
+
+
+def code_version_metadata(context: dg.AssetExecutionContext, cache_hit: bool, cache_key: str) -> dict:
+    """What a person needs to see why an asset was (not) recomputed."""
+    spec_metadata = context.assets_def.specs_by_key[context.asset_key].metadata
+    return {
+        "code_version": own_code_version(context),
+        CODE_VERSION_INPUTS_KEY: spec_metadata.get(CODE_VERSION_INPUTS_KEY, dg.MetadataValue.json({})),
+        "cache_hit": cache_hit,
+        "cache_key": cache_key,
+    }

@@ -1,0 +1,79 @@
+"""Code versions that follow the code: hashes of the source that determines an output.
+
+Python sources are hashed by their syntax tree with docstrings removed, so comments, formatting and docstring
+edits do not change a version while any change to what the code does (a statement, a default, a constant) does.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class CodeFingerprint:
+    """A short version string and the per-input hashes it was made from (shown to users as the 'why')."""
+
+    version: str
+    inputs: dict[str, str]
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            first = body[0] if body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def python_source_hash(source: str) -> str:
+    tree = _strip_docstrings(ast.parse(source))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=True, include_attributes=False).encode()).hexdigest()
+
+
+def module_source_path(module_name: str) -> Path:
+    """The file of a module, found without importing it (no side effects, no heavy imports)."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        raise ModuleNotFoundError(f"Cannot locate the source of module {module_name!r} for its code version.")
+    return Path(spec.origin)
+
+
+def file_hash(path: Path) -> str:
+    """Python files by syntax tree; YAML by parsed content (comments ignored); anything else by bytes."""
+    text = path.read_text()
+    if path.suffix == ".py":
+        return python_source_hash(text)
+    if path.suffix in {".yaml", ".yml"}:
+        return hashlib.sha256(json.dumps(yaml.safe_load(text), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint(
+    modules: Sequence[str], files: Mapping[str, Path] | None = None, config: Mapping[str, object] | None = None
+) -> CodeFingerprint:
+    """Combine module sources, extra files and config defaults into one version."""
+    inputs = {name: file_hash(module_source_path(name))[:12] for name in modules}
+    inputs.update({name: file_hash(path)[:12] for name, path in (files or {}).items()})
+    if config is not None:
+        inputs["config"] = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    combined = "\n".join(f"{name}={digest}" for name, digest in sorted(inputs.items()))
+    return CodeFingerprint(hashlib.sha256(combined.encode()).hexdigest()[:16], inputs)
+
+
+def derived_version(*parts: object) -> str:
+    """A data version derived from input versions, a code version and config: equal inputs, equal output."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]

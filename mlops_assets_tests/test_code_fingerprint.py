@@ -1,0 +1,40 @@
+from pathlib import Path
+
+from mlops_assets.lib.code_fingerprint import derived_version, fingerprint, python_source_hash
+
+SOURCE = '''
+"""Module docstring."""
+
+def train(x):
+    """Train it."""
+    # a comment
+    return x * 2
+'''
+
+
+def test_docstrings_comments_and_formatting_do_not_change_the_hash() -> None:
+    edited = (
+        SOURCE.replace("Train it.", "Train it, carefully.")
+        .replace("# a comment", "# another")
+        .replace("return x * 2", "return   x*2")
+    )
+    assert python_source_hash(edited) == python_source_hash(SOURCE)
+
+
+def test_any_change_to_behaviour_changes_the_hash() -> None:
+    assert python_source_hash(SOURCE.replace("x * 2", "x * 3")) != python_source_hash(SOURCE)
+
+
+def test_fingerprint_lists_its_inputs_and_follows_config(tmp_path: Path) -> None:
+    bentofile = tmp_path / "bentofile.yaml"
+    bentofile.write_text("name: x  # comment\n")
+    first = fingerprint(["mlops_assets.lib.metrics"], {"bentofile": bentofile}, {"epochs": 20})
+    assert set(first.inputs) == {"mlops_assets.lib.metrics", "bentofile", "config"}
+    bentofile.write_text("name: x  # another comment\n")
+    assert fingerprint(["mlops_assets.lib.metrics"], {"bentofile": bentofile}, {"epochs": 20}) == first
+    assert fingerprint(["mlops_assets.lib.metrics"], {"bentofile": bentofile}, {"epochs": 5}).version != first.version
+
+
+def test_derived_versions_are_stable_and_input_sensitive() -> None:
+    assert derived_version("a", "code", {"k": 1}) == derived_version("a", "code", {"k": 1})
+    assert derived_version("a", "code", {"k": 1}) != derived_version("b", "code", {"k": 1})
