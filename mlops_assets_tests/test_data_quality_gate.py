@@ -10,7 +10,7 @@ from mlops_assets.defs.evaluation.assets import model_evaluation
 from mlops_assets.defs.ingest.assets import raw_images
 from mlops_assets.defs.training.assets import trained_model
 from mlops_assets.defs.validation.assets import validated_images
-from mlops_assets.defs.validation.checks import CLASS_COVERAGE_CHECK, IMAGES_DECODABLE_CHECK, validated_images_quality
+from mlops_assets.defs.validation.checks import CLASS_COVERAGE_CHECK, QUARANTINE_CHECK, validated_images_quality
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import DatasetSource
 from mlops_assets_tests.conftest import write_png
@@ -64,5 +64,5 @@ def test_many_undecodable_files_block_training(clean_dataset: Path, tmp_path: Pa
     for index in range(5):
         (clean_dataset / "dark" / f"broken{index}.png").write_bytes(b"definitely not a png")
     result = _materialize(clean_dataset, tmp_path / "artifacts")
-    assert _checks(result)[IMAGES_DECODABLE_CHECK] is False
+    assert _checks(result)[QUARANTINE_CHECK] is False
     assert "trained_model" not in _materialized(result)
