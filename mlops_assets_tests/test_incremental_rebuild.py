@@ -108,7 +108,9 @@ def test_adding_an_image_rebuilds_the_chain_and_places_it_by_its_hash(project: P
     new_image = project.dataset / "7" / "brand-new.png"
     Image.fromarray(np.random.default_rng(11).integers(0, 255, (8, 8)).astype(np.uint8), mode="L").save(new_image)
     assert project.rebuilt() == ["raw_images", "validated_images", "trained_model", "model_evaluation", "bento"]
-    stats_path = Path(project.latest("validated_images")["storage_path"]) / "stats.csv"
+    validated = project.latest("validated_images")
+    assert validated["num_decoded_now"] == 1, "only the new image is decoded; the others are reused by content hash"
+    stats_path = Path(validated["storage_path"]) / "stats.csv"
     stats = {line.split(",")[0]: line.split(",")[2] for line in stats_path.read_text().splitlines()[1:]}
     assert stats["7/brand-new.png"] == assign_split(file_sha256(new_image))
     assert project.rebuilt() == []

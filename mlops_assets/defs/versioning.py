@@ -1,6 +1,7 @@
 """Code versions derived from source, and the derived data versions and cache keys assets use."""
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
@@ -23,6 +24,9 @@ ASSET_SOURCES: dict[str, list[str]] = {
     "validated_images": [
         "mlops_assets.defs.validation.assets",
         "mlops_assets.lib.validated_data",
+        "mlops_assets.lib.data_validation",
+        "mlops_assets.lib.expectation_profiles",
+        "mlops_assets.lib.baseline",
         "mlops_assets.lib.preprocessing",
         "mlops_assets.lib.image_stats",
         "mlops_assets.lib.splits",
@@ -42,13 +46,20 @@ ASSET_SOURCES: dict[str, list[str]] = {
     ],
     "bento": ["mlops_assets.defs.packaging.assets", "mlops_assets.packaging", *_SERVING_LIBRARY],
 }
-# The service is not an installed module (it ships inside the bento), so it is hashed as a file.
-ASSET_FILES = {
-    "bento": {
-        "bento/service.py": settings.PROJECT_ROOT / "bento" / "service.py",
-        "bento/bentofile.yaml": settings.PROJECT_ROOT / "bento" / "bentofile.yaml",
-    }
-}
+
+
+def _asset_files(asset_name: str) -> dict[str, Path]:
+    """Non-module inputs: the service ships inside the bento rather than as an installed module, and the
+    expectation profiles decide what is quarantined."""
+    if asset_name == "bento":
+        return {
+            "bento/service.py": settings.PROJECT_ROOT / "bento" / "service.py",
+            "bento/bentofile.yaml": settings.PROJECT_ROOT / "bento" / "bentofile.yaml",
+        }
+    if asset_name == "validated_images":
+        profiles = settings.PROJECT_ROOT / "mlops_assets" / "expectations"
+        return {f"expectations/{path.name}": path for path in sorted(profiles.glob("*.yaml"))}
+    return {}
 
 
 def asset_fingerprint(asset_name: str, config_defaults: dict | None = None) -> CodeFingerprint:
@@ -57,7 +68,7 @@ def asset_fingerprint(asset_name: str, config_defaults: dict | None = None) -> C
     if plugin in BUILTIN_PLUGINS:
         # The default plug-in's training loop is part of what trains the model.
         modules.append(BUILTIN_PLUGINS[plugin].partition(":")[0])
-    return fingerprint(modules, ASSET_FILES.get(asset_name), config_defaults)
+    return fingerprint(modules, _asset_files(asset_name), config_defaults)
 
 
 def with_derived_code_versions(

@@ -87,6 +87,31 @@ def manifest_hash(entries: tuple[ManifestEntry, ...] | list[ManifestEntry]) -> s
     return digest.hexdigest()
 
 
+def _outside_root(path: Path, root: Path) -> str:
+    """Why a symlink must be rejected (its target lies outside the root or is missing), or ''."""
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        return f"symlink points outside the dataset root (to {target}); rejected, copy the file into the dataset"
+    if not target.exists():
+        return "symlink is broken (its target does not exist)"
+    return ""
+
+
+def _label_folder_files(folder: Path, root: Path, skipped: list[SkippedFile]) -> list[Path]:
+    """Regular files under a label folder; symlinked folders are not followed (no loops, no escapes)."""
+    files = []
+    for current, directories, names in os.walk(folder, followlinks=False):
+        current_path = Path(current)
+        directories[:] = sorted(name for name in directories if not name.startswith("."))
+        for name in list(directories):
+            if (current_path / name).is_symlink():
+                directories.remove(name)
+                relative = (current_path / name).relative_to(root).as_posix()
+                skipped.append(SkippedFile(relative, "symlinked folder not followed; copy its files into the dataset"))
+        files += [current_path / name for name in sorted(names) if not name.startswith(".")]
+    return files
+
+
 def scan_dataset(root: str | os.PathLike[str], hash_cache: FileHashCache | None = None) -> DatasetManifest:
     """Read a `<root>/<label>/<file>` folder into a manifest; files that cannot belong are listed as skipped."""
     root_path = Path(root).expanduser().resolve()
@@ -99,13 +124,22 @@ def scan_dataset(root: str | os.PathLike[str], hash_cache: FileHashCache | None 
     for child in sorted(root_path.iterdir()):
         if child.name.startswith("."):
             continue
+        if child.is_symlink() and (reason := _outside_root(child, root_path) or "symlinked label folder not followed"):
+            skipped.append(SkippedFile(child.name, reason))
+            continue
         if child.is_file():
             skipped.append(SkippedFile(child.name, "file directly under the dataset root has no label folder"))
             continue
-        for path in sorted(child.rglob("*")):
-            if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root_path).parts):
-                continue
+        if not child.is_dir():
+            continue
+        for path in _label_folder_files(child, root_path, skipped):
             relative = path.relative_to(root_path).as_posix()
+            if path.is_symlink() and (reason := _outside_root(path, root_path)):
+                skipped.append(SkippedFile(relative, reason))
+                continue
+            if not path.is_file():
+                skipped.append(SkippedFile(relative, "not a regular file"))
+                continue
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 skipped.append(SkippedFile(relative, f"suffix {path.suffix or '(none)'} is not an image type"))
                 continue
@@ -119,4 +153,4 @@ def scan_dataset(root: str | os.PathLike[str], hash_cache: FileHashCache | None 
         )
     if hash_cache is not None:
         hash_cache.save()
-    return DatasetManifest(str(root_path), tuple(entries), tuple(skipped))
+    return DatasetManifest(str(root_path), tuple(entries), tuple(sorted(skipped, key=lambda item: item.path)))

@@ -49,7 +49,7 @@ class ImageSpec:
 def decode_image(data: bytes) -> Image.Image:
     """Decode bytes into a fully loaded image, or raise InvalidImageError saying why."""
     if not data:
-        raise InvalidImageError("The upload is empty; send the bytes of a PNG or JPEG image.")
+        raise InvalidImageError("The image data is empty (0 bytes); send the bytes of a PNG or JPEG image.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -74,11 +74,39 @@ def decode_image(data: bytes) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
+# Every mode a dataset or an upload may arrive in, and what it becomes before resizing (README: "Image modes").
+# Anything else (float "F", 32-bit colour, LAB, HSV) is refused with a message rather than guessed at.
+ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+SUPPORTED_MODES = frozenset({"1", "L", "P", "RGB", "CMYK", "YCbCr"}) | ALPHA_MODES | SIXTEEN_BIT_MODES
+# Transparent pixels are composited over white, so a transparent background never leaks its hidden colour.
+ALPHA_BACKGROUND = (255, 255, 255, 255)
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """The image as "L" or "RGB" (8 bits per channel), with the explicit rule for each source mode."""
+    mode = image.mode
+    if mode not in SUPPORTED_MODES:
+        raise InvalidImageError(
+            f"Image mode {mode} is not supported; save the image as 8-bit greyscale (L) or RGB (PNG or JPEG)."
+        )
+    if mode in SIXTEEN_BIT_MODES:
+        # Pillow's own conversion clips at 255 (a 16-bit image turns white); map 0..65535 linearly onto 0..255.
+        values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        return Image.fromarray((values // 257).astype(np.uint8), mode="L")
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        background = Image.new("RGBA", image.size, ALPHA_BACKGROUND)
+        flattened = Image.alpha_composite(background, image.convert("RGBA"))
+        return flattened.convert("L" if mode in {"LA", "La"} else "RGB")
+    # "1", "L" and "RGB" stay; "P" expands its palette; CMYK and YCbCr use Pillow's conversion (no ICC profile).
+    return image if mode in {"L", "RGB"} else image.convert("L" if mode == "1" else "RGB")
+
+
 def to_uint8_array(image: Image.Image, height: int, width: int, channels: int) -> np.ndarray:
     """Convert to the model's channel count and size; returns uint8 [channels, height, width]."""
     if channels not in _MODE_FOR_CHANNELS:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    converted = image.convert(_MODE_FOR_CHANNELS[channels])
+    converted = to_eight_bit(image).convert(_MODE_FOR_CHANNELS[channels])
     if converted.size != (width, height):
         converted = converted.resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(converted, dtype=np.uint8)
@@ -119,6 +147,6 @@ def infer_geometry(sizes: Iterable[tuple[int, int]], modes: Sequence[str], max_s
     (width, height), _ = counted.most_common(1)[0]
     scale = min(1.0, max_side / max(width, height))
     height, width = max(1, round(height * scale)), max(1, round(width * scale))
-    colour_modes = {"RGB", "RGBA", "CMYK", "YCbCr", "P", "LAB", "HSV"}
+    colour_modes = {"RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "P", "PA"}
     channels = 3 if any(mode in colour_modes for mode in modes) else 1
     return height, width, channels

@@ -1,66 +1,73 @@
-"""Blocking data-quality checks on validated_images, run with Great Expectations."""
+"""Data-quality checks on validated_images: the Great Expectations outcomes, blocking or warning."""
 
 import dagster as dg
 
-from mlops_assets.defs.metadata import markdown_table
-from mlops_assets.lib.data_validation import ValidationThresholds, class_table, run_image_suite
+from mlops_assets import settings
+from mlops_assets.defs.validation.report import check_markdown
+from mlops_assets.lib import data_validation as roles
+from mlops_assets.lib.label_memory import LabelMemory
 from mlops_assets.lib.validated_data import ValidatedDataset
 
-IMAGES_DECODABLE_CHECK = "images_decodable"
-PIXEL_STATISTICS_CHECK = "pixel_statistics_in_range"
+QUARANTINE_CHECK = "quarantine_within_limit"
 CLASS_COVERAGE_CHECK = "class_coverage"
+LABEL_SET_CHECK = "label_set_expected"
+LEAKAGE_CHECK = "no_train_test_leakage"
+DUPLICATES_CHECK = "no_exact_duplicates"
 
-_ROLES = {
-    "decodable": IMAGES_DECODABLE_CHECK,
-    "pixels": PIXEL_STATISTICS_CHECK,
-    "classes": CLASS_COVERAGE_CHECK,
+CHECK_NAMES = {
+    roles.QUARANTINE: QUARANTINE_CHECK,
+    roles.CLASSES: CLASS_COVERAGE_CHECK,
+    roles.LABELS: LABEL_SET_CHECK,
+    roles.LEAKAGE: LEAKAGE_CHECK,
+    roles.DUPLICATES: DUPLICATES_CHECK,
 }
-_DESCRIPTIONS = {
-    IMAGES_DECODABLE_CHECK: "Nearly every file decodes as an image (at most max_invalid_fraction fail).",
-    PIXEL_STATISTICS_CHECK: "Brightness within [0, 1]; almost no blank or constant images.",
-    CLASS_COVERAGE_CHECK: "At least two classes, each with min_images_per_class images and one in training.",
+# Blocking checks stop the run before training; warnings are shown and recorded only.
+BLOCKING_CHECKS = frozenset({QUARANTINE_CHECK, CLASS_COVERAGE_CHECK, LABEL_SET_CHECK, LEAKAGE_CHECK})
+DESCRIPTIONS = {
+    QUARANTINE_CHECK: "Files failing per-file expectations are quarantined; at most max_quarantined_fraction may be.",
+    CLASS_COVERAGE_CHECK: "Enough classes, each with min_images_per_class usable images, one in training, "
+    "and a bounded imbalance.",
+    LABEL_SET_CHECK: "The labels equal the profile's label set, or the set recorded when this dataset first passed.",
+    LEAKAGE_CHECK: "No image content appears in both the test split and the train/validation splits.",
+    DUPLICATES_CHECK: "Warning: identical files (same SHA-256), including ones filed under different labels.",
 }
 
 
-class DataQualityConfig(dg.Config):
-    """Thresholds of the data-quality suite; loosen or tighten them per dataset."""
-
-    max_invalid_fraction: float = 0.01
-    min_images_per_class: int = 5
-    min_contrast: float = 0.01
-    max_constant_fraction: float = 0.01
+def label_memory() -> LabelMemory:
+    """Where each dataset root's first accepted label set is remembered (under MLOPS_HOME)."""
+    return LabelMemory(settings.mlops_home() / "validation" / "label_sets")
 
 
 @dg.multi_asset_check(
     specs=[
-        dg.AssetCheckSpec(name, asset="validated_images", blocking=True, description=_DESCRIPTIONS[name])
-        for name in _ROLES.values()
+        dg.AssetCheckSpec(name, asset="validated_images", blocking=name in BLOCKING_CHECKS, description=description)
+        for name, description in DESCRIPTIONS.items()
     ],
 )
-def validated_images_quality(config: DataQualityConfig, validated_images: ValidatedDataset):
-    """Run the Great Expectations suite on per-image statistics; failures block training."""
-    stats = validated_images.statistics()
-    thresholds = ValidationThresholds(
-        config.max_invalid_fraction,
-        config.min_images_per_class,
-        config.min_contrast,
-        config.max_constant_fraction,
-    )
-    classes = class_table(stats)
-    for outcome in run_image_suite(stats, thresholds, _ROLES):
-        metadata: dict[str, object] = {
-            "expectations": dg.MetadataValue.json(outcome.expectations),
-            "failed_expectations": len(outcome.failures()),
-        }
-        if outcome.name == CLASS_COVERAGE_CHECK:
-            metadata["images_per_class"] = markdown_table(list(classes.columns), classes.itertuples(index=False))
+def validated_images_quality(context: dg.AssetCheckExecutionContext, validated_images: ValidatedDataset):
+    """Report the Great Expectations suite's outcomes; blocking failures stop training, warnings do not."""
+    outcomes = validated_images.outcomes()
+    blocking_passed = all(o.passed for o in outcomes if CHECK_NAMES[o.role] in BLOCKING_CHECKS)
+    if blocking_passed and validated_images.dataset_root:
+        recorded = label_memory().remember(
+            validated_images.dataset_root, validated_images.labels, validated_images.data_version
+        )
+        context.log.info(f"Label set of {validated_images.dataset_root} is recorded in {recorded}.")
+    for outcome in outcomes:
+        name = CHECK_NAMES[outcome.role]
+        blocking = name in BLOCKING_CHECKS
         yield dg.AssetCheckResult(
-            check_name=outcome.name,
+            check_name=name,
             asset_key="validated_images",
             passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata=metadata,
-            description=_DESCRIPTIONS[outcome.name]
-            if outcome.passed
-            else "Failed: " + "; ".join(f"{f['expectation']} {f['kwargs']}" for f in outcome.failures()),
+            severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+            description=outcome.summary if outcome.passed else f"Failed: {outcome.summary}",
+            metadata={
+                "summary": check_markdown(outcome),
+                "severity": "blocking" if blocking else "warning",
+                "expectations": dg.MetadataValue.json(outcome.expectations),
+                "failed_expectations": len(outcome.failures()),
+                "details": dg.MetadataValue.json(outcome.details[:500]),
+                "data_docs": dg.MetadataValue.path(str(validated_images.data_docs_index)),
+            },
         )
