@@ -31,6 +31,7 @@ class RunSummary:
     success: bool
     materialized: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def value(self, asset: str, key: str) -> Any:
         return self.materialized.get(asset, {}).get(key)
@@ -75,10 +76,11 @@ def _execute(instance, run_config: dict | None, asset_selection: list[str] | Non
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
-                summary.failures.append(
-                    f"check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: "
-                    f"{evaluation.description or ''}"
-                )
+                where = f"check {evaluation.check_name} on {evaluation.asset_key.to_user_string()}"
+                if evaluation.severity == dg.AssetCheckSeverity.WARN:
+                    summary.warnings.append(f"{where} warns: {evaluation.description or ''}")
+                else:
+                    summary.failures.append(f"{where} failed: {evaluation.description or ''}")
     if not result.success and not summary.failures:
         summary.failures.append(f"run {result.run_id} did not succeed; see it in the Dagster UI.")
     return summary
@@ -164,5 +166,6 @@ def format_summary(summary: RunSummary) -> str:
     if "bento" in summary.materialized:
         lines.append(f"  model version: {summary.value('bento', 'model_tag')}")
         lines.append(f"  bento:         {summary.value('bento', 'bento_tag')}")
+    lines += [f"  warning: {warning}" for warning in summary.warnings]
     lines += [f"  {failure}" for failure in summary.failures]
     return "\n".join(lines)
