@@ -11,6 +11,7 @@ from typing import Any
 from mlops_assets import settings
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
+SERVING_CONFIG = settings.PROJECT_ROOT / "deployments" / "local.yaml"
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,21 @@ def store_model(package_dir: Path, name: str, version: str, labels: dict[str, st
     return str(model.tag)
 
 
-def build_service_bento(model_tag: str, labels: dict[str, str]) -> BentoArtifact:
-    """Build `bento/` (service + bentofile) with the model tag baked in as a bento argument."""
+def serving_arguments() -> dict[str, Any]:
+    """The `serving:` settings (batching bounds, workers, threads, API key variable, log sampling) of the config."""
+    import yaml
+
+    return dict(yaml.safe_load(SERVING_CONFIG.read_text()).get("serving") or {})
+
+
+def build_service_bento(model_tag: str, labels: dict[str, str], serving: dict[str, Any] | None = None) -> BentoArtifact:
+    """Build `bento/` (service + bentofile) with the model tag and serving settings baked in as bento arguments."""
     bentoml = _bentoml()
+    serving = serving_arguments() if serving is None else serving
     bento = bentoml.bentos.build_bentofile(
         str(BENTOFILE),
         build_ctx=str(settings.PROJECT_ROOT),
         labels=labels,
-        args={"model_tag": model_tag},
+        args={**serving, "model_tag": model_tag},
     )
     return BentoArtifact(model_tag=model_tag, bento_tag=str(bento.tag), bento_path=str(bento.path))
