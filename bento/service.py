@@ -238,7 +238,9 @@ class ImageClassifier:
         return await self._classify("/predict", [upload.read_bytes() for upload in images])
 
     @bentoml.api(route="/predict_image")
-    async def predict_image(self, image: Path, /) -> PredictionResponse:
+    async def predict_image(
+        self, image: typing.Annotated[Path, bentoml.validators.ContentType("image/*")], /
+    ) -> PredictionResponse:
         """Classify one image sent as the raw request body with an image Content-Type (image/png, image/jpeg)."""
         return await self._classify("/predict_image", [image.read_bytes()])
 
