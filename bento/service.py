@@ -10,6 +10,7 @@ import os
 import typing
 from pathlib import Path
 
+import aiohttp
 import bentoml
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
@@ -34,7 +35,7 @@ class ServiceArguments(BaseModel):
 
     model_tag: str
     max_batch_size: int = 64
-    max_latency_ms: int = 20
+    max_latency_ms: int = 2000
     api_workers: int = 1
     inference_workers: int = 1
     torch_threads: int = 1
@@ -209,7 +210,7 @@ class ImageClassifier:
             inputs[start : start + ARGUMENTS.max_batch_size]
             for start in range(0, len(inputs), ARGUMENTS.max_batch_size)
         ]
-        answers = await asyncio.gather(*(self.inference.to_async.classify(chunk) for chunk in chunks))
+        answers = await asyncio.gather(*(self._infer(chunk) for chunk in chunks))
         probabilities = np.concatenate([np.asarray(answer) for answer in answers])
         predictions = []
         for row in probabilities:
@@ -231,6 +232,15 @@ class ImageClassifier:
                 ]
             )
         return PredictionResponse(model_version=self.version, predictions=predictions)
+
+    async def _infer(self, chunk: np.ndarray) -> np.ndarray:
+        try:
+            return await self.inference.to_async.classify(chunk)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+            # Under load the pooled keep-alive connection to the inference process is sometimes closed while a
+            # request is written; a forward pass is idempotent, so one retry on a fresh connection is safe.
+            _log_event("inference_retry", reason=f"{type(error).__name__}: {error}")
+            return await self.inference.to_async.classify(chunk)
 
     @bentoml.api(route="/predict")
     async def predict(self, images: list[Path]) -> PredictionResponse:

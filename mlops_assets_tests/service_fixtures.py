@@ -51,7 +51,8 @@ def served_bento(digits_subset: Path, isolated_home: Path) -> ServedBento:
     )
     serving = {
         "max_batch_size": 16,
-        "max_latency_ms": 10,
+        # Generous: the tests share two cores with other work, and a shed request (503) would fail them.
+        "max_latency_ms": 5000,
         "api_key_env": API_KEY_ENV,
         # Every request is logged, so the tests can read back exactly what they sent.
         "prediction_log_sample_rate": 1.0,
