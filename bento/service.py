@@ -68,6 +68,7 @@ GUARDED_ROUTES = {
 # An image must be at least 1/MAX_UPSCALE of the model's input on each side: upscaling further invents the detail
 # the model looks at, so a 1x1 "image" gets a 400 instead of a confident-looking guess.
 MAX_UPSCALE = 4
+INFERENCE_ATTEMPTS = 3
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 logger = logging.getLogger("bentoml.image_classifier")
 
@@ -234,13 +235,16 @@ class ImageClassifier:
         return PredictionResponse(model_version=self.version, predictions=predictions)
 
     async def _infer(self, chunk: np.ndarray) -> np.ndarray:
-        try:
-            return await self.inference.to_async.classify(chunk)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-            # Under load the pooled keep-alive connection to the inference process is sometimes closed while a
-            # request is written; a forward pass is idempotent, so one retry on a fresh connection is safe.
-            _log_event("inference_retry", reason=f"{type(error).__name__}: {error}")
-            return await self.inference.to_async.classify(chunk)
+        for attempt in range(1, INFERENCE_ATTEMPTS + 1):
+            try:
+                return await self.inference.to_async.classify(chunk)
+            except aiohttp.ClientConnectionError as error:
+                # Under load a pooled keep-alive connection to the inference process is sometimes closed while a
+                # request is written; a forward pass is idempotent, so retrying on a fresh connection is safe.
+                _log_event("inference_retry", attempt=attempt, reason=f"{type(error).__name__}: {error}")
+                if attempt == INFERENCE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @bentoml.api(route="/predict")
     async def predict(self, images: list[Path]) -> PredictionResponse:

@@ -102,17 +102,21 @@ def test_prediction_log_records_input_statistics_answer_and_model_version(served
         answer = client.post("/predict_image", content=data, headers={"Content-Type": "image/png"}).json()
     expected = answer["predictions"][0]
     deadline = time.monotonic() + 10
-    records: list[dict] = []
+    logged: list[dict] = []
     while time.monotonic() < deadline:
         records = [
             json.loads(line)
             for path in (served_bento.home / "predictions").glob("*.jsonl")
             for line in path.read_text().splitlines()
         ]
-        if any(record["endpoint"] == "/predict_image" for record in records):
+        logged = [
+            record
+            for record in records
+            if record["endpoint"] == "/predict_image" and abs(record["confidence"] - expected["confidence"]) < 1e-5
+        ]
+        if logged:
             break
         time.sleep(0.2)
-    logged = [record for record in records if record["endpoint"] == "/predict_image"]
     assert logged, "the sampled request never reached the prediction log"
     record = logged[-1]
     assert record["model_version"] == served_bento.model_tag
