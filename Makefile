@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test dev lint clean-home
+.PHONY: demo test dev lint bench clean-home
 
 $(INSTALLED): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(INSTALLED)  ## lint and run the whole test suite
 
 dev: $(INSTALLED)  ## open the Dagster UI on this project's instance
 	$(BIN)/mlops dev
+
+bench: $(INSTALLED)  ## serving benchmark (installs wrk if missing); results in benchmarks/results/
+	sh benchmarks/setup.sh
+	$(BIN)/python benchmarks/bench_serving.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -78,7 +78,7 @@ def worker(dataset: Path, project: Path, epochs: int) -> dict:
 
 def run_dataset(name: str, make_dataset, epochs: int, scratch: Path) -> dict:
     project = scratch / f"project-{name}"
-    for folder in ("mlops_assets", "bento"):
+    for folder in ("mlops_assets", "bento", "deployments"):
         shutil.copytree(PROJECT_ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
     dataset = make_dataset(scratch / f"data-{name}")

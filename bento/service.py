@@ -1,8 +1,16 @@
-"""HTTP service for a packaged image classifier: POST /predict, GET /metadata."""
+"""HTTP service for a packaged image classifier: validated uploads, adaptively batched inference, metrics, logs."""
 
+import asyncio
+import base64
+import binascii
 import functools
+import json
+import logging
+import os
+import typing
 from pathlib import Path
 
+import aiohttp
 import bentoml
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
@@ -14,19 +22,55 @@ with bentoml.importing():
     import numpy as np
 
     from mlops_assets.lib.errors import InvalidImageError
-    from mlops_assets.lib.model_package import load_package
-    from mlops_assets.lib.preprocessing import preprocess_bytes
+    from mlops_assets.lib.image_stats import image_statistics
+    from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
+    from mlops_assets.lib.model_package import load_package, read_package_document
+    from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
+    from mlops_assets.lib.preprocessing import ImageSpec, decode_image, normalize, to_uint8_array
+    from mlops_assets.lib.request_guard import GuardedRoute, RequestGuard
 
 
 class ServiceArguments(BaseModel):
-    """Set at build time (`bentoml build --arg model_tag=...`) and stored in the bento."""
+    """Set at build time (`bentoml build --arg ...`, from deployments/<env>.yaml) and stored in the bento."""
 
     model_tag: str
+    max_batch_size: int = 64
+    max_latency_ms: int = 2000
+    api_workers: int = 1
+    inference_workers: int = 1
+    torch_threads: int = 1
+    api_key_env: str = "MLOPS_API_KEY"
+    prediction_log_sample_rate: float = 0.1
 
 
 ARGUMENTS = bentoml.use_arguments(ServiceArguments)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_BATCH_IMAGES = 256
+# A whole multipart request is held in memory once; this bounds it.
+MAX_MULTIPART_BYTES = 64 * 1024 * 1024
+# Base64 inflates by 4/3; the JSON around it is small.
+MAX_JSON_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024
+# Above this many bytes an upload is decoded in a worker thread so a big image cannot stall the event loop;
+# below it the thread hop costs more than the decode.
+INLINE_DECODE_BYTES = 256 * 1024
+GUARDED_ROUTES = {
+    "/predict": GuardedRoute(
+        ("multipart/form-data",),
+        MAX_MULTIPART_BYTES,
+        "curl -F images=@digit.png .../predict",
+        file_field="images",
+    ),
+    "/predict_image": GuardedRoute(
+        ("image/*",), MAX_UPLOAD_BYTES, "curl -H 'Content-Type: image/png' --data-binary @digit.png .../predict_image"
+    ),
+    "/predict_base64": GuardedRoute(("application/json",), MAX_JSON_BYTES, '{"images": ["<base64 PNG>"]}'),
+}
+# An image must be at least 1/MAX_UPSCALE of the model's input on each side: upscaling further invents the detail
+# the model looks at, so a 1x1 "image" gets a 400 instead of a confident-looking guess.
+MAX_UPSCALE = 4
+INFERENCE_ATTEMPTS = 3
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+logger = logging.getLogger("bentoml.image_classifier")
 
 
 class Prediction(BaseModel):
@@ -43,8 +87,10 @@ class PredictionResponse(BaseModel):
 @functools.cache
 def _model_metadata() -> dict:
     model = bentoml.models.get(ARGUMENTS.model_tag)
+    document = read_package_document(Path(model.path))
     return {
         "model_version": str(model.tag),
+        "label_set": document["labels"],
         "labels": dict(model.info.labels),
         "lineage": model.info.metadata,
     }
@@ -57,46 +103,175 @@ async def metadata_endpoint(_: Request) -> JSONResponse:
 metadata_app = Starlette(routes=[Route("/metadata", metadata_endpoint, methods=["GET"])])
 
 
-@bentoml.service(traffic={"timeout": 30})
+def _log_event(event: str, **fields: typing.Any) -> None:
+    """One JSON object per line, so log shippers can index the fields."""
+    logger.info(json.dumps({"event": event, **fields}))
+
+
+@bentoml.service(workers=ARGUMENTS.inference_workers, traffic={"timeout": 30})
+class ImageClassifierInference:
+    """Internal: forward passes on preprocessed inputs, adaptively batched across concurrent requests."""
+
+    model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
+
+    def __init__(self) -> None:
+        configure_cpu_threads(ARGUMENTS.torch_threads)
+        self.model = load_package(Path(self.model_ref.path), device="auto")
+        self.device = self.model.plugin.device
+        _log_event("inference_ready", model_version=str(self.model_ref.tag), device=self.device)
+
+    @bentoml.api(batchable=True, max_batch_size=ARGUMENTS.max_batch_size, max_latency_ms=ARGUMENTS.max_latency_ms)
+    def classify(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities [N, classes] for normalized inputs [N, C, H, W]."""
+        with inference_context(self.device):
+            return self.model.predict_proba(inputs)
+
+
+@bentoml.service(workers=ARGUMENTS.api_workers, traffic={"timeout": 30})
 @bentoml.asgi_app(metadata_app, path="/")
 class ImageClassifier:
     """Classifies uploaded images with the model packaged at build time."""
 
     model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
+    inference = bentoml.depends(ImageClassifierInference)
 
     def __init__(self) -> None:
-        self.model = load_package(Path(self.model_ref.path), device="auto")
+        document = read_package_document(Path(self.model_ref.path))
+        self.spec = ImageSpec.from_dict(document["spec"])
+        self.labels = tuple(document["labels"])
         self.version = str(self.model_ref.tag)
+        home = Path(os.environ.get("MLOPS_HOME", ".mlops"))
+        self.prediction_log = PredictionLog(home / "predictions", ARGUMENTS.prediction_log_sample_rate)
+        self.confidence = bentoml.metrics.Histogram(
+            name="prediction_confidence",
+            documentation="Confidence of the predicted label, per image.",
+            labelnames=["model_version"],
+            buckets=CONFIDENCE_BUCKETS,
+        )
+        self.per_label = bentoml.metrics.Counter(
+            name="predictions_per_label",
+            documentation="Images classified, by predicted label.",
+            labelnames=["model_version", "label"],
+        )
+        self.rejected = bentoml.metrics.Counter(
+            name="rejected_images",
+            documentation="Uploads refused as invalid images, by endpoint.",
+            labelnames=["endpoint"],
+        )
 
-    def _read(self, index: int, upload: Path) -> np.ndarray:
-        size = upload.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            raise bentoml.exceptions.InvalidArgument(
-                f"images[{index}]: {size} bytes is above the {MAX_UPLOAD_BYTES}-byte limit; send a smaller image."
+    @bentoml.on_shutdown
+    def close_prediction_log(self) -> None:
+        self.prediction_log.close()
+
+    def _decode(self, data: bytes, with_statistics: bool) -> tuple[np.ndarray, dict | None]:
+        """The training path (decode, resize, normalize) and, when sampled, the statistics validation computes."""
+        image = decode_image(data)
+        min_height, min_width = -(-self.spec.height // MAX_UPSCALE), -(-self.spec.width // MAX_UPSCALE)
+        if image.height < min_height or image.width < min_width:
+            raise InvalidImageError(
+                f"The image is {image.width}x{image.height}; this model needs at least {min_width}x{min_height} "
+                f"(its input is {self.spec.width}x{self.spec.height})."
             )
-        try:
-            return preprocess_bytes(upload.read_bytes(), self.model.spec)
-        except InvalidImageError as error:
-            raise bentoml.exceptions.InvalidArgument(f"images[{index}]: {error}") from error
+        pixels = to_uint8_array(image, self.spec.height, self.spec.width, self.spec.channels)
+        statistics = image_statistics(image, pixels) if with_statistics else None
+        return normalize(pixels, self.spec), statistics
+
+    async def _decode_all(self, endpoint: str, uploads: list[bytes], with_statistics: bool) -> list[tuple]:
+        if not uploads:
+            raise bentoml.exceptions.InvalidArgument("No image received: send at least one image.")
+        if len(uploads) > MAX_BATCH_IMAGES:
+            raise bentoml.exceptions.InvalidArgument(
+                f"{len(uploads)} images in one request; send at most {MAX_BATCH_IMAGES} per request."
+            )
+        decoded = []
+        for index, data in enumerate(uploads):
+            if len(data) > MAX_UPLOAD_BYTES:
+                self.rejected.labels(endpoint=endpoint).inc()
+                raise bentoml.exceptions.InvalidArgument(
+                    f"image {index}: {len(data):,} bytes is above the {MAX_UPLOAD_BYTES:,}-byte limit; "
+                    "send a smaller image."
+                )
+            try:
+                if len(data) > INLINE_DECODE_BYTES:
+                    decoded.append(await asyncio.to_thread(self._decode, data, with_statistics))
+                else:
+                    decoded.append(self._decode(data, with_statistics))
+            except InvalidImageError as error:
+                self.rejected.labels(endpoint=endpoint).inc()
+                _log_event("invalid_image", endpoint=endpoint, index=index, reason=str(error))
+                raise bentoml.exceptions.InvalidArgument(f"image {index}: {error}") from error
+        return decoded
+
+    async def _classify(self, endpoint: str, uploads: list[bytes]) -> PredictionResponse:
+        sampled = self.prediction_log.should_sample()
+        decoded = await self._decode_all(endpoint, uploads, sampled)
+        inputs = np.stack([array for array, _ in decoded])
+        # A request larger than the batch bound is split; the pieces batch with other requests' images.
+        chunks = [
+            inputs[start : start + ARGUMENTS.max_batch_size]
+            for start in range(0, len(inputs), ARGUMENTS.max_batch_size)
+        ]
+        answers = await asyncio.gather(*(self._infer(chunk) for chunk in chunks))
+        probabilities = np.concatenate([np.asarray(answer) for answer in answers])
+        predictions = []
+        for row in probabilities:
+            best = int(row.argmax())
+            predictions.append(
+                Prediction(
+                    label=self.labels[best],
+                    confidence=float(row[best]),
+                    probabilities={label: float(value) for label, value in zip(self.labels, row, strict=True)},
+                )
+            )
+            self.confidence.labels(model_version=self.version).observe(float(row[best]))
+            self.per_label.labels(model_version=self.version, label=self.labels[best]).inc()
+        if sampled:
+            self.prediction_log.submit(
+                [
+                    prediction_record(self.version, p.label, p.confidence, statistics, endpoint)
+                    for p, (_, statistics) in zip(predictions, decoded, strict=True)
+                ]
+            )
+        return PredictionResponse(model_version=self.version, predictions=predictions)
+
+    async def _infer(self, chunk: np.ndarray) -> np.ndarray:
+        for attempt in range(1, INFERENCE_ATTEMPTS + 1):
+            try:
+                return await self.inference.to_async.classify(chunk)
+            except aiohttp.ClientConnectionError as error:
+                # Under load a pooled keep-alive connection to the inference process is sometimes closed while a
+                # request is written; a forward pass is idempotent, so retrying on a fresh connection is safe.
+                _log_event("inference_retry", attempt=attempt, reason=f"{type(error).__name__}: {error}")
+                if attempt == INFERENCE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @bentoml.api(route="/predict")
-    def predict(self, images: list[Path]) -> PredictionResponse:
+    async def predict(self, images: list[Path]) -> PredictionResponse:
         """Classify one image or a batch: each file in the multipart field `images`, answers in the same order."""
-        if not images:
-            raise bentoml.exceptions.InvalidArgument(
-                "No image received: send a multipart form with one or more files in the field 'images'."
-            )
-        if len(images) > MAX_BATCH_IMAGES:
-            raise bentoml.exceptions.InvalidArgument(f"At most {MAX_BATCH_IMAGES} images per request.")
-        inputs = np.stack([self._read(index, upload) for index, upload in enumerate(images)])
-        probabilities = self.model.predict_proba(inputs)
-        labels = self.model.labels
-        predictions = [
-            Prediction(
-                label=labels[int(row.argmax())],
-                confidence=float(row.max()),
-                probabilities={label: float(value) for label, value in zip(labels, row, strict=True)},
-            )
-            for row in probabilities
-        ]
-        return PredictionResponse(model_version=self.version, predictions=predictions)
+        return await self._classify("/predict", [upload.read_bytes() for upload in images])
+
+    @bentoml.api(route="/predict_image")
+    async def predict_image(
+        self, image: typing.Annotated[Path, bentoml.validators.ContentType("image/*")], /
+    ) -> PredictionResponse:
+        """Classify one image sent as the raw request body with an image Content-Type (image/png, image/jpeg)."""
+        return await self._classify("/predict_image", [image.read_bytes()])
+
+    @bentoml.api(route="/predict_base64")
+    async def predict_base64(
+        self, images: typing.Annotated[list[str], Field(description="Base64-encoded PNG or JPEG files.")]
+    ) -> PredictionResponse:
+        """Classify images sent as base64 strings in JSON, for clients that cannot send multipart."""
+        uploads = []
+        for index, text in enumerate(images):
+            try:
+                uploads.append(base64.b64decode(text, validate=True))
+            except (binascii.Error, ValueError) as error:
+                raise bentoml.exceptions.InvalidArgument(
+                    f"images[{index}] is not valid base64 ({error}); encode the file's bytes with standard base64."
+                ) from error
+        return await self._classify("/predict_base64", uploads)
+
+
+ImageClassifier.add_asgi_middleware(RequestGuard, routes=GUARDED_ROUTES, api_key_env=ARGUMENTS.api_key_env)

@@ -12,19 +12,23 @@ from mlops_assets.defs.validation.assets import ValidatedImagesConfig, validated
 from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.defs.versioning import with_derived_code_versions
 from mlops_assets.environments import get_environment, resources_for
+from mlops_assets.packaging import serving_arguments
 
 ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento]
-# Config defaults are part of what determines an output, so they are part of its code version.
-CONFIG_DEFAULTS = {
-    "validated_images": ValidatedImagesConfig().model_dump(),
-    "trained_model": TrainingConfig().model_dump(),
-    "bento": BentoConfig().model_dump(),
-}
+
+
+def config_defaults() -> dict[str, dict]:
+    """Config that determines an output is part of its code version (serving settings are baked into bentos)."""
+    return {
+        "validated_images": ValidatedImagesConfig().model_dump(),
+        "trained_model": TrainingConfig().model_dump(),
+        "bento": {**BentoConfig().model_dump(), "serving": serving_arguments()},
+    }
 
 
 def versioned_assets() -> list[dg.AssetsDefinition]:
     """The asset chain with code versions derived from its source (read from disk, so built on demand)."""
-    return with_derived_code_versions(ASSETS, CONFIG_DEFAULTS)
+    return with_derived_code_versions(ASSETS, config_defaults())
 
 
 def build_definitions(environment: str | None = None) -> dg.Definitions:

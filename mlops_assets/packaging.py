@@ -13,6 +13,7 @@ import yaml
 from mlops_assets import settings
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
+SERVING_CONFIG = settings.PROJECT_ROOT / "deployments" / "local.yaml"
 
 
 @dataclass(frozen=True)
@@ -46,23 +47,33 @@ def store_model(package_dir: Path, name: str, version: str, labels: dict[str, st
     return str(model.tag)
 
 
-def build_service_bento(model_tag: str, labels: dict[str, str], version: str) -> tuple[BentoArtifact, bool]:
-    """Build `bento/` (service + bentofile) as `<name>:<version>` with the model tag baked in as a bento argument.
+def serving_arguments() -> dict[str, Any]:
+    """The `serving:` settings (batching bounds, workers, threads, API key variable, log sampling) of the config."""
+    return dict(yaml.safe_load(SERVING_CONFIG.read_text()).get("serving") or {})
 
-    Returns the artifact and whether it was already in the store (a cache hit: nothing rebuilt).
+
+def build_service_bento(
+    model_tag: str, labels: dict[str, str], serving: dict[str, Any] | None = None, version: str | None = None
+) -> tuple[BentoArtifact, bool]:
+    """Build `bento/` (service + bentofile) with the model tag and serving settings baked in as bento arguments.
+
+    With a `version`, the bento is `<name>:<version>` and an existing one is reused; returns the artifact and
+    whether it was reused (a cache hit: nothing rebuilt).
     """
     bentoml = _bentoml()
-    name = yaml.safe_load(BENTOFILE.read_text())["name"]
-    try:
-        existing = bentoml.bentos.get(f"{name}:{version}")
-        return BentoArtifact(model_tag=model_tag, bento_tag=str(existing.tag), bento_path=str(existing.path)), True
-    except bentoml.exceptions.NotFound:
-        pass
+    serving = serving_arguments() if serving is None else serving
+    if version is not None:
+        name = yaml.safe_load(BENTOFILE.read_text())["name"]
+        try:
+            existing = bentoml.bentos.get(f"{name}:{version}")
+            return BentoArtifact(model_tag, str(existing.tag), str(existing.path)), True
+        except bentoml.exceptions.NotFound:
+            pass
     bento = bentoml.bentos.build_bentofile(
         str(BENTOFILE),
         build_ctx=str(settings.PROJECT_ROOT),
         labels=labels,
-        args={"model_tag": model_tag},
+        args={**serving, "model_tag": model_tag},
         version=version,
     )
     return BentoArtifact(model_tag=model_tag, bento_tag=str(bento.tag), bento_path=str(bento.path)), False

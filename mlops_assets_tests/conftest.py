@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from mlops_assets.lib.sample_data import export_digits
+from mlops_assets_tests.service_fixtures import served_bento  # noqa: F401 - the served bento, shared by service tests
 
 
 @pytest.fixture(scope="session", autouse=True)

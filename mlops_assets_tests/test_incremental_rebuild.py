@@ -27,7 +27,7 @@ class Project:
 
     def __init__(self, root: Path, dataset: Path) -> None:
         self.root, self.dataset, self.home = root, dataset, root / "home"
-        for name in ("mlops_assets", "bento"):
+        for name in ("mlops_assets", "bento", "deployments"):
             shutil.copytree(settings.PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(settings.PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
         (root / "fast.yaml").write_text(FAST)

@@ -8,7 +8,7 @@ from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.evaluation import EvaluationReport
 from mlops_assets.lib.provenance import git_state
 from mlops_assets.lib.training import TrainedModel
-from mlops_assets.packaging import BentoArtifact, build_service_bento, store_model
+from mlops_assets.packaging import BentoArtifact, build_service_bento, serving_arguments, store_model
 
 
 class BentoConfig(dg.Config):
@@ -58,12 +58,13 @@ def bento(
         "plugin": trained_model.plugin,
         "accuracy": f"{metrics['accuracy']:.4f}",
     }
+    serving = serving_arguments()
     version = derived_version(
-        trained_model.version, model_evaluation.version, own_code_version(context), config.model_dump()
+        trained_model.version, model_evaluation.version, own_code_version(context), config.model_dump(), serving
     )
     model_tag = store_model(trained_model.directory, config.model_name, trained_model.version[:20], labels, lineage)
     artifact, cache_hit = build_service_bento(
-        model_tag, labels={"model_tag": model_tag.replace(":", "-"), **labels}, version=version
+        model_tag, labels={"model_tag": model_tag.replace(":", "-"), **labels}, serving=serving, version=version
     )
     context.log.info(f"{'Reusing' if cache_hit else 'Built'} bento {artifact.bento_tag} serving model {model_tag}")
     return dg.Output(

@@ -1,0 +1,70 @@
+"""A real bento of a quickly trained CNN, served by a real BentoML server on loopback, shared by the service tests."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlops_assets import settings
+from mlops_assets.lib.manifest import scan_dataset
+from mlops_assets.lib.plugins.base import TrainSettings
+from mlops_assets.lib.training import train_model
+from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
+
+API_KEY_ENV = "MLOPS_TEST_SERVICE_API_KEY"
+API_KEY = "test-key-4f1c9a"
+
+
+@dataclass(frozen=True)
+class ServedBento:
+    url: str
+    model_tag: str
+    bento_tag: str
+    home: Path
+    samples: tuple[tuple[str, bytes], ...]  # (true label, PNG bytes) from the test split
+
+    def client(self, authenticated: bool = True, timeout: float = 30) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {API_KEY}"} if authenticated else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def served_bento(digits_subset: Path, isolated_home: Path) -> ServedBento:
+    settings.export_environment()
+    from mlops_assets.packaging import build_service_bento, store_model
+    from mlops_assets.resources.local_deployer import deploy_local, stop_local
+    from mlops_assets_tests.conftest import free_port
+
+    manifest = scan_dataset(digits_subset)
+    data = build_validated_dataset(manifest, GeometryConfig(), settings.artifacts_dir() / "service-data")
+    trained = train_model(
+        data, "cnn", {}, TrainSettings(epochs=3, device="cpu"), settings.artifacts_dir() / "service-model"
+    )
+    model_tag = store_model(
+        Path(trained.directory),
+        "image-classifier",
+        trained.weights_sha256[:20],
+        labels={"plugin": "cnn"},
+        metadata={"data_version": data.data_version, "val_accuracy": trained.final_epoch["val_accuracy"]},
+    )
+    serving = {
+        "max_batch_size": 16,
+        # Generous: the tests share two cores with other work, and a shed request (503) would fail them.
+        "max_latency_ms": 5000,
+        "api_key_env": API_KEY_ENV,
+        # Every request is logged, so the tests can read back exactly what they sent.
+        "prediction_log_sample_rate": 1.0,
+    }
+    artifact, _ = build_service_bento(model_tag, labels={"purpose": "service-tests"}, serving=serving)
+    os.environ[API_KEY_ENV] = API_KEY
+    deployment = deploy_local(artifact.bento_tag, port=free_port())
+    samples = tuple(
+        (entry.label, manifest.absolute_path(entry).read_bytes()) for entry in manifest.entries if entry.split == "test"
+    )
+    try:
+        yield ServedBento(deployment.url, model_tag, artifact.bento_tag, settings.mlops_home(), samples[:32])
+    finally:
+        stop_local()
+        os.environ.pop(API_KEY_ENV, None)

@@ -1,0 +1,126 @@
+"""The served bento over HTTP: three input forms, metadata, authentication, metrics and the prediction log."""
+
+import base64
+import json
+import time
+
+import pytest
+
+from mlops_assets_tests.service_fixtures import ServedBento
+
+pytestmark = pytest.mark.e2e
+PREDICT_ENDPOINTS = ("/predict", "/predict_image", "/predict_base64")
+
+
+def _assert_same_prediction(left: dict, right: dict) -> None:
+    assert left["label"] == right["label"]
+    for label, value in left["probabilities"].items():
+        assert right["probabilities"][label] == pytest.approx(value, abs=1e-5)
+
+
+def test_a_batch_answers_in_request_order_like_single_requests(served_bento: ServedBento) -> None:
+    samples = served_bento.samples[:8]
+    with served_bento.client() as client:
+        batch = client.post("/predict", files=[("images", (f"{i}.png", data)) for i, (_, data) in enumerate(samples)])
+        assert batch.status_code == 200, batch.text
+        body = batch.json()
+        assert body["model_version"] == served_bento.model_tag
+        assert len(body["predictions"]) == len(samples)
+        for (_, data), batched in zip(samples, body["predictions"], strict=True):
+            single = client.post("/predict", files={"images": ("x.png", data)})
+            assert single.status_code == 200, single.text
+            _assert_same_prediction(single.json()["predictions"][0], batched)
+            assert batched["confidence"] == max(batched["probabilities"].values())
+    correct = sum(p["label"] == label for p, (label, _) in zip(body["predictions"], samples, strict=True))
+    assert correct >= len(samples) // 2, "a 3-epoch CNN on digits should get most test images right"
+
+
+def test_raw_bytes_and_base64_json_answer_like_multipart(served_bento: ServedBento) -> None:
+    _, data = served_bento.samples[0]
+    with served_bento.client() as client:
+        multipart = client.post("/predict", files={"images": ("x.png", data)}).json()
+        raw = client.post("/predict_image", content=data, headers={"Content-Type": "image/png"})
+        encoded = client.post("/predict_base64", json={"images": [base64.b64encode(data).decode()] * 2})
+    assert raw.status_code == 200, raw.text
+    assert encoded.status_code == 200, encoded.text
+    assert raw.json()["model_version"] == encoded.json()["model_version"] == served_bento.model_tag
+    _assert_same_prediction(multipart["predictions"][0], raw.json()["predictions"][0])
+    for prediction in encoded.json()["predictions"]:
+        _assert_same_prediction(multipart["predictions"][0], prediction)
+
+
+def test_metadata_returns_version_lineage_and_label_set(served_bento: ServedBento) -> None:
+    with served_bento.client(authenticated=False) as client:
+        metadata = client.get("/metadata").json()
+    assert metadata["model_version"] == served_bento.model_tag
+    assert metadata["label_set"] == [str(digit) for digit in range(10)]
+    assert metadata["lineage"]["data_version"]
+
+
+@pytest.mark.parametrize("endpoint", PREDICT_ENDPOINTS)
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-key", "Basic dGVzdDp0ZXN0", "Bearer"])
+def test_prediction_endpoints_refuse_requests_without_the_api_key(
+    served_bento: ServedBento, endpoint: str, authorization: str | None
+) -> None:
+    _, data = served_bento.samples[0]
+    headers = {"Authorization": authorization} if authorization else {}
+    with served_bento.client(authenticated=False) as client:
+        if endpoint == "/predict":
+            response = client.post(endpoint, files={"images": ("x.png", data)}, headers=headers)
+        elif endpoint == "/predict_image":
+            response = client.post(endpoint, content=data, headers={**headers, "Content-Type": "image/png"})
+        else:
+            response = client.post(endpoint, json={"images": [base64.b64encode(data).decode()]}, headers=headers)
+    assert response.status_code == 401
+    assert "Authorization: Bearer" in response.json()["error"]
+
+
+def test_health_metadata_and_metrics_stay_open_without_a_key(served_bento: ServedBento) -> None:
+    with served_bento.client(authenticated=False) as client:
+        for path in ("/readyz", "/livez", "/metadata", "/metrics"):
+            assert client.get(path).status_code == 200, path
+
+
+def test_metrics_count_predictions_per_label_and_confidence(served_bento: ServedBento) -> None:
+    _, data = served_bento.samples[1]
+    with served_bento.client() as client:
+        label = client.post("/predict", files={"images": ("x.png", data)}).json()["predictions"][0]["label"]
+        metrics = client.get("/metrics").text
+    per_label = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("predictions_per_label_total{") and f'label="{label}"' in line
+    ]
+    assert per_label and float(per_label[0].rsplit(" ", 1)[1]) >= 1
+    assert "prediction_confidence_bucket{" in metrics
+    assert "bentoml_service_request_total{" in metrics or "bentoml_service_request_duration_seconds" in metrics
+
+
+def test_prediction_log_records_input_statistics_answer_and_model_version(served_bento: ServedBento) -> None:
+    _, data = served_bento.samples[2]
+    with served_bento.client() as client:
+        answer = client.post("/predict_image", content=data, headers={"Content-Type": "image/png"}).json()
+    expected = answer["predictions"][0]
+    deadline = time.monotonic() + 10
+    logged: list[dict] = []
+    while time.monotonic() < deadline:
+        records = [
+            json.loads(line)
+            for path in (served_bento.home / "predictions").glob("*.jsonl")
+            for line in path.read_text().splitlines()
+        ]
+        logged = [
+            record
+            for record in records
+            if record["endpoint"] == "/predict_image" and abs(record["confidence"] - expected["confidence"]) < 1e-5
+        ]
+        if logged:
+            break
+        time.sleep(0.2)
+    assert logged, "the sampled request never reached the prediction log"
+    record = logged[-1]
+    assert record["model_version"] == served_bento.model_tag
+    assert record["label"] == expected["label"]
+    assert record["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
+    assert (record["width"], record["height"], record["mode"]) == (8, 8, "L")
+    assert 0 <= record["brightness"] <= 1 and 0 <= record["contrast"] <= 1

@@ -1,0 +1,79 @@
+"""The service's pure helpers: request guard decisions, prediction-log sampling and writing, inference context."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from mlops_assets.lib.inference_runtime import inference_context, uses_mixed_precision
+from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
+from mlops_assets.lib.request_guard import GuardedRoute, check_body, check_request
+
+ROUTE = GuardedRoute(("image/*",), 1000, "an example")
+FORM = GuardedRoute(("multipart/form-data",), 1000, "a form", file_field="images")
+
+
+def test_guard_requires_the_bearer_key_only_when_one_is_configured() -> None:
+    headers = {"content-type": "image/png", "content-length": "10"}
+    assert check_request(ROUTE, headers, api_key=None) is None
+    assert check_request(ROUTE, headers, api_key="k").status == 401
+    assert check_request(ROUTE, {**headers, "authorization": "Bearer x"}, api_key="k").status == 401
+    assert check_request(ROUTE, {**headers, "authorization": "Bearer k"}, api_key="k") is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"content-type": "text/plain", "content-length": "10"}, 415),
+        ({"content-type": "image/png"}, 411),
+        ({"content-type": "image/png", "content-length": "0"}, 400),
+        ({"content-type": "image/png", "content-length": "1001"}, 413),
+        ({"content-type": "image/png", "content-length": "ten"}, 400),
+    ],
+)
+def test_guard_refuses_wrong_type_missing_empty_or_oversized_bodies(headers: dict, status: int) -> None:
+    assert check_request(ROUTE, headers, api_key=None).status == status
+
+
+def test_guard_accepts_only_file_parts_in_the_named_field() -> None:
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    good = b'--b\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n\r\nxx\r\n--b--\r\n'
+    assert check_body(FORM, headers, good) is None
+    text_part = b'--b\r\nContent-Disposition: form-data; name="images"\r\n\r\nhttp://example.com/a.png\r\n--b--\r\n'
+    assert check_body(FORM, headers, text_part).status == 400
+    other = good.replace(b'name="images"', b'name="image"')
+    assert "'image'" in check_body(FORM, headers, other).message
+    assert check_body(ROUTE, {}, b"https://example.com/x.png").status == 400
+
+
+def test_prediction_log_samples_at_its_rate_and_writes_json_lines(tmp_path) -> None:
+    assert not any(PredictionLog(tmp_path / "never", 0.0).should_sample() for _ in range(100))
+    log = PredictionLog(tmp_path / "all", 1.0, seed=0)
+    assert all(log.should_sample() for _ in range(100))
+    half = PredictionLog(tmp_path / "half", 0.5, seed=0)
+    assert 350 < sum(half.should_sample() for _ in range(1000)) < 650
+    stats = {"width": 8, "height": 8, "mode": "L", "brightness": 0.3, "contrast": 0.2}
+    assert log.submit([prediction_record("m:1", "3", 0.9, stats, "/predict")])
+    log.close()
+    lines = [json.loads(line) for path in (tmp_path / "all").glob("*.jsonl") for line in path.read_text().splitlines()]
+    assert lines == [{**lines[0], "model_version": "m:1", "label": "3", "confidence": 0.9, **stats}]
+    assert time.strftime("%Y") in lines[0]["timestamp"]
+    with pytest.raises(ValueError, match="sample rate"):
+        PredictionLog(tmp_path, 1.5)
+
+
+def test_inference_context_disables_autograd_and_picks_mixed_precision_only_on_cuda() -> None:
+    assert uses_mixed_precision("cuda:0") and not uses_mixed_precision("cpu")
+    layer = torch.nn.Linear(2, 2)
+    with inference_context("cpu"):
+        output = layer(torch.ones(1, 2))
+    assert not output.requires_grad and output.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inference_context_runs_float16_on_cuda() -> None:
+    layer = torch.nn.Linear(2, 2).cuda()
+    with inference_context("cuda"):
+        assert layer(torch.ones(1, 2, device="cuda")).dtype == torch.float16

@@ -1,0 +1,62 @@
+"""Bounded load on loopback: 64 concurrent clients, zero errors, and the same answers as single requests."""
+
+import asyncio
+import base64
+import time
+
+import httpx
+import pytest
+
+from mlops_assets_tests.service_fixtures import API_KEY, ServedBento
+
+pytestmark = pytest.mark.e2e
+CLIENTS = 64
+DURATION_S = 15.0
+
+
+def _request(endpoint: str, data: bytes) -> dict:
+    if endpoint == "/predict":
+        return {"files": {"images": ("x.png", data, "image/png")}}
+    if endpoint == "/predict_image":
+        return {"content": data, "headers": {"Content-Type": "image/png"}}
+    return {"json": {"images": [base64.b64encode(data).decode()]}}
+
+
+async def _hammer(url: str, inputs: list[bytes], deadline: float, worker: int) -> list[tuple[int, int, dict | str]]:
+    endpoints = ("/predict", "/predict_image", "/predict_base64")
+    results = []
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        step = worker
+        while time.monotonic() < deadline:
+            index = step % len(inputs)
+            endpoint = endpoints[step % len(endpoints)]
+            response = await client.post(endpoint, **_request(endpoint, inputs[index]))
+            ok = response.status_code == 200
+            results.append((index, response.status_code, response.json() if ok else response.text))
+            step += 1
+    return results
+
+
+def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(served_bento: ServedBento) -> None:
+    inputs = [data for _, data in served_bento.samples[:12]]
+    with served_bento.client() as client:
+        reference = [client.post("/predict", files={"images": ("x.png", data)}).json() for data in inputs]
+
+    async def run() -> list:
+        deadline = time.monotonic() + DURATION_S
+        batches = await asyncio.gather(*(_hammer(served_bento.url, inputs, deadline, w) for w in range(CLIENTS)))
+        return [result for batch in batches for result in batch]
+
+    results = asyncio.run(run())
+    errors = [(status, body) for _, status, body in results if status != 200]
+    assert not errors, f"{len(errors)} of {len(results)} requests failed, e.g. {errors[:3]}"
+    assert len(results) >= CLIENTS
+    for index, _, body in results:
+        expected = reference[index]["predictions"][0]
+        answer = body["predictions"][0]
+        assert body["model_version"] == served_bento.model_tag
+        assert answer["label"] == expected["label"]
+        for label, value in expected["probabilities"].items():
+            # Batched and single forward passes may differ in the last float bits, never more.
+            assert answer["probabilities"][label] == pytest.approx(value, abs=1e-5)
