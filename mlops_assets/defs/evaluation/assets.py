@@ -1,22 +1,64 @@
-"""Evaluation: metrics of the trained model on the held-out test split."""
+"""Evaluation: metrics of the trained model, and of the production model, on the held-out test split."""
+
+import dataclasses
 
 import dagster as dg
 
 from mlops_assets.defs.metadata import markdown_table, png_markdown
-from mlops_assets.lib.evaluation import EvaluationReport, evaluate_package
+from mlops_assets.lib.evaluation import EvaluationReport, evaluate_champion, evaluate_package
 from mlops_assets.lib.plots import confusion_matrix_png
+from mlops_assets.lib.registry.gate import class_regressions
 from mlops_assets.lib.training import TrainedModel
 from mlops_assets.lib.validated_data import ValidatedDataset
+from mlops_assets.packaging import stored_model_path
+from mlops_assets.resources.registry import ModelRegistryResource
+
+
+def _champion_metadata(report: EvaluationReport) -> dict[str, object]:
+    champion = report.champion
+    if champion is None:
+        return {"champion": "none: no model in production yet (the gate decides by the floor alone)"}
+    metadata: dict[str, object] = {"champion": f"version {champion.version} ({champion.model_tag})"}
+    metadata["champion_note"] = champion.note
+    if champion.comparable:
+        metadata["champion_accuracy"] = champion.metrics["accuracy"]
+        metadata["champion_macro_f1"] = champion.metrics["macro_f1"]
+        metadata["accuracy_difference"] = report.metrics["accuracy"] - champion.metrics["accuracy"]
+        metadata["macro_f1_difference"] = report.metrics["macro_f1"] - champion.metrics["macro_f1"]
+        metadata["per_class_vs_champion"] = markdown_table(
+            ["label", "candidate F1", "champion F1", "change"],
+            [
+                [r["label"], r["candidate_f1"], r["champion_f1"], r["change"]]
+                for r in class_regressions(report.metrics, champion.metrics)
+            ],
+        )
+    return metadata
 
 
 @dg.asset(group_name="evaluation", code_version="1", kinds={"python"})
-def model_evaluation(trained_model: TrainedModel, validated_images: ValidatedDataset) -> dg.Output[EvaluationReport]:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix on the test split."""
+def model_evaluation(
+    trained_model: TrainedModel, validated_images: ValidatedDataset, registry: ModelRegistryResource
+) -> dg.Output[EvaluationReport]:
+    """Test-split metrics of the trained model and, evaluated now on the same split, of the production model."""
     report = evaluate_package(trained_model.directory, validated_images)
+    with registry.open() as models:
+        production = models.production()
+    if production is not None:
+        # The champion is re-evaluated on today's test split, never judged by numbers stored when it was built.
+        champion = evaluate_champion(
+            production.number,
+            production.model_tag,
+            str(stored_model_path(production.model_tag)),
+            validated_images,
+        )
+        report = dataclasses.replace(report, champion=champion)
     metrics = report.metrics
+    champion_part = report.champion.weights_sha256[:8] if report.champion else "none"
     return dg.Output(
         report,
-        data_version=dg.DataVersion(f"{trained_model.weights_sha256[:16]}-{validated_images.data_version[:16]}"),
+        data_version=dg.DataVersion(
+            f"{trained_model.weights_sha256[:16]}-{validated_images.data_version[:16]}-{champion_part}"
+        ),
         metadata={
             "accuracy": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"],
@@ -29,5 +71,6 @@ def model_evaluation(trained_model: TrainedModel, validated_images: ValidatedDat
                 confusion_matrix_png(metrics["confusion_matrix"], validated_images.labels), "confusion matrix"
             ),
             "weights_sha256": report.weights_sha256,
+            **_champion_metadata(report),
         },
     )
