@@ -5,7 +5,7 @@ from mlops_assets.defs.jobs import PIPELINE_JOB_NAME
 from mlops_assets.defs.validation.checks import CLASS_COVERAGE_CHECK, IMAGES_DECODABLE_CHECK, PIXEL_STATISTICS_CHECK
 from mlops_assets.environments import KNOWN_ENVIRONMENTS
 
-CHAIN = ["raw_images", "validated_images", "trained_model", "model_evaluation", "bento"]
+CHAIN = ["raw_images", "validated_images", "trained_model", "model_evaluation", "bento", "model_promotion"]
 
 
 def test_definitions_load_for_every_environment() -> None:
