@@ -11,17 +11,8 @@ from pathlib import Path
 import yaml
 
 from mlops_assets import settings
-
-
-def _latest_bento_tag() -> str:
-    settings.export_environment()
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey("bento"))
-    if event is None or event.asset_materialization is None:
-        raise SystemExit("No bento has been built yet; run `mlops run` first.")
-    return event.asset_materialization.metadata["bento_tag"].value
+from mlops_assets.cli_models import add_models_parser, deployable_bento
+from mlops_assets.lib.errors import MLOpsError
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -45,7 +36,8 @@ def command_rebuild(args: argparse.Namespace) -> int:
 def command_deploy(args: argparse.Namespace) -> int:
     from mlops_assets.resources.local_deployer import deploy_local
 
-    deployment = deploy_local(args.bento or _latest_bento_tag(), port=args.port)
+    settings.export_environment()
+    deployment = deploy_local(deployable_bento(args.bento), port=args.port)
     print(f"Serving {deployment.bento_tag} at {deployment.url} (pid {deployment.pid}, log {deployment.log_path})")
     print("Stop it with: mlops undeploy local")
     return 0
@@ -149,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy = commands.add_parser("deploy", help="serve a bento")
     deploy.add_argument("environment", choices=["local"])
-    deploy.add_argument("--bento", help="bento tag (default: the latest one the pipeline built)")
+    deploy.add_argument("--bento", help="bento tag (default: the production version's); disabled versions are refused")
     deploy.add_argument("--port", type=int, help="port (default from deployments/local.yaml)")
     deploy.set_defaults(handler=command_deploy)
 
@@ -168,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=5)
     demo.set_defaults(handler=command_demo)
 
+    add_models_parser(commands)
+
     dev = commands.add_parser("dev", help="open the Dagster UI on this project's instance")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(handler=command_dev)
@@ -178,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (FileNotFoundError, RuntimeError, ValueError) as error:
+    except (FileNotFoundError, RuntimeError, ValueError, MLOpsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -1,20 +1,29 @@
 """The Dagster code location: loads every stage's definitions and binds the environment's resources."""
 
 import dagster as dg
+import yaml
 
 from mlops_assets.defs.evaluation.assets import model_evaluation
 from mlops_assets.defs.ingest.assets import raw_images
 from mlops_assets.defs.ingest.sensors import raw_data_sensor
 from mlops_assets.defs.jobs import training_pipeline_job
 from mlops_assets.defs.packaging.assets import BentoConfig, bento
+from mlops_assets.defs.promotion.assets import model_promotion
+from mlops_assets.defs.promotion.checks import promotion_gate
+from mlops_assets.defs.promotion.jobs import REGISTRY_JOBS
 from mlops_assets.defs.training.assets import TrainingConfig, trained_model
 from mlops_assets.defs.validation.assets import ValidatedImagesConfig, validated_images
 from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.defs.versioning import with_derived_code_versions
 from mlops_assets.environments import get_environment, resources_for
 from mlops_assets.packaging import serving_arguments
+from mlops_assets.settings import environment_file
 
-ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento]
+ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento, model_promotion]
+
+
+def promotion_settings(environment: str) -> dict:
+    return dict(yaml.safe_load(environment_file(environment).read_text()).get("promotion") or {})
 
 
 def config_defaults() -> dict[str, dict]:
@@ -23,6 +32,7 @@ def config_defaults() -> dict[str, dict]:
         "validated_images": ValidatedImagesConfig().model_dump(),
         "trained_model": TrainingConfig().model_dump(),
         "bento": {**BentoConfig().model_dump(), "serving": serving_arguments()},
+        "model_promotion": {"promotion": promotion_settings(get_environment())},
     }
 
 
@@ -34,8 +44,8 @@ def versioned_assets() -> list[dg.AssetsDefinition]:
 def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=versioned_assets(),
-        asset_checks=[validated_images_quality],
-        jobs=[training_pipeline_job],
+        asset_checks=[validated_images_quality, promotion_gate],
+        jobs=[training_pipeline_job, *REGISTRY_JOBS],
         sensors=[raw_data_sensor],
         resources=resources_for(environment or get_environment()),
     )

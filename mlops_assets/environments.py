@@ -8,6 +8,7 @@ import dagster as dg
 
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.registry import ModelRegistryResource
 
 LOCAL = "local"
 KNOWN_ENVIRONMENTS = (LOCAL,)
@@ -25,5 +26,6 @@ def resources_for(environment: str) -> dict[str, object]:
         return {
             "dataset": DatasetSource(root=dg.EnvVar("MLOPS_DATASET") if os.environ.get("MLOPS_DATASET") else ""),
             "artifacts": LocalArtifactStore(),
+            "registry": ModelRegistryResource(environment=LOCAL),
         }
     raise ValueError(f"No resources are defined for environment {environment!r}.")

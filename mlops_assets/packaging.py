@@ -77,3 +77,24 @@ def build_service_bento(
         version=version,
     )
     return BentoArtifact(model_tag=model_tag, bento_tag=str(bento.tag), bento_path=str(bento.path)), False
+
+
+def stored_model_path(model_tag: str) -> Path:
+    """The model package of `model_tag` in the BentoML store (how a registered version's model is reached)."""
+    bentoml = _bentoml()
+    try:
+        return Path(bentoml.models.get(model_tag).path)
+    except bentoml.exceptions.NotFound as error:
+        raise FileNotFoundError(
+            f"Model {model_tag} is not in the BentoML store at {settings.bentoml_home()}; restore the store or "
+            "point MLOPS_HOME at the project that built it."
+        ) from error
+
+
+def bento_model_tag(bento_tag: str) -> str:
+    """The model tag a bento was built to serve (its build argument)."""
+    bentoml = _bentoml()
+    try:
+        return bentoml.bentos.get(bento_tag).info.args["model_tag"]
+    except bentoml.exceptions.NotFound as error:
+        raise FileNotFoundError(f"Bento {bento_tag} is not in the BentoML store; see `bentoml list`.") from error

@@ -72,6 +72,8 @@ def _execute(instance, run_config: dict | None, asset_selection: list[str] | Non
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = event.event_specific_data.error
             cause = error.cause or error
+            if "DagsterAssetCheckFailedError" in (cause.cls_name or ""):
+                continue  # the failed check's own evaluation (below) already says why
             summary.failures.append(f"step {event.step_key} failed: {cause.message.strip()}")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
@@ -163,9 +165,19 @@ def format_summary(summary: RunSummary) -> str:
             f"macro F1 {summary.value('model_evaluation', 'macro_f1'):.4f} "
             f"on {summary.value('model_evaluation', 'num_test_images')} test images"
         )
+    if summary.value("model_evaluation", "champion"):
+        lines.append(f"  champion:      {summary.value('model_evaluation', 'champion')}")
+        if summary.value("model_evaluation", "accuracy_difference") is not None:
+            lines.append(
+                f"                 accuracy {summary.value('model_evaluation', 'champion_accuracy'):.4f} on the same "
+                f"test split; candidate - champion {summary.value('model_evaluation', 'accuracy_difference'):+.4f}"
+            )
     if "bento" in summary.materialized:
         lines.append(f"  model version: {summary.value('bento', 'model_tag')}")
         lines.append(f"  bento:         {summary.value('bento', 'bento_tag')}")
+        lines.append(f"  registry:      {summary.value('bento', 'registry_outcome')}")
+    if "model_promotion" in summary.materialized:
+        lines.append(f"  promotion:     {summary.value('model_promotion', 'outcome')}")
     lines += [f"  warning: {warning}" for warning in summary.warnings]
     lines += [f"  {failure}" for failure in summary.failures]
     return "\n".join(lines)

@@ -59,3 +59,13 @@ def export_environment() -> dict[str, str]:
         instance_config.write_text("telemetry:\n  enabled: false\n")
     os.environ.update(values)
     return values
+
+
+def environment_file(environment: str) -> Path:
+    """An environment's settings (server, promotion policy): deployments/<environment>.yaml."""
+    return PROJECT_ROOT / "deployments" / f"{environment}.yaml"
+
+
+def registry_url() -> str:
+    """The model registry database: MLOPS_REGISTRY_URL (e.g. PostgreSQL), else a SQLite file in MLOPS_HOME."""
+    return os.environ.get("MLOPS_REGISTRY_URL") or f"sqlite:///{mlops_home() / 'registry.db'}"

@@ -8,6 +8,7 @@ import numpy as np
 from mlops_assets.definitions import versioned_assets
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import write_png
 
 
@@ -24,6 +25,7 @@ def test_new_raw_data_requests_the_chain_below_it_and_a_settled_graph_requests_n
     resources = {
         "dataset": DatasetSource(root=str(tmp_path / "data")),
         "artifacts": LocalArtifactStore(root=str(tmp_path / "artifacts")),
+        "registry": ModelRegistryResource(url=f"sqlite:///{tmp_path}/registry.db"),
     }
     defs = dg.Definitions(assets=list(assets.values()), resources=resources)
     with dg.instance_for_test() as instance:
@@ -36,4 +38,10 @@ def test_new_raw_data_requests_the_chain_below_it_and_a_settled_graph_requests_n
         dg.materialize([assets["raw_images"]], instance=instance, resources=resources)
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
         # eager() requests the children of an updated asset together with their own children, in one tick.
-        assert _requested(after) == {"validated_images", "trained_model", "model_evaluation", "bento"}
+        assert _requested(after) == {
+            "validated_images",
+            "trained_model",
+            "model_evaluation",
+            "bento",
+            "model_promotion",
+        }

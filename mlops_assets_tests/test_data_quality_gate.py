@@ -22,6 +22,7 @@ from mlops_assets.defs.validation.checks import (
 )
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import write_png
 
 FAST_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 2}}}}
@@ -30,7 +31,11 @@ FAST_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 2}}}}
 def _materialize(dataset: Path, artifacts: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [raw_images, validated_images, trained_model, model_evaluation, validated_images_quality],
-        resources={"dataset": DatasetSource(root=str(dataset)), "artifacts": LocalArtifactStore(root=str(artifacts))},
+        resources={
+            "dataset": DatasetSource(root=str(dataset)),
+            "artifacts": LocalArtifactStore(root=str(artifacts)),
+            "registry": ModelRegistryResource(url=f"sqlite:///{artifacts}/registry.db"),
+        },
         run_config=FAST_TRAINING,
         raise_on_error=False,
     )

@@ -17,6 +17,7 @@ from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.lib.manifest import scan_dataset
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +36,7 @@ def pipeline_home(tmp_path_factory: pytest.TempPathFactory, digits_subset: Path)
     completed = _mlops(home, "run", "--dataset", str(digits_subset))
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "SUCCESS" in completed.stdout
+    assert "promotion:     version 1 is in production in local" in completed.stdout
     return home, digits_subset
 
 
@@ -107,7 +109,11 @@ def test_built_bento_serves_predictions_over_http(pipeline_home) -> None:
 def test_sample_data_reaches_the_target_accuracy(tmp_path: Path) -> None:
     result = dg.materialize(
         [raw_images, validated_images, trained_model, model_evaluation, validated_images_quality],
-        resources={"dataset": DatasetSource(), "artifacts": LocalArtifactStore(root=str(tmp_path))},
+        resources={
+            "dataset": DatasetSource(),
+            "artifacts": LocalArtifactStore(root=str(tmp_path)),
+            "registry": ModelRegistryResource(url=f"sqlite:///{tmp_path}/registry.db"),
+        },
     )
     accuracy = result.output_for_node("model_evaluation").accuracy
     assert accuracy >= 0.95

@@ -10,5 +10,6 @@ training_pipeline_job = dg.define_asset_job(
     PIPELINE_JOB_NAME,
     selection=dg.AssetSelection.all(),
     description="Materialize the whole chain: raw_images -> validated_images -> trained_model -> "
-    "model_evaluation -> bento, with the data-quality checks gating training.",
+    "model_evaluation -> bento -> model_promotion, with the data-quality checks gating training and "
+    "the promotion gate deciding promotion.",
 )

@@ -45,6 +45,11 @@ ASSET_SOURCES: dict[str, list[str]] = {
         "mlops_assets.lib.model_package",
     ],
     "bento": ["mlops_assets.defs.packaging.assets", "mlops_assets.packaging", *_SERVING_LIBRARY],
+    "model_promotion": [
+        "mlops_assets.defs.promotion.assets",
+        "mlops_assets.lib.registry.registry",
+        "mlops_assets.lib.registry.policy",
+    ],
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mlops_assets.lib.metrics import classification_report
-from mlops_assets.lib.model_package import load_package
+from mlops_assets.lib.model_package import load_package, read_package_document
 from mlops_assets.lib.validated_data import ValidatedDataset
 
 
@@ -21,6 +21,8 @@ class EvaluationReport:
     metrics: dict
     # The asset's own data version (derived from the model's and data's versions and the code version).
     version: str = ""
+    # The production model evaluated on the same test split, when there is one.
+    champion: ChampionEvaluation | None = None
 
     @property
     def accuracy(self) -> float:
@@ -51,4 +53,34 @@ def save_report(report: EvaluationReport, path: Path) -> None:
 
 
 def load_report(path: Path) -> EvaluationReport:
-    return EvaluationReport(**json.loads(path.read_text()))
+    document = json.loads(path.read_text())
+    champion = document.pop("champion", None)
+    return EvaluationReport(**document, champion=ChampionEvaluation(**champion) if champion else None)
+
+
+@dataclass(frozen=True)
+class ChampionEvaluation:
+    """The production model (the champion) evaluated now on the candidate's test split, or why it could not be."""
+
+    version: int
+    model_tag: str
+    weights_sha256: str
+    comparable: bool
+    metrics: dict | None
+    note: str
+
+
+def evaluate_champion(
+    version: int, model_tag: str, model_directory: str, data: ValidatedDataset, device: str = "auto"
+) -> ChampionEvaluation:
+    """Evaluate the production model on this data; a different label set makes it not comparable (not an error)."""
+    document = read_package_document(Path(model_directory))
+    if tuple(document["labels"]) != tuple(data.labels):
+        note = (
+            f"production version {version} was trained on labels {list(document['labels'])} but the data has "
+            f"{list(data.labels)}; it cannot be evaluated on this test split"
+        )
+        return ChampionEvaluation(version, model_tag, document["weights_sha256"], False, None, note)
+    report = evaluate_package(model_directory, data, device)
+    note = f"production version {version} evaluated on the same {report.metrics['num_examples']} test images"
+    return ChampionEvaluation(version, model_tag, report.weights_sha256, True, report.metrics, note)

@@ -1,15 +1,41 @@
-"""Evaluation: metrics of the trained model on the held-out test split."""
+"""Evaluation: metrics of the trained model, and of the production model, on the held-out test split."""
+
+import dataclasses
 
 import dagster as dg
 
 from mlops_assets.defs.metadata import markdown_table, png_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
-from mlops_assets.lib.evaluation import EvaluationReport, evaluate_package, load_report, save_report
+from mlops_assets.lib.evaluation import EvaluationReport, evaluate_champion, evaluate_package, load_report, save_report
 from mlops_assets.lib.plots import confusion_matrix_png
+from mlops_assets.lib.registry.gate import class_regressions
 from mlops_assets.lib.training import TrainedModel
 from mlops_assets.lib.validated_data import ValidatedDataset
+from mlops_assets.packaging import stored_model_path
 from mlops_assets.resources.artifacts import LocalArtifactStore
+from mlops_assets.resources.registry import ModelRegistryResource
+
+
+def _champion_metadata(report: EvaluationReport) -> dict[str, object]:
+    champion = report.champion
+    if champion is None:
+        return {"champion": "none: no model in production yet (the gate decides by the floor alone)"}
+    metadata: dict[str, object] = {"champion": f"version {champion.version} ({champion.model_tag})"}
+    metadata["champion_note"] = champion.note
+    if champion.comparable:
+        metadata["champion_accuracy"] = champion.metrics["accuracy"]
+        metadata["champion_macro_f1"] = champion.metrics["macro_f1"]
+        metadata["accuracy_difference"] = report.metrics["accuracy"] - champion.metrics["accuracy"]
+        metadata["macro_f1_difference"] = report.metrics["macro_f1"] - champion.metrics["macro_f1"]
+        metadata["per_class_vs_champion"] = markdown_table(
+            ["label", "candidate F1", "champion F1", "change"],
+            [
+                [r["label"], r["candidate_f1"], r["champion_f1"], r["change"]]
+                for r in class_regressions(report.metrics, champion.metrics)
+            ],
+        )
+    return metadata
 
 
 @dg.asset(
@@ -21,16 +47,27 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     trained_model: TrainedModel,
     validated_images: ValidatedDataset,
+    registry: ModelRegistryResource,
     artifacts: LocalArtifactStore,
 ) -> dg.Output[EvaluationReport]:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix on the test split."""
-    version = derived_version(trained_model.version, validated_images.version, own_code_version(context))
+    """Test-split metrics of the trained model and, evaluated now on the same split, of the production model."""
+    with registry.open() as models:
+        production = models.production()
+    champion_model = str(stored_model_path(production.model_tag)) if production is not None else None
+    champion_weights = production.weights_sha256 if production is not None else "none"
+    version = derived_version(
+        trained_model.version, validated_images.version, own_code_version(context), champion_weights
+    )
     report_path = artifacts.path_for("model_evaluation", version) / "report.json"
     cache_hit = report_path.exists()
     if cache_hit:
         report = load_report(report_path)
     else:
         report = evaluate_package(trained_model.directory, validated_images, version=version)
+        if production is not None:
+            # The champion is re-evaluated on today's test split, never judged by numbers stored when it was built.
+            champion = evaluate_champion(production.number, production.model_tag, champion_model, validated_images)
+            report = dataclasses.replace(report, champion=champion)
         save_report(report, report_path)
     metrics = report.metrics
     return dg.Output(
@@ -48,6 +85,7 @@ def model_evaluation(
                 confusion_matrix_png(metrics["confusion_matrix"], validated_images.labels), "confusion matrix"
             ),
             "weights_sha256": report.weights_sha256,
+            **_champion_metadata(report),
             **code_version_metadata(context, cache_hit, version),
         },
     )

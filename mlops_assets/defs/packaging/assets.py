@@ -1,14 +1,19 @@
 """Packaging: the evaluated model stored in BentoML and built into a servable bento."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from mlops_assets import settings
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.evaluation import EvaluationReport
+from mlops_assets.lib.model_package import read_package_document
 from mlops_assets.lib.provenance import git_state
+from mlops_assets.lib.registry.registry import NewVersion, Registration
 from mlops_assets.lib.training import TrainedModel
 from mlops_assets.packaging import BentoArtifact, build_service_bento, serving_arguments, store_model
+from mlops_assets.resources.registry import ModelRegistryResource
 
 
 class BentoConfig(dg.Config):
@@ -27,13 +32,19 @@ def bento(
     config: BentoConfig,
     trained_model: TrainedModel,
     model_evaluation: EvaluationReport,
+    registry: ModelRegistryResource,
 ) -> dg.Output[BentoArtifact]:
-    """The trained model saved with its lineage in the BentoML store and built into a service bento."""
+    """The trained model saved with its lineage in the BentoML store, built into a bento and registered."""
     if model_evaluation.weights_sha256 != trained_model.weights_sha256:
         raise ValueError("model_evaluation evaluated a different model than trained_model; rematerialize both.")
     git = git_state(settings.PROJECT_ROOT)
-    graph = context.repository_def.asset_graph
-    code_versions = {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+    graph = context.job_def.asset_layer.asset_graph
+    # BentoML model metadata takes no None: assets without a code version are left out.
+    code_versions = {
+        key.to_user_string(): graph.get(key).code_version
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).code_version is not None
+    }
     metrics = model_evaluation.metrics
     lineage = {
         "data_version": trained_model.data_version,
@@ -67,6 +78,7 @@ def bento(
         model_tag, labels={"model_tag": model_tag.replace(":", "-"), **labels}, serving=serving, version=version
     )
     context.log.info(f"{'Reusing' if cache_hit else 'Built'} bento {artifact.bento_tag} serving model {model_tag}")
+    registration = _register(context, config, trained_model, model_evaluation, artifact, lineage, registry)
     return dg.Output(
         artifact,
         data_version=dg.DataVersion(version),
@@ -79,5 +91,50 @@ def bento(
             "lineage": dg.MetadataValue.json(lineage),
             "serve_command": f"mlops deploy local --bento {artifact.bento_tag}",
             **code_version_metadata(context, cache_hit, version),
+            "registry_version": registration.version.number,
+            "registry_status": registration.version.status,
+            "registry_outcome": (
+                f"registered as version {registration.version.number} ({registration.version.status})"
+                if registration.created
+                else f"the same model is already version {registration.version.number} "
+                f"({registration.version.status}); not registered again"
+            ),
         },
     )
+
+
+def _register(
+    context: dg.AssetExecutionContext,
+    config: BentoConfig,
+    trained_model: TrainedModel,
+    model_evaluation: EvaluationReport,
+    artifact: BentoArtifact,
+    lineage: dict,
+    registry: ModelRegistryResource,
+) -> Registration:
+    """One transaction, only once the model and the bento exist: a crash before this leaves the registry untouched."""
+    package = read_package_document(Path(trained_model.directory))
+    package_info = package["info"]
+    champion = model_evaluation.champion
+    new = NewVersion(
+        model_name=config.model_name,
+        model_tag=artifact.model_tag,
+        bento_tag=artifact.bento_tag,
+        package_path=trained_model.directory,
+        weights_sha256=trained_model.weights_sha256,
+        plugin=trained_model.plugin,
+        labels=list(package["labels"]),
+        data_version=trained_model.data_version,
+        dataset_size=package_info["num_train"] + package_info["num_val"] + model_evaluation.metrics["num_examples"],
+        code_versions=lineage["code_versions"],
+        git_commit=lineage["git_commit"],
+        git_dirty=lineage["git_dirty"],
+        hyperparameters=lineage["hyperparameters"],
+        metrics={key: model_evaluation.metrics[key] for key in ("accuracy", "macro_f1", "num_examples", "per_class")},
+        training_seconds=lineage["training_seconds"],
+        training_device=lineage["training_device"],
+        parent_version=champion.version if champion else None,
+        dagster_run_id=context.run.run_id,
+    )
+    with registry.open() as models:
+        return models.register(new, actor=f"dagster run {context.run.run_id}")

@@ -1,0 +1,1 @@
+"""Promotion: the champion/challenger gate, the promotion asset and the registry jobs."""

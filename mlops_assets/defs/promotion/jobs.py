@@ -1,0 +1,118 @@
+"""Registry jobs for the Dagster launchpad: promote, roll back, disable and enable a version (never delete)."""
+
+from typing import Literal
+
+import dagster as dg
+
+from mlops_assets.defs.promotion.state import registry_state_metadata
+from mlops_assets.lib.registry.registry import ModelRegistry, VersionView
+from mlops_assets.resources.registry import ModelRegistryResource
+
+
+class PromoteConfig(dg.Config):
+    """Version number and target; `force` skips a failed gate and needs a reason."""
+
+    version: int
+    to: Literal["staging", "production"] = "production"
+    reason: str = ""
+    force: bool = False
+
+
+class RollbackConfig(dg.Config):
+    """Back to the previous production version, or to `to_version` (0 = the previous one)."""
+
+    to_version: int = 0
+    reason: str = ""
+
+
+class DisableConfig(dg.Config):
+    """The version to disable and why (required)."""
+
+    version: int
+    reason: str
+
+
+class EnableConfig(dg.Config):
+    """The disabled version to enable again."""
+
+    version: int
+    reason: str = ""
+
+
+def _actor(context: dg.OpExecutionContext) -> str:
+    return f"dagster run {context.run_id}"
+
+
+def _report(context: dg.OpExecutionContext, models: ModelRegistry, view: VersionView, action: str) -> None:
+    """Log the outcome and show the new registry state on the model_promotion asset."""
+    context.log.info(f"{action}: version {view.number} is now {view.status} in {models.environment}")
+    context.log_event(
+        dg.AssetObservation(
+            asset_key="model_promotion",
+            metadata={
+                "action": action,
+                "version": view.number,
+                "status": view.status,
+                **registry_state_metadata(models),
+            },
+        )
+    )
+
+
+@dg.op
+def promote_version(context: dg.OpExecutionContext, config: PromoteConfig, registry: ModelRegistryResource) -> None:
+    """Promote a version to staging or production."""
+    with registry.open() as models:
+        view = models.promote(config.version, config.to, _actor(context), config.reason, config.force)
+        _report(context, models, view, "force-promote" if config.force else "promote")
+
+
+@dg.op
+def rollback_production(
+    context: dg.OpExecutionContext, config: RollbackConfig, registry: ModelRegistryResource
+) -> None:
+    """Return production to an earlier production version."""
+    with registry.open() as models:
+        view = models.rollback(_actor(context), config.reason, config.to_version or None)
+        _report(context, models, view, "rollback")
+
+
+@dg.op
+def disable_version(context: dg.OpExecutionContext, config: DisableConfig, registry: ModelRegistryResource) -> None:
+    """Disable a version: kept with its history, but never promoted or deployed."""
+    with registry.open() as models:
+        _report(context, models, models.disable(config.version, _actor(context), config.reason), "disable")
+
+
+@dg.op
+def enable_version(context: dg.OpExecutionContext, config: EnableConfig, registry: ModelRegistryResource) -> None:
+    """Enable a disabled version again."""
+    with registry.open() as models:
+        _report(context, models, models.enable(config.version, _actor(context), config.reason), "enable")
+
+
+@dg.job
+def promote_model_job() -> None:
+    """Promote a registered version to staging or production (config: version, to, reason, force)."""
+    promote_version()
+
+
+@dg.job
+def rollback_model_job() -> None:
+    """Roll production back to the previous production version or a named one."""
+    rollback_production()
+
+
+@dg.job
+def disable_model_job() -> None:
+    """Disable a version so it cannot be promoted or deployed; refused for the production version."""
+    disable_version()
+
+
+@dg.job
+def enable_model_job() -> None:
+    """Enable a disabled version again."""
+    enable_version()
+
+
+REGISTRY_JOBS = [promote_model_job, rollback_model_job, disable_model_job, enable_model_job]

@@ -1,0 +1,176 @@
+"""Tables of the model registry (SQLAlchemy 2.x, portable between SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    DDL,
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+CANDIDATE = "candidate"
+STAGING = "staging"
+PRODUCTION = "production"
+ARCHIVED = "archived"
+DISABLED = "disabled"
+STATUSES = (CANDIDATE, STAGING, PRODUCTION, ARCHIVED, DISABLED)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelVersion(Base):
+    """One registered model and everything needed to rebuild it; immutable once written."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_name", "number", name="uq_model_versions_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    number: Mapped[int] = mapped_column(Integer)
+    model_tag: Mapped[str] = mapped_column(String(300), unique=True)
+    bento_tag: Mapped[str] = mapped_column(String(300))
+    package_path: Mapped[str] = mapped_column(Text)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    plugin: Mapped[str] = mapped_column(String(200))
+    labels: Mapped[list] = mapped_column(JSON)
+    data_version: Mapped[str] = mapped_column(String(64))
+    dataset_size: Mapped[int] = mapped_column(Integer)
+    code_versions: Mapped[dict] = mapped_column(JSON)
+    git_commit: Mapped[str] = mapped_column(String(64))
+    git_dirty: Mapped[bool] = mapped_column(Boolean)
+    hyperparameters: Mapped[dict] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    training_seconds: Mapped[float] = mapped_column(Float)
+    training_device: Mapped[str] = mapped_column(String(50))
+    parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dagster_run_id: Mapped[str] = mapped_column(String(64))
+    registered_by: Mapped[str] = mapped_column(String(200))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class VersionState(Base):
+    """A version's status in one environment; the partial unique indexes make two production versions impossible."""
+
+    __tablename__ = "version_states"
+    __table_args__ = (
+        CheckConstraint(f"status IN {STATUSES!r}", name="ck_version_states_status"),
+        Index(
+            "uq_one_production_per_environment",
+            "environment",
+            unique=True,
+            sqlite_where=text(f"status = '{PRODUCTION}'"),
+            postgresql_where=text(f"status = '{PRODUCTION}'"),
+        ),
+        Index(
+            "uq_one_staging_per_environment",
+            "environment",
+            unique=True,
+            sqlite_where=text(f"status = '{STAGING}'"),
+            postgresql_where=text(f"status = '{STAGING}'"),
+        ),
+    )
+
+    environment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    # The status a disabled version had, so `enable` knows where it returns.
+    disabled_from: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class EnvironmentLock(Base):
+    """One row per environment, locked by every transition so transitions in an environment run one at a time."""
+
+    __tablename__ = "registry_environments"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class GateDecisionRecord(Base):
+    """Each promotion-gate verdict on a version, with both models' metrics; append-only."""
+
+    __tablename__ = "gate_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(100))
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict] = mapped_column(JSON)
+    dagster_run_id: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class AuditEntry(Base):
+    """Who moved which version from what to what, when and why; append-only."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(100))
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    action: Mapped[str] = mapped_column(String(50))
+    from_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+# Nothing is ever deleted, and history is never rewritten: the database itself refuses, whatever client connects.
+_IMMUTABLE = {
+    "model_versions": ("DELETE", "UPDATE"),
+    "audit_log": ("DELETE", "UPDATE"),
+    "gate_decisions": ("DELETE", "UPDATE"),
+    "version_states": ("DELETE",),
+}
+
+_POSTGRES_REFUSE_FUNCTION = DDL(
+    "CREATE OR REPLACE FUNCTION registry_refuse_change() RETURNS trigger AS $$ BEGIN "
+    "RAISE EXCEPTION 'the model registry never deletes or rewrites history (% on %); disable a version instead', "
+    "TG_OP, TG_TABLE_NAME; END; $$ LANGUAGE plpgsql"
+)
+
+
+def _install_guards(table_name: str, operations: tuple[str, ...]) -> None:
+    table = Base.metadata.tables[table_name]
+    for operation in operations:
+        name = f"refuse_{operation.lower()}_{table_name}"
+        message = f"the model registry never deletes or rewrites history ({operation} on {table_name})"
+        sqlite = DDL(
+            f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {operation} ON {table_name} "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        )
+        postgres = DDL(
+            f"CREATE TRIGGER {name} BEFORE {operation} ON {table_name} "
+            "FOR EACH ROW EXECUTE FUNCTION registry_refuse_change()"
+        )
+        event.listen(table, "after_create", sqlite.execute_if(dialect="sqlite"))
+        event.listen(table, "after_create", postgres.execute_if(dialect="postgresql"))
+
+
+event.listen(Base.metadata, "before_create", _POSTGRES_REFUSE_FUNCTION.execute_if(dialect="postgresql"))
+for _table_name, _operations in _IMMUTABLE.items():
+    _install_guards(_table_name, _operations)

@@ -1,0 +1,47 @@
+"""The registry jobs run through Dagster with launchpad-style config and report the new state."""
+
+from pathlib import Path
+
+import pytest
+
+from mlops_assets.definitions import build_definitions
+from mlops_assets.lib.registry.registry import ModelRegistry
+from mlops_assets_tests.registry_helpers import registered
+
+
+def test_jobs_promote_roll_back_disable_and_enable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/registry.db"
+    monkeypatch.setenv("MLOPS_REGISTRY_URL", url)
+    with ModelRegistry(url, "local") as models:
+        one, two = registered(models, 1), registered(models, 2, passed_gate=False)
+    defs = build_definitions()
+
+    def run(job: str, op: str, config: dict):
+        return defs.resolve_job_def(job).execute_in_process(
+            run_config={"ops": {op: {"config": config}}}, raise_on_error=False
+        )
+
+    assert run("promote_model_job", "promote_version", {"version": one}).success
+    refused = run("promote_model_job", "promote_version", {"version": two})
+    assert not refused.success
+    forced = run("promote_model_job", "promote_version", {"version": two, "force": True, "reason": "hotfix"})
+    assert forced.success
+    (observation,) = [e for e in forced.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert observation.event_specific_data.asset_observation.metadata["production_version"].value == two
+    assert run("rollback_model_job", "rollback_production", {"reason": "hotfix broke"}).success
+    assert run("disable_model_job", "disable_version", {"version": two, "reason": "broken"}).success
+    assert not run("disable_model_job", "disable_version", {"version": one, "reason": "in production"}).success
+    assert run("enable_model_job", "enable_version", {"version": two}).success
+    with ModelRegistry(url, "local") as models:
+        assert models.state_summary() == {"production": [one], "archived": [two]}
+        actions = [(e.version, e.action) for e in models.history()][2:]
+        assert actions == [
+            (1, "promote"),
+            (1, "replaced"),
+            (2, "force-promote"),
+            (2, "rolled-back"),
+            (1, "rollback"),
+            (2, "disable"),
+            (2, "enable"),
+        ]
+        assert models.history()[-3].reason == "hotfix broke" and models.history()[-3].actor.startswith("dagster run")
