@@ -196,7 +196,8 @@ def main() -> None:
         naive.wait(timeout=30)
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": model.plugin.device},
-        "note": "2 CPU cores shared by the servers, wrk and other work; no GPU in this run.",
+        "note": f"{os.cpu_count()} CPU cores shared by the servers, wrk and other work; "
+        + ("no GPU was available for this run." if model.plugin.device == "cpu" else f"device {model.plugin.device}."),
         "serving_settings": serving,
         "duration_s_per_run": args.duration,
         "load_generator_ceiling": ceiling,
