@@ -235,8 +235,8 @@ class ImageClassifier:
         probabilities = np.concatenate([np.asarray(answer) for answer in answers])
         best = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(best)), best].tolist()
-        # Built without re-validation: every value comes from the model's own array, per-image pydantic checks
-        # would cost more than the forward pass on small images.
+        # Built without re-validation: every value comes from the model's own array, and for small images per-image
+        # pydantic checks are a noticeable share of the request next to a ~50 us forward pass.
         predictions = [
             Prediction.model_construct(
                 label=self.labels[index], confidence=confidence, probabilities=dict(zip(self.labels, row, strict=True))
