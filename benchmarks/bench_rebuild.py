@@ -81,6 +81,11 @@ def run_dataset(name: str, make_dataset, epochs: int, scratch: Path) -> dict:
     for folder in ("mlops_assets", "bento", "deployments"):
         shutil.copytree(PROJECT_ROOT / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
+    # This measures rebuild work, not model quality: the copy's promotion gate lets every model through, so a
+    # slightly worse 5-epoch model cannot stop a scenario half-way.
+    environment = project / "deployments" / "local.yaml"
+    relaxed = environment.read_text().replace("floor: 0.80", "floor: 0.0").replace("tolerance: 0.01", "tolerance: 1.0")
+    environment.write_text(relaxed.replace("per_class_margin: 0.05", "per_class_margin: 1.0"))
     dataset = make_dataset(scratch / f"data-{name}")
     env = {**os.environ, "MLOPS_HOME": str(scratch / f"home-{name}"), "PYTHONPATH": f"{project}:{PROJECT_ROOT}"}
     env.pop("MLOPS_DATASET", None)
@@ -96,6 +101,7 @@ def to_markdown(results: list[dict], machine: str) -> str:
         "",
         f"Machine: {machine}. Wall-clock seconds of one in-process `rebuild_pipeline()` call per scenario.",
         "Naive alternative: recompute everything on every change, i.e. one full build per change.",
+        "The promotion gate is relaxed in the benchmark's project copy (it measures rebuild work, not model quality).",
         "",
         "| dataset | images | scenario | assets materialized | images decoded | retrained | seconds | "
         "vs. naive full build |",
