@@ -103,8 +103,8 @@ def to_markdown(results: list[dict], machine: str) -> str:
         "Naive alternative: recompute everything on every change, i.e. one full build per change.",
         "The promotion gate is relaxed in the benchmark's project copy (it measures rebuild work, not model quality).",
         "",
-        "| dataset | images (incl. the one added) | scenario | assets materialized | images decoded | retrained | seconds | "
-        "vs. naive full build |",
+        "| dataset | images (incl. the one added) | scenario | assets materialized | images decoded | retrained "
+        "| seconds | vs. naive full build |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:

@@ -70,8 +70,10 @@ def bento(
         "accuracy": f"{metrics['accuracy']:.4f}",
     }
     serving = serving_arguments()
+    # From the candidate's own metrics, not the evaluation's version: a new champion changes that version, but
+    # not this bento.
     version = derived_version(
-        trained_model.version, model_evaluation.version, own_code_version(context), config.model_dump(), serving
+        trained_model.version, model_evaluation.metrics, own_code_version(context), config.model_dump(), serving
     )
     model_tag = store_model(trained_model.directory, config.model_name, trained_model.version[:20], labels, lineage)
     artifact, cache_hit = build_service_bento(
