@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,8 +32,10 @@ from mlops_assets.lib.preprocessing import (
 )
 from mlops_assets.lib.splits import SPLIT_CODES, Split
 
-# Below this many files a process pool costs more than it saves.
-_PARALLEL_THRESHOLD = 2_000
+# Below this many files to read or decode, a process pool (start-up, transfers) costs more than it saves.
+PARALLEL_THRESHOLD = 2_000
+# At most this many files per pool task; a 64x64 RGB chunk is then 12 MiB.
+_MAX_CHUNK = 1_024
 QUARANTINE_FILE = "quarantine.csv"
 BASELINE_FILE = "baseline.json"
 
@@ -116,15 +120,113 @@ def decode_file(path: str, height: int, width: int, channels: int) -> tuple[np.n
     return array, {"error": "", **image_statistics(image, array)}
 
 
-def _decode(task: tuple[str, int, int, int]) -> tuple[np.ndarray | None, dict]:
-    return decode_file(*task)
+class DecodedColumns:
+    """Decode results of many files as a few arrays (images stacked, one array per statistic) instead of one
+    (array, dict) per file: these are what crosses between processes, in one cheap pickle per chunk."""
+
+    def __init__(self, count: int, geometry: tuple[int, int, int]) -> None:
+        height, width, channels = geometry
+        self.images = np.zeros((count, channels, height, width), dtype=np.uint8)
+        self.decoded = np.zeros(count, dtype=bool)
+        self.errors = np.full(count, "", dtype=object)
+        self.widths = np.zeros(count, dtype=np.int64)
+        self.heights = np.zeros(count, dtype=np.int64)
+        self.modes = np.full(count, None, dtype=object)
+        self.brightness = np.zeros(count, dtype=np.float64)
+        self.contrast = np.zeros(count, dtype=np.float64)
+
+    def set(self, index: int, array: np.ndarray | None, stats: dict) -> None:
+        """Store one `decode_file` result (or a reused one) at `index`."""
+        self.errors[index] = stats["error"]
+        if array is None:
+            return
+        self.images[index] = array
+        self.decoded[index] = True
+        self.widths[index], self.heights[index] = stats["width"], stats["height"]
+        self.modes[index] = stats["mode"]
+        self.brightness[index], self.contrast[index] = stats["brightness"], stats["contrast"]
+
+    def assign(self, indices: np.ndarray, other: DecodedColumns) -> None:
+        """Copy all of `other` into the rows `indices` (in order)."""
+        for name in _DECODED_FIELDS:
+            getattr(self, name)[indices] = getattr(other, name)
+
+    def statistics(self) -> dict[str, list]:
+        """The statistics columns exactly as per-file dicts would give them: None where a file did not decode."""
+        missing = ~self.decoded
+
+        def column(values: np.ndarray) -> list:
+            values = values.astype(object)
+            values[missing] = None
+            return values.tolist()
+
+        return {
+            "error": self.errors.tolist(),
+            "width": column(self.widths),
+            "height": column(self.heights),
+            "mode": self.modes.tolist(),
+            "brightness": column(self.brightness),
+            "contrast": column(self.contrast),
+        }
 
 
-def _map(function, items: list, workers: int | None):
-    if len(items) < _PARALLEL_THRESHOLD or (workers or os.cpu_count() or 1) <= 1:
-        return [function(item) for item in items]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(function, items, chunksize=256))
+_DECODED_FIELDS = ("images", "decoded", "errors", "widths", "heights", "modes", "brightness", "contrast")
+
+
+def _decode_chunk(task: tuple[list[str], tuple[int, int, int]]) -> DecodedColumns:
+    paths, geometry = task
+    columns = DecodedColumns(len(paths), geometry)
+    for index, path in enumerate(paths):
+        columns.set(index, *decode_file(path, *geometry))
+    return columns
+
+
+def _read_header_chunk(paths: list[str]) -> list[tuple[int, int, str] | str]:
+    return [_read_header(path) for path in paths]
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Fork on Linux: a forked worker starts in milliseconds with numpy, Pillow and this module already imported,
+    where "spawn" and "forkserver" (Python 3.14's Linux default) re-import them, pandas included, in every
+    worker (about 1.3 s per pool on two cores)."""
+    if sys.platform != "linux":
+        return multiprocessing.get_context()
+    # Pillow imports its format plug-ins on first use; doing it before the fork means a worker never needs the
+    # import lock, which another thread of the parent (e.g. in a Dagster run) might hold at that instant.
+    Image.init()
+    return multiprocessing.get_context("fork")
+
+
+class _FileMapper:
+    """Runs per-file work over lists of paths: in this process for few files, otherwise in chunks on one
+    process pool that is started at most once and shared by the header and decode passes."""
+
+    def __init__(self, workers: int | None, threshold: int) -> None:
+        self._workers = workers or os.cpu_count() or 1
+        self._threshold = threshold
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _FileMapper:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def chunks(self, items: list) -> list[list]:
+        """`items` in one chunk (single process) or in a few per worker: big enough that per-task costs vanish,
+        small enough that a worker slowed by other load on its core does not hold up the end."""
+        if len(items) < self._threshold or self._workers <= 1:
+            return [items] if items else []
+        size = min(_MAX_CHUNK, -(-len(items) // (self._workers * 4)))
+        return [items[start : start + size] for start in range(0, len(items), size)]
+
+    def map(self, function, tasks: list) -> list:
+        if len(tasks) <= 1:
+            return [function(task) for task in tasks]
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=_pool_context())
+        return list(self._pool.map(function, tasks))
 
 
 class DecodedCache:
@@ -174,6 +276,44 @@ def _within_profile(header: tuple[int, int, str] | str, profile: ExpectationProf
     return mode in profile.allowed_modes and sides_ok
 
 
+def _headers(mapper: _FileMapper, cache: DecodedCache, manifest: DatasetManifest, paths: list[str]) -> list:
+    """(width, height, mode) or the reason it cannot be read, per entry; known content is not read again."""
+    headers = [cache.header(entry.sha256) for entry in manifest.entries]
+    unknown = [index for index, header in enumerate(headers) if header is None]
+    chunks = mapper.chunks([paths[index] for index in unknown])
+    read = [header for chunk in mapper.map(_read_header_chunk, chunks) for header in chunk]
+    for index, header in zip(unknown, read, strict=True):
+        headers[index] = header
+    return headers
+
+
+def _input_geometry(
+    headers: list, profile: ExpectationProfile, geometry: GeometryConfig, root: str
+) -> tuple[int, int, int]:
+    """(height, width, channels) of the model input: configured, or inferred from files within the profile."""
+    # One stray CMYK or giant file must not decide the geometry (e.g. turn a greyscale dataset into RGB).
+    usable = [header for header in headers if _within_profile(header, profile)]
+    if not usable:
+        raise DatasetError(
+            f"None of the {len(headers)} files under {root} is an image within the expectation profile "
+            f"{profile.name!r} (modes {list(profile.allowed_modes)}, sides {profile.min_side}-{profile.max_side} px)."
+        )
+    height, width, channels = infer_geometry(
+        [(w, h) for w, h, _ in usable], [mode for _, _, mode in usable], geometry.max_side
+    )
+    return geometry.height or height, geometry.width or width, geometry.channels or channels
+
+
+def _decode_into(
+    columns: DecodedColumns, indices: list[int], paths: list[str], geometry: tuple[int, int, int], mapper: _FileMapper
+) -> None:
+    """Decode the files at `indices` at `geometry` (height, width, channels) into those rows of `columns`."""
+    chunks = mapper.chunks(indices)
+    results = mapper.map(_decode_chunk, [([paths[index] for index in chunk], geometry) for chunk in chunks])
+    for chunk, result in zip(chunks, results, strict=True):
+        columns.assign(np.asarray(chunk, dtype=np.int64), result)
+
+
 def build_validated_dataset(
     manifest: DatasetManifest,
     geometry: GeometryConfig,
@@ -184,44 +324,43 @@ def build_validated_dataset(
     labels_source: str = "configured",
     previous: ValidatedDataset | None = None,
     version: str = "",
+    parallel_threshold: int = PARALLEL_THRESHOLD,
 ) -> ValidatedDataset:
     """Decode every manifest entry once, quarantine files failing the per-file expectations, run the dataset
     expectations, and write arrays, statistics, quarantine report, baseline and Data Docs atomically.
 
     With `previous` (an earlier build), files whose content it already decoded at the same geometry are reused,
-    so adding one image decodes one image.
+    so adding one image decodes one image. From `parallel_threshold` files to read or decode on, `workers`
+    processes (default: one per core) do it; the result is identical either way.
     """
     profile = profile or ExpectationProfile()
     cache = DecodedCache(previous)
     paths = [str(manifest.absolute_path(entry)) for entry in manifest.entries]
-    known_headers = [cache.header(entry.sha256) for entry in manifest.entries]
-    unknown = [path for path, header in zip(paths, known_headers, strict=True) if header is None]
-    read_headers = iter(_map(_read_header, unknown, workers))
-    headers = [header if header is not None else next(read_headers) for header in known_headers]
-    # One stray CMYK or giant file must not decide the geometry (e.g. turn a greyscale dataset into RGB).
-    usable = [header for header in headers if _within_profile(header, profile)]
-    if not usable:
-        raise DatasetError(
-            f"None of the {len(paths)} files under {manifest.root} is an image within the expectation profile "
-            f"{profile.name!r} (modes {list(profile.allowed_modes)}, sides {profile.min_side}-{profile.max_side} px)."
-        )
-    height, width, channels = infer_geometry(
-        [(w, h) for w, h, _ in usable], [mode for _, _, mode in usable], geometry.max_side
-    )
-    height, width = geometry.height or height, geometry.width or width
-    channels = geometry.channels or channels
-    geometry_key = (height, width, channels)
-    results: list = [cache.decoded(entry.sha256, geometry_key) for entry in manifest.entries]
-    to_decode = [index for index, result in enumerate(results) if result is None]
-    decoded = _map(_decode, [(paths[index], height, width, channels) for index in to_decode], workers)
-    for index, result in zip(to_decode, decoded, strict=True):
-        results[index] = result
+    with _FileMapper(workers, parallel_threshold) as mapper:
+        headers = _headers(mapper, cache, manifest, paths)
+        geometry_key = _input_geometry(headers, profile, geometry, manifest.root)
+        columns = DecodedColumns(len(paths), geometry_key)
+        to_decode = []
+        for index, entry in enumerate(manifest.entries):
+            reused = cache.decoded(entry.sha256, geometry_key)
+            if reused is None:
+                to_decode.append(index)
+            else:
+                columns.set(index, *reused)
+        _decode_into(columns, to_decode, paths, geometry_key, mapper)
+    height, width, channels = geometry_key
 
-    rows = [
-        {"path": e.path, "label": e.label, "split": e.split, "sha256": e.sha256, "size_bytes": e.size, **stats}
-        for e, (_, stats) in zip(manifest.entries, results, strict=True)
-    ]
-    stats = pd.DataFrame(rows)
+    entries = manifest.entries
+    stats = pd.DataFrame(
+        {
+            "path": [entry.path for entry in entries],
+            "label": [entry.label for entry in entries],
+            "split": [entry.split for entry in entries],
+            "sha256": [entry.sha256 for entry in entries],
+            "size_bytes": [entry.size for entry in entries],
+            **columns.statistics(),
+        }
+    )
     skipped = pd.DataFrame([s.__dict__ for s in manifest.skipped], columns=["path", "reason"])
 
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -232,8 +371,7 @@ def build_validated_dataset(
         kept = (stats["quarantine_reason"] == "").to_numpy()
         labels = manifest.labels
         label_index = {label: index for index, label in enumerate(labels)}
-        arrays = [array for (array, _), keep in zip(results, kept, strict=True) if keep]
-        images = np.stack(arrays) if arrays else np.zeros((0, channels, height, width), dtype=np.uint8)
+        images = columns.images[kept]
         splits = np.asarray([SPLIT_CODES[split] for split in stats["split"][kept]], dtype=np.uint8)
         label_codes = np.asarray([label_index[label] for label in stats["label"][kept]], dtype=np.int64)
         train_images = images[splits == SPLIT_CODES["train"]]
