@@ -71,7 +71,9 @@ def decode_image(data: bytes) -> Image.Image:
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(f"The image is damaged or truncated and cannot be decoded: {error}") from error
-    return ImageOps.exif_transpose(image)
+    # In place: the default returns a copy of every image even when it has no orientation tag to apply.
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
 
 
 # Every mode a dataset or an upload may arrive in, and what it becomes before resizing (README: "Image modes").
