@@ -108,7 +108,10 @@ def to_uint8_array(image: Image.Image, height: int, width: int, channels: int) -
     """Convert to the model's channel count and size; returns uint8 [channels, height, width]."""
     if channels not in _MODE_FOR_CHANNELS:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    converted = to_eight_bit(image).convert(_MODE_FOR_CHANNELS[channels])
+    converted = to_eight_bit(image)
+    if converted.mode != _MODE_FOR_CHANNELS[channels]:
+        # Only when the channel count changes: converting to the same mode is a copy of every pixel.
+        converted = converted.convert(_MODE_FOR_CHANNELS[channels])
     if converted.size != (width, height):
         converted = converted.resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(converted, dtype=np.uint8)
