@@ -1,13 +1,18 @@
-"""The service's pure helpers: request guard decisions, prediction-log sampling and writing, inference context."""
+"""The service's pure helpers: request guard decisions, prediction-log sampling and writing, inference context,
+and the decoding shortcuts the request path takes."""
 
+import io
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mlops_assets.lib.inference_runtime import inference_context, uses_mixed_precision
 from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
+from mlops_assets.lib.preprocessing import decode_image, to_uint8_array
 from mlops_assets.lib.request_guard import GuardedRoute, check_body, check_request
 
 ROUTE = GuardedRoute(("image/*",), 1000, "an example")
@@ -77,3 +82,20 @@ def test_inference_context_runs_float16_on_cuda() -> None:
     layer = torch.nn.Linear(2, 2).cuda()
     with inference_context("cuda"):
         assert layer(torch.ones(1, 2, device="cuda")).dtype == torch.float16
+
+
+def test_decode_applies_the_exif_orientation_and_conversion_shortcuts_keep_pixels() -> None:
+    pixels = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3) * 2
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", exif=exif)
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.size == (4, 6)
+    np.testing.assert_array_equal(np.asarray(decoded), np.rot90(pixels, k=-1))
+    # Same mode in and out (no conversion copy) gives exactly what an explicit conversion gives.
+    for mode, channels in (("RGB", 3), ("L", 1)):
+        image = decoded.convert(mode)
+        expected = np.asarray(image.convert(mode).resize((3, 3), Image.Resampling.BILINEAR), dtype=np.uint8)
+        expected = expected[np.newaxis] if channels == 1 else expected.transpose(2, 0, 1)
+        np.testing.assert_array_equal(to_uint8_array(image, 3, 3, channels), expected)

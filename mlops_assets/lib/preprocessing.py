@@ -71,7 +71,9 @@ def decode_image(data: bytes) -> Image.Image:
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(f"The image is damaged or truncated and cannot be decoded: {error}") from error
-    return ImageOps.exif_transpose(image)
+    # In place: the default returns a copy of every image even when it has no orientation tag to apply.
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
 
 
 # Every mode a dataset or an upload may arrive in, and what it becomes before resizing (README: "Image modes").
@@ -106,7 +108,10 @@ def to_uint8_array(image: Image.Image, height: int, width: int, channels: int) -
     """Convert to the model's channel count and size; returns uint8 [channels, height, width]."""
     if channels not in _MODE_FOR_CHANNELS:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    converted = to_eight_bit(image).convert(_MODE_FOR_CHANNELS[channels])
+    converted = to_eight_bit(image)
+    if converted.mode != _MODE_FOR_CHANNELS[channels]:
+        # Only when the channel count changes: converting to the same mode is a copy of every pixel.
+        converted = converted.convert(_MODE_FOR_CHANNELS[channels])
     if converted.size != (width, height):
         converted = converted.resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(converted, dtype=np.uint8)
