@@ -1,7 +1,10 @@
 """Shared fixtures: every test session gets its own MLOPS_HOME, so nothing touches the project's `.mlops/`."""
 
+import io
 import os
 import socket
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,18 @@ def write_png(path: Path, pixels: np.ndarray, mode: str = "L") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype(np.uint8), mode=mode).save(path)
     return path
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A valid PNG whose header claims `width` x `height` pixels (a decompression bomb's calling card)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((2, 2), dtype=np.uint8), mode="L").save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    # IHDR data starts after the 8-byte signature, 4-byte length and 4-byte type; its CRC follows 13 bytes later.
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
 
 
 def free_port() -> int:

@@ -1,6 +1,4 @@
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +10,13 @@ from mlops_assets.lib.manifest import scan_dataset
 from mlops_assets.lib.preprocessing import ImageSpec, decode_image, infer_geometry, normalize, preprocess_bytes
 from mlops_assets.lib.splits import SPLITS
 from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
-from mlops_assets_tests.conftest import write_png
+from mlops_assets_tests.conftest import png_claiming_size, write_png
 
 
 def _png_bytes(pixels: np.ndarray, mode: str = "L") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8), mode=mode).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _png_claiming_size(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR that claim a huge image (a decompression-bomb header)."""
-    data = bytearray(_png_bytes(np.zeros((2, 2))))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return bytes(data)
 
 
 @pytest.fixture
@@ -73,8 +62,8 @@ def test_normalization_uses_the_spec_mean_and_std() -> None:
         (b"", "empty"),
         (b"just some text, not an image", "not a recognised image"),
         (_png_bytes(np.random.default_rng(0).integers(0, 255, (40, 40)))[:400], "damaged or truncated"),
-        (_png_claiming_size(20_000, 20_000), "the limit of 40,000,000 pixels"),
-        (_png_claiming_size(8_000, 8_000), "the limit of 40,000,000 pixels"),
+        (png_claiming_size(20_000, 20_000), "the limit of 40,000,000 pixels"),
+        (png_claiming_size(8_000, 8_000), "the limit of 40,000,000 pixels"),
     ],
     ids=["empty", "text", "truncated", "bomb-header", "over-our-limit"],
 )

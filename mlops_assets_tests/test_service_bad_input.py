@@ -2,13 +2,12 @@
 
 import base64
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from mlops_assets_tests.conftest import png_claiming_size
 from mlops_assets_tests.service_fixtures import ServedBento
 
 pytestmark = pytest.mark.e2e
@@ -18,15 +17,6 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((height, width), 128, dtype=np.uint8), mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A small, valid-looking PNG whose header claims a huge size (a decompression bomb's calling card)."""
-    data = bytearray(_png(4, 4))
-    # IHDR data starts after the 8-byte signature, 4-byte length and 4-byte type.
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 def _image_request(body: bytes, content_type: str = "image/png") -> dict:
@@ -47,7 +37,7 @@ BAD_REQUESTS = {
     "non-image bytes": (_multipart({"images": ("x.png", b"hello, not an image")}), "not a recognised image"),
     "truncated image": (_image_request(_png(64, 64)[:60]), "image"),
     "1x1 image": (_image_request(_png(1, 1)), "at least"),
-    "20000x20000 header": (_image_request(_png_claiming(20_000, 20_000)), "pixels"),
+    "20000x20000 header": (_image_request(png_claiming_size(20_000, 20_000)), "pixels"),
     "wrong content type on raw endpoint": (_image_request(_png(8, 8), "text/plain"), "Content-Type"),
     "json sent to the multipart endpoint": (
         {"url": "/predict", "json": {"images": ["x"]}},

@@ -1,8 +1,6 @@
 """Each bad input from the data-validation issue: quarantined with its reason, or blocking with the stated reason."""
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +11,11 @@ from mlops_assets.lib.expectation_profiles import ExpectationProfile
 from mlops_assets.lib.manifest import scan_dataset
 from mlops_assets.lib.preprocessing import normalize, preprocess_bytes
 from mlops_assets.lib.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
-from mlops_assets_tests.conftest import write_png
+from mlops_assets_tests.conftest import png_claiming_size, write_png
 
 
 def _noise(seed: int, base: int, shape: tuple[int, ...] = (8, 8)) -> np.ndarray:
     return base + np.random.default_rng(seed).integers(-30, 30, shape)
-
-
-def _png_claiming_size(width: int, height: int) -> bytes:
-    """A valid PNG whose header claims a huge image (Pillow trusts it until it decodes)."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return bytes(data)
 
 
 @pytest.fixture
@@ -82,7 +69,7 @@ BAD_FILES = {
         "width 5000 px is outside [4, 4096] px",
     ),
     "dark/bomb.png": (
-        lambda path: path.write_bytes(_png_claiming_size(8_000, 8_000)),
+        lambda path: path.write_bytes(png_claiming_size(8_000, 8_000)),
         "cannot be decoded: Image is 8000x8000, above the limit of 40,000,000 pixels; resize it first.",
     ),
     "light/blank.png": (
