@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mlops_assets.lib.atomic import atomic_directory
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.plugins import resolve_plugin
 from mlops_assets.lib.plugins.base import ModelPlugin
@@ -36,9 +35,7 @@ def save_package(
     destination: Path, plugin: ModelPlugin, spec: ImageSpec, labels: Sequence[str], info: dict[str, Any]
 ) -> str:
     """Write the package atomically (temp dir, then rename) and return the weights' SHA-256."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination.parent))
-    try:
+    with atomic_directory(destination) as staging:
         (staging / MODEL_DIR).mkdir()
         plugin.save(staging / MODEL_DIR)
         weights_sha256 = directory_sha256(staging / MODEL_DIR)
@@ -50,12 +47,6 @@ def save_package(
             "info": info,
         }
         (staging / PACKAGE_FILE).write_text(json.dumps(document, indent=1, sort_keys=True))
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return weights_sha256
 
 

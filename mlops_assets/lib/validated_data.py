@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mlops_assets.lib.atomic import atomic_directory
 from mlops_assets.lib.baseline import baseline_statistics
 from mlops_assets.lib.data_validation import CheckOutcome, GxSession, quarantine_reasons, run_dataset_suites
 from mlops_assets.lib.errors import DatasetError, InvalidImageError
@@ -363,9 +362,7 @@ def build_validated_dataset(
     )
     skipped = pd.DataFrame([s.__dict__ for s in manifest.skipped], columns=["path", "reason"])
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination.parent))
-    try:
+    with atomic_directory(destination) as staging:
         session = GxSession(staging / "data_docs")
         stats["quarantine_reason"] = quarantine_reasons(session, stats, profile)
         kept = (stats["quarantine_reason"] == "").to_numpy()
@@ -427,12 +424,6 @@ def build_validated_dataset(
                 indent=1,
             )
         )
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return load_validated_dataset(destination)
 
 
