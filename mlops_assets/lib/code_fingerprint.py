@@ -7,6 +7,7 @@ edits do not change a version while any change to what the code does (a statemen
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -54,6 +55,14 @@ def module_source_path(module_name: str) -> Path:
 
 def file_hash(path: Path) -> str:
     """Python files by syntax tree; YAML by parsed content (comments ignored); anything else by bytes."""
+    stat = path.stat()
+    # Many assets share library modules; parse each file once per content (keyed by mtime and size).
+    return _file_hash(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=512)
+def _file_hash(path_name: str, mtime_ns: int, size: int) -> str:
+    path = Path(path_name)
     text = path.read_text()
     if path.suffix == ".py":
         return python_source_hash(text)
