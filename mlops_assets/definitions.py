@@ -1,7 +1,8 @@
 """The Dagster code location: loads every stage's definitions and binds the environment's resources."""
 
+from dataclasses import asdict
+
 import dagster as dg
-import yaml
 
 from mlops_assets.defs.evaluation.assets import model_evaluation
 from mlops_assets.defs.ingest.assets import raw_images
@@ -16,6 +17,7 @@ from mlops_assets.defs.validation.assets import ValidatedImagesConfig, validated
 from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.defs.versioning import with_derived_code_versions
 from mlops_assets.environments import get_environment, resources_for
+from mlops_assets.lib.registry.policy import load_policy
 from mlops_assets.packaging import serving_arguments
 from mlops_assets.settings import environment_file
 
@@ -23,7 +25,7 @@ ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento, 
 
 
 def promotion_settings(environment: str) -> dict:
-    return dict(yaml.safe_load(environment_file(environment).read_text()).get("promotion") or {})
+    return asdict(load_policy(environment_file(environment)))
 
 
 def config_defaults() -> dict[str, dict]:

@@ -13,7 +13,7 @@ import yaml
 from mlops_assets import settings
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
-SERVING_CONFIG = settings.PROJECT_ROOT / "deployments" / "local.yaml"
+SERVING_CONFIG = settings.environment_file("local")
 
 
 @dataclass(frozen=True)

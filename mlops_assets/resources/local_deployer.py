@@ -18,7 +18,7 @@ import yaml
 
 from mlops_assets import settings
 
-LOCAL_CONFIG = settings.PROJECT_ROOT / "deployments" / "local.yaml"
+LOCAL_CONFIG = settings.environment_file("local")
 
 
 class DeploymentError(RuntimeError):
