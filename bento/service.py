@@ -4,6 +4,7 @@ import asyncio
 import base64
 import binascii
 import functools
+import gc
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ with bentoml.importing():
     from mlops_assets.lib.errors import InvalidImageError
     from mlops_assets.lib.image_stats import image_statistics
     from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
+    from mlops_assets.lib.micro_batcher import MicroBatcher, Overloaded
     from mlops_assets.lib.model_package import load_package, read_package_document
     from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
     from mlops_assets.lib.preprocessing import ImageSpec, decode_image, to_uint8_array
@@ -36,9 +38,9 @@ class ServiceArguments(BaseModel):
     model_tag: str
     max_batch_size: int = 64
     max_latency_ms: int = 2000
-    api_workers: int = 1
-    inference_workers: int = 1
+    api_workers: int = 2
     torch_threads: int = 1
+    access_log: bool = False
     api_key_env: str = "MLOPS_API_KEY"
     prediction_log_sample_rate: float = 0.1
 
@@ -68,11 +70,10 @@ GUARDED_ROUTES = {
 # An image must be at least 1/MAX_UPSCALE of the model's input on each side: upscaling further invents the detail
 # the model looks at, so a 1x1 "image" gets a 400 instead of a confident-looking guess.
 MAX_UPSCALE = 4
-# BentoML's dependency client replaces its connection pool every `runner_connection.max_requests` calls (default
-# 100) and every `max_age` seconds by closing the old aiohttp session while other calls are still in flight on it;
-# under concurrent load those calls fail with ServerDisconnected or "Connector is closed". The inference service
-# listens on a local socket that never moves or rebalances, so one pool serves the process's whole life.
-KEEP_CONNECTIONS = {"max_requests": 2**31 - 1, "max_age": float(10**9)}
+# Tracing off unless the operator turns it on (OTEL_SDK_DISABLED=false in the server's environment, plus BentoML's
+# `tracing` exporter settings): with no exporter configured, spans were a quarter of a request's CPU time.
+SERVER_ENVIRONMENT = [{"name": "OTEL_SDK_DISABLED", "value": "true"}]
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 logger = logging.getLogger("bentoml.image_classifier")
 
@@ -126,42 +127,30 @@ def _log_event(event: str, **fields: typing.Any) -> None:
     logger.info(json.dumps({"event": event, **fields}))
 
 
-@bentoml.service(workers=ARGUMENTS.inference_workers, traffic={"timeout": 30}, runner_connection=KEEP_CONNECTIONS)
-class ImageClassifierInference:
-    """Internal: forward passes on preprocessed inputs, adaptively batched across concurrent requests."""
+@bentoml.service(
+    workers=ARGUMENTS.api_workers,
+    traffic={"timeout": 30},
+    envs=SERVER_ENVIRONMENT,
+    logging={"access": {"enabled": ARGUMENTS.access_log}},
+)
+@bentoml.asgi_app(metadata_app, path="/")
+class ImageClassifier:
+    """Classifies uploaded images with the model packaged at build time.
+
+    Each worker process holds the model and batches its own requests (`MicroBatcher`): the forward pass runs on a
+    dedicated thread while the event loop parses and decodes the next requests.
+    """
 
     model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
 
     def __init__(self) -> None:
         configure_cpu_threads(ARGUMENTS.torch_threads)
-        self.model = load_package(Path(self.model_ref.path), device="auto")
-        self.device = self.model.plugin.device
-        _log_event("inference_ready", model_version=str(self.model_ref.tag), device=self.device)
-
-    @bentoml.api(batchable=True, max_batch_size=ARGUMENTS.max_batch_size, max_latency_ms=ARGUMENTS.max_latency_ms)
-    def classify(self, pixels: np.ndarray) -> np.ndarray:
-        """Probabilities [N, classes] for decoded, resized uint8 images [N, C, H, W].
-
-        Normalized here rather than in the API process: uint8 is a quarter of float32's bytes on the hop between
-        the two processes, and the arithmetic (the library's `normalize`) is the same wherever it runs.
-        """
-        with inference_context(self.device):
-            return self.model.predict_uint8(pixels)
-
-
-@bentoml.service(workers=ARGUMENTS.api_workers, traffic={"timeout": 30})
-@bentoml.asgi_app(metadata_app, path="/")
-class ImageClassifier:
-    """Classifies uploaded images with the model packaged at build time."""
-
-    model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
-    inference = bentoml.depends(ImageClassifierInference)
-
-    def __init__(self) -> None:
         document = read_package_document(Path(self.model_ref.path))
         self.spec = ImageSpec.from_dict(document["spec"])
         self.labels = tuple(document["labels"])
         self.version = str(self.model_ref.tag)
+        self.model = load_package(Path(self.model_ref.path), device="auto")
+        self.device = self.model.plugin.device
         home = Path(os.environ.get("MLOPS_HOME", ".mlops"))
         self.prediction_log = PredictionLog(home / "predictions", ARGUMENTS.prediction_log_sample_rate)
         self.confidence = bentoml.metrics.Histogram(
@@ -180,9 +169,39 @@ class ImageClassifier:
             documentation="Uploads refused as invalid images, by endpoint.",
             labelnames=["endpoint"],
         )
+        self.batch_size = bentoml.metrics.Histogram(
+            name="inference_batch_size",
+            documentation="Images per forward pass (adaptive batching).",
+            labelnames=["model_version"],
+            buckets=BATCH_SIZE_BUCKETS,
+        )
+        self.batch_wait = bentoml.metrics.Histogram(
+            name="inference_queue_wait_seconds",
+            documentation="Time the oldest request of a batch waited for the model.",
+            labelnames=["model_version"],
+        )
+        self.batcher = MicroBatcher(
+            self._forward, ARGUMENTS.max_batch_size, ARGUMENTS.max_latency_ms, on_batch=self._record_batch
+        )
+        _log_event("inference_ready", model_version=self.version, device=self.device, pid=os.getpid())
+        # Everything loaded so far (torch, BentoML, the model) lives as long as the process. Moving it out of the
+        # collector's generations keeps each full collection from re-scanning it: that scan was a 100-250 ms stall
+        # every few hundred requests (p99 at concurrency 1 went from ~120 ms to ~8 ms).
+        gc.collect()
+        gc.freeze()
+
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities [N, classes] for uint8 images [N, C, H, W]; runs on the batcher's thread."""
+        with inference_context(self.device):
+            return self.model.predict_uint8(pixels)
+
+    def _record_batch(self, size: int, waited_s: float) -> None:
+        self.batch_size.labels(model_version=self.version).observe(size)
+        self.batch_wait.labels(model_version=self.version).observe(waited_s)
 
     @bentoml.on_shutdown
-    def close_prediction_log(self) -> None:
+    def close(self) -> None:
+        self.batcher.close()
         self.prediction_log.close()
 
     def _decode(self, data: bytes, with_statistics: bool) -> tuple[np.ndarray, dict | None]:
@@ -224,18 +243,16 @@ class ImageClassifier:
                 raise bentoml.exceptions.InvalidArgument(f"image {index}: {error}") from error
         return decoded
 
-    async def _classify(self, endpoint: str, uploads: list[bytes]) -> PredictionResponse:
+    async def _classify(self, endpoint: str, uploads: list[bytes]) -> PredictionResponse | JSONResponse:
         sampled = self.prediction_log.should_sample()
         decoded = await self._decode_all(endpoint, uploads, sampled)
         pixels = np.stack([image for image, _ in decoded])
-        # A request larger than the batch bound is split; the pieces batch with other requests' images. Each piece
-        # is one call to the inference service, pickled as one uint8 array (normalized there).
-        chunks = [
-            pixels[start : start + ARGUMENTS.max_batch_size]
-            for start in range(0, len(pixels), ARGUMENTS.max_batch_size)
-        ]
-        answers = await asyncio.gather(*(self.inference.to_async.classify(chunk) for chunk in chunks))
-        probabilities = np.concatenate([np.asarray(answer) for answer in answers])
+        try:
+            probabilities = await self.batcher.predict(pixels)
+        except Overloaded as error:
+            # BentoML hides the message of every 5xx it raises; an overloaded service should say so and when to retry.
+            _log_event("overloaded", endpoint=endpoint, reason=str(error))
+            return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": "1"})
         best = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(best)), best].tolist()
         # Built without re-validation: every value comes from the model's own array, and for small images per-image

@@ -93,6 +93,8 @@ def test_metrics_count_predictions_per_label_and_confidence(served_bento: Served
     ]
     assert per_label and float(per_label[0].rsplit(" ", 1)[1]) >= 1
     assert "prediction_confidence_bucket{" in metrics
+    assert "inference_batch_size_bucket{" in metrics
+    assert "inference_queue_wait_seconds_bucket{" in metrics
     assert "bentoml_service_request_total{" in metrics or "bentoml_service_request_duration_seconds" in metrics
 
 

@@ -49,6 +49,8 @@ def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(serv
         return [result for batch in batches for result in batch]
 
     results = asyncio.run(run())
+    with served_bento.client() as client:
+        metrics = client.get("/metrics").text
     errors = [(status, body) for _, status, body in results if status != 200]
     assert not errors, f"{len(errors)} of {len(results)} requests failed, e.g. {errors[:3]}"
     assert len(results) >= CLIENTS
@@ -60,3 +62,13 @@ def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(serv
         for label, value in expected["probabilities"].items():
             # Batched and single forward passes may differ in the last float bits, never more.
             assert answer["probabilities"][label] == pytest.approx(value, abs=1e-5)
+    # Concurrent requests were answered by shared forward passes: on average more than one image per pass.
+    images = _histogram_total(metrics, "inference_batch_size_sum")
+    passes = _histogram_total(metrics, "inference_batch_size_count")
+    assert passes > 0 and images >= len(results)
+    assert images / passes > 1, f"{images:.0f} images in {passes:.0f} forward passes: no batching under load"
+
+
+def _histogram_total(metrics: str, series: str) -> float:
+    """Sum of a Prometheus series over its label sets (one per worker process and model version)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(series + "{"))

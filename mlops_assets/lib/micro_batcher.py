@@ -1,0 +1,134 @@
+"""Adaptive batching inside one serving process: the images of concurrent requests share forward passes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Overloaded(RuntimeError):
+    """A request waited in the queue longer than the latency bound; the caller should answer 503."""
+
+
+@dataclass
+class _Job:
+    inputs: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class MicroBatcher:
+    """Runs `forward` on one dedicated thread; requests that arrive while it is busy form the next batch.
+
+    The window adapts to traffic without a timer: an idle batcher dispatches a request at once (nothing is added
+    to latency at low load), and under load the next batch holds whatever arrived during the current forward pass,
+    up to `max_batch_size` images, so batches grow exactly as fast as requests arrive. A request still queued
+    `max_latency_ms` after it arrived is refused with `Overloaded` (load shedding) instead of being served late.
+    The forward pass runs off the event loop, so decoding the next requests overlaps it (torch releases the GIL).
+
+    Every method is called on the event loop's thread; only `forward` runs on the worker thread.
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        max_latency_ms: float,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
+        if max_latency_ms <= 0:
+            raise ValueError(f"max_latency_ms must be positive, got {max_latency_ms}.")
+        self._forward = forward
+        self.max_batch_size = max_batch_size
+        self._max_wait_s = max_latency_ms / 1000
+        self._on_batch = on_batch
+        self._queue: deque[_Job] = deque()
+        self._busy = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    async def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """`forward(inputs)`, computed together with other requests' inputs; a request above the bound is split."""
+        if len(inputs) == 0:
+            raise ValueError("predict() needs at least one input.")
+        if len(inputs) > self.max_batch_size:
+            pieces = [
+                inputs[start : start + self.max_batch_size] for start in range(0, len(inputs), self.max_batch_size)
+            ]
+            return np.concatenate(await asyncio.gather(*(self.predict(piece) for piece in pieces)))
+        loop = asyncio.get_running_loop()
+        job = _Job(inputs, loop.create_future())
+        self._queue.append(job)
+        if not self._busy:
+            self._dispatch(loop)
+        return await job.future
+
+    def close(self) -> None:
+        """Wait for the running forward pass and stop the worker thread; queued requests are cancelled."""
+        while self._queue:
+            self._queue.popleft().future.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _next_batch(self) -> list[_Job]:
+        now = time.monotonic()
+        jobs: list[_Job] = []
+        size = 0
+        while self._queue:
+            job = self._queue[0]
+            if job.future.done():  # the client went away (cancelled): no work for it
+                self._queue.popleft()
+                continue
+            if now - job.enqueued > self._max_wait_s:
+                self._queue.popleft()
+                job.future.set_exception(
+                    Overloaded(
+                        f"the request waited {1000 * (now - job.enqueued):.0f} ms for the model, above the "
+                        f"{1000 * self._max_wait_s:.0f} ms bound; the service is overloaded, retry later"
+                    )
+                )
+                continue
+            if jobs and size + len(job.inputs) > self.max_batch_size:
+                break
+            jobs.append(self._queue.popleft())
+            size += len(job.inputs)
+        return jobs
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._next_batch()
+        if not jobs:
+            self._busy = False
+            return
+        self._busy = True
+        batch = jobs[0].inputs if len(jobs) == 1 else np.concatenate([job.inputs for job in jobs])
+        waited_s = time.monotonic() - jobs[0].enqueued
+        running = self._executor.submit(self._forward, batch)
+        running.add_done_callback(
+            lambda done: loop.call_soon_threadsafe(self._finish, loop, jobs, done, len(batch), waited_s)
+        )
+
+    def _finish(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], done: Future, size: int, waited_s: float
+    ) -> None:
+        try:
+            outputs = done.result()
+        except BaseException as error:  # noqa: BLE001 - handed to every caller of this batch, none is lost
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+        else:
+            start = 0
+            for job in jobs:
+                end = start + len(job.inputs)
+                if not job.future.done():
+                    job.future.set_result(outputs[start:end])
+                start = end
+            if self._on_batch is not None:
+                self._on_batch(size, waited_s)
+        self._dispatch(loop)

@@ -1,0 +1,176 @@
+"""The in-process adaptive batcher: merging, bounds, order, errors, load shedding and cancelled requests."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from mlops_assets.lib.micro_batcher import MicroBatcher, Overloaded
+
+
+class GatedForward:
+    """A forward pass that doubles its input and, while `gate` is closed, blocks so requests pile up behind it."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.batches: list[np.ndarray] = []
+        self.fail_next = False
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch.copy())
+        self.started.set()
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the gate")
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("forward pass failed")
+        return batch * 2
+
+
+def _inputs(first: int, count: int) -> np.ndarray:
+    return np.arange(first, first + count, dtype=np.int64).reshape(count, 1)
+
+
+async def _wait_for_first_forward(forward: GatedForward) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, forward.started.wait, 30)
+
+
+def test_requests_arriving_during_a_forward_pass_share_the_next_one_and_get_their_own_rows() -> None:
+    forward = GatedForward()
+    batcher = MicroBatcher(forward, max_batch_size=64, max_latency_ms=30_000)
+
+    async def run() -> list[np.ndarray]:
+        first = asyncio.create_task(batcher.predict(_inputs(0, 1)))
+        await _wait_for_first_forward(forward)
+        queued = [asyncio.create_task(batcher.predict(_inputs(100 * i, i))) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        forward.gate.set()
+        return await asyncio.gather(first, *queued)
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        batcher.close()
+    # The first request ran alone, at once; the five that queued behind it ran as one batch of 1+2+3+4+5 images.
+    assert [len(batch) for batch in forward.batches] == [1, 15]
+    assert np.array_equal(results[0], _inputs(0, 1) * 2)
+    for i, result in enumerate(results[1:], start=1):
+        assert np.array_equal(result, _inputs(100 * i, i) * 2)
+
+
+def test_batches_never_exceed_the_bound_and_a_large_request_is_split_in_order() -> None:
+    forward = GatedForward()
+    batcher = MicroBatcher(forward, max_batch_size=8, max_latency_ms=30_000)
+
+    async def run() -> tuple[np.ndarray, list[np.ndarray]]:
+        blocker = asyncio.create_task(batcher.predict(_inputs(0, 1)))
+        await _wait_for_first_forward(forward)
+        large = asyncio.create_task(batcher.predict(_inputs(1000, 20)))
+        small = [asyncio.create_task(batcher.predict(_inputs(100 * i, 3))) for i in range(1, 5)]
+        await asyncio.sleep(0.05)
+        forward.gate.set()
+        await blocker
+        return await large, await asyncio.gather(*small)
+
+    try:
+        large, small = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert max(len(batch) for batch in forward.batches) <= 8
+    assert sum(len(batch) for batch in forward.batches) == 1 + 20 + 12
+    assert np.array_equal(large, _inputs(1000, 20) * 2)
+    for i, result in enumerate(small, start=1):
+        assert np.array_equal(result, _inputs(100 * i, 3) * 2)
+
+
+def test_a_failed_forward_pass_fails_only_its_own_batch_and_the_batcher_keeps_serving() -> None:
+    forward = GatedForward()
+    forward.gate.set()
+    forward.fail_next = True
+    batcher = MicroBatcher(forward, max_batch_size=8, max_latency_ms=30_000)
+
+    async def run() -> np.ndarray:
+        with pytest.raises(RuntimeError, match="forward pass failed"):
+            await batcher.predict(_inputs(0, 2))
+        return await batcher.predict(_inputs(10, 2))
+
+    try:
+        assert np.array_equal(asyncio.run(run()), _inputs(10, 2) * 2)
+    finally:
+        batcher.close()
+
+
+def test_a_request_queued_past_the_latency_bound_is_shed_not_served_late() -> None:
+    forward = GatedForward()
+    batcher = MicroBatcher(forward, max_batch_size=8, max_latency_ms=20)
+
+    async def run() -> tuple[np.ndarray, BaseException | np.ndarray, np.ndarray]:
+        first = asyncio.create_task(batcher.predict(_inputs(0, 1)))
+        await _wait_for_first_forward(forward)
+        late = asyncio.create_task(batcher.predict(_inputs(5, 1)))
+        await asyncio.sleep(0.1)  # five times the bound, while the model is busy
+        forward.gate.set()
+        answers = await asyncio.gather(first, late, return_exceptions=True)
+        after = await batcher.predict(_inputs(7, 1))
+        return answers[0], answers[1], after
+
+    try:
+        first, late, after = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert np.array_equal(first, _inputs(0, 1) * 2)
+    assert isinstance(late, Overloaded) and "overloaded" in str(late)
+    assert np.array_equal(after, _inputs(7, 1) * 2)
+    # The shed request never reached the model.
+    assert all(5 not in batch for batch in forward.batches)
+
+
+def test_a_cancelled_request_is_dropped_before_the_model_sees_it() -> None:
+    forward = GatedForward()
+    batcher = MicroBatcher(forward, max_batch_size=8, max_latency_ms=30_000)
+
+    async def run() -> np.ndarray:
+        first = asyncio.create_task(batcher.predict(_inputs(0, 1)))
+        await _wait_for_first_forward(forward)
+        gone = asyncio.create_task(batcher.predict(_inputs(50, 1)))
+        kept = asyncio.create_task(batcher.predict(_inputs(60, 1)))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        forward.gate.set()
+        await first
+        return await kept
+
+    try:
+        assert np.array_equal(asyncio.run(run()), _inputs(60, 1) * 2)
+    finally:
+        batcher.close()
+    assert [batch.ravel().tolist() for batch in forward.batches] == [[0], [60]]
+
+
+def test_a_lone_request_runs_as_its_own_batch_and_the_batch_is_reported() -> None:
+    forward = GatedForward()
+    reported: list[tuple[int, float]] = []
+    batcher = MicroBatcher(
+        forward, max_batch_size=4, max_latency_ms=1000, on_batch=lambda n, w: reported.append((n, w))
+    )
+
+    async def run() -> np.ndarray:
+        request = asyncio.create_task(batcher.predict(_inputs(0, 3)))
+        await _wait_for_first_forward(forward)
+        forward.gate.set()
+        return await request
+
+    try:
+        assert np.array_equal(asyncio.run(run()), _inputs(0, 3) * 2)
+    finally:
+        batcher.close()
+    assert len(reported) == 1 and reported[0][0] == 3 and reported[0][1] >= 0
+
+
+@pytest.mark.parametrize(("size", "latency"), [(0, 100), (8, 0)])
+def test_bounds_must_be_positive(size: int, latency: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        MicroBatcher(lambda batch: batch, max_batch_size=size, max_latency_ms=latency)
