@@ -174,3 +174,39 @@ def test_a_lone_request_runs_as_its_own_batch_and_the_batch_is_reported() -> Non
 def test_bounds_must_be_positive(size: int, latency: float) -> None:
     with pytest.raises(ValueError, match="must be"):
         MicroBatcher(lambda batch: batch, max_batch_size=size, max_latency_ms=latency)
+
+
+def test_when_one_piece_of_a_split_request_fails_its_queued_siblings_are_dropped() -> None:
+    blocker_gate, sibling_gate, started = threading.Event(), threading.Event(), threading.Event()
+    seen: list[list[int]] = []
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.ravel().tolist())
+        started.set()
+        if 0 in batch:
+            blocker_gate.wait(timeout=30)
+        elif 1000 in batch:
+            raise RuntimeError("bad piece")
+        else:
+            sibling_gate.wait(timeout=30)  # the next piece is still running when the caller learns of the failure
+        return batch * 2
+
+    batcher = MicroBatcher(forward, max_batch_size=2, max_latency_ms=30_000)
+
+    async def run() -> None:
+        blocker = asyncio.create_task(batcher.predict(_inputs(0, 1)))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+        large = asyncio.create_task(batcher.predict(_inputs(1000, 8)))  # four pieces of two images
+        await asyncio.sleep(0.05)
+        blocker_gate.set()
+        await blocker
+        with pytest.raises(RuntimeError, match="bad piece"):
+            await large
+        sibling_gate.set()
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+    # The failed piece and the one already running reached the model; the two queued behind them never did.
+    assert seen == [[0], [1000, 1001], [1002, 1003]]

@@ -60,9 +60,15 @@ class MicroBatcher:
             raise ValueError("predict() needs at least one input.")
         if len(inputs) > self.max_batch_size:
             pieces = [
-                inputs[start : start + self.max_batch_size] for start in range(0, len(inputs), self.max_batch_size)
+                asyncio.ensure_future(self.predict(inputs[start : start + self.max_batch_size]))
+                for start in range(0, len(inputs), self.max_batch_size)
             ]
-            return np.concatenate(await asyncio.gather(*(self.predict(piece) for piece in pieces)))
+            try:
+                return np.concatenate(await asyncio.gather(*pieces))
+            except BaseException:
+                for piece in pieces:  # one piece failed or was shed: the others would be computed for nobody
+                    piece.cancel()
+                raise
         loop = asyncio.get_running_loop()
         job = _Job(inputs, loop.create_future())
         self._queue.append(job)
