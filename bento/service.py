@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 with bentoml.importing():
@@ -243,7 +243,7 @@ class ImageClassifier:
                 raise bentoml.exceptions.InvalidArgument(f"image {index}: {error}") from error
         return decoded
 
-    async def _classify(self, endpoint: str, uploads: list[bytes]) -> PredictionResponse | JSONResponse:
+    async def _classify(self, endpoint: str, uploads: list[bytes]) -> Response:
         sampled = self.prediction_log.should_sample()
         decoded = await self._decode_all(endpoint, uploads, sampled)
         pixels = np.stack([image for image, _ in decoded])
@@ -271,7 +271,10 @@ class ImageClassifier:
                     for p, (_, statistics) in zip(predictions, decoded, strict=True)
                 ]
             )
-        return PredictionResponse.model_construct(model_version=self.version, predictions=predictions)
+        # Serialized here and handed to BentoML as a finished response: its own output path re-validates the whole
+        # model (every probability of every image) before serializing it, ~10 % of a single-image request.
+        body = PredictionResponse.model_construct(model_version=self.version, predictions=predictions).model_dump_json()
+        return Response(body, media_type="application/json")
 
     def _record_metrics(self, best: np.ndarray, confidences: list[float]) -> None:
         histogram = self.confidence.labels(model_version=self.version)
