@@ -39,7 +39,7 @@ class ServiceArguments(BaseModel):
     max_batch_size: int = 64
     max_latency_ms: int = 2000
     api_workers: int = 2
-    torch_threads: int = 2
+    torch_threads: int = 1
     access_log: bool = False
     api_key_env: str = "MLOPS_API_KEY"
     prediction_log_sample_rate: float = 0.1
@@ -75,8 +75,8 @@ SERVER_ENVIRONMENT = [
     # Tracing off unless the operator turns it on (OTEL_SDK_DISABLED=false, plus BentoML's `tracing` exporter
     # settings): with no exporter configured, spans were a quarter of a small request's CPU time.
     {"name": "OTEL_SDK_DISABLED", "value": "true"},
-    # torch's OpenMP threads sleep when idle instead of spinning: with several workers per machine, a spinning
-    # thread burns the core another worker's event loop needs (concurrency 64 fell ~20 % with two threads each).
+    # With torch_threads above 1, idle OpenMP threads sleep instead of spinning: with several workers per machine a
+    # spinning thread burns the core another worker's event loop needs (concurrency 64 fell ~20 % with two each).
     {"name": "OMP_WAIT_POLICY", "value": "PASSIVE"},
 ]
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
