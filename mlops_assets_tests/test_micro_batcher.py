@@ -210,3 +210,40 @@ def test_when_one_piece_of_a_split_request_fails_its_queued_siblings_are_dropped
         batcher.close()
     # The failed piece and the one already running reached the model; the two queued behind them never did.
     assert seen == [[0], [1000, 1001], [1002, 1003]]
+
+
+def test_a_failing_batch_callback_does_not_stall_the_queue() -> None:
+    def broken_metrics(size: int, waited_s: float) -> None:
+        raise RuntimeError("metrics backend down")
+
+    batcher = MicroBatcher(lambda batch: batch * 3, max_batch_size=4, max_latency_ms=30_000, on_batch=broken_metrics)
+
+    async def run() -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.predict(_inputs(10 * i, 2)) for i in range(6)))
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        batcher.close()
+    for i, result in enumerate(results):
+        assert np.array_equal(result, _inputs(10 * i, 2) * 3)
+
+
+def test_a_forward_pass_that_loses_rows_fails_its_batch_instead_of_misassigning_answers() -> None:
+    batcher = MicroBatcher(lambda batch: batch[:-1], max_batch_size=4, max_latency_ms=30_000)
+
+    async def run() -> None:
+        with pytest.raises(RuntimeError, match="returned 1 rows for a batch of 2"):
+            await batcher.predict(_inputs(0, 2))
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+
+
+def test_a_closed_batcher_refuses_new_requests_with_a_message() -> None:
+    batcher = MicroBatcher(lambda batch: batch, max_batch_size=4, max_latency_ms=30_000)
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(batcher.predict(_inputs(0, 1)))

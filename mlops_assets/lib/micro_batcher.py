@@ -52,10 +52,13 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._queue: deque[_Job] = deque()
         self._busy = False
+        self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     async def predict(self, inputs: np.ndarray) -> np.ndarray:
         """`forward(inputs)`, computed together with other requests' inputs; a request above the bound is split."""
+        if self._closed:
+            raise RuntimeError("The batcher is closed (the server is shutting down); send the request again.")
         if len(inputs) == 0:
             raise ValueError("predict() needs at least one input.")
         if len(inputs) > self.max_batch_size:
@@ -78,6 +81,7 @@ class MicroBatcher:
 
     def close(self) -> None:
         """Wait for the running forward pass and stop the worker thread; queued requests are cancelled."""
+        self._closed = True
         while self._queue:
             self._queue.popleft().future.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -107,6 +111,9 @@ class MicroBatcher:
         return jobs
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._closed:
+            self._busy = False
+            return
         jobs = self._next_batch()
         if not jobs:
             self._busy = False
@@ -115,20 +122,28 @@ class MicroBatcher:
         batch = jobs[0].inputs if len(jobs) == 1 else np.concatenate([job.inputs for job in jobs])
         waited_s = time.monotonic() - jobs[0].enqueued
         running = self._executor.submit(self._forward, batch)
-        running.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._finish, loop, jobs, done, len(batch), waited_s)
-        )
+        running.add_done_callback(lambda done: self._hand_back(loop, jobs, done, len(batch), waited_s))
+
+    def _hand_back(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], done: Future, size: int, waited_s: float
+    ) -> None:
+        """On the worker thread: schedule `_finish` on the event loop, unless the loop is already gone (shutdown)."""
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._finish, loop, jobs, done, size, waited_s)
 
     def _finish(
         self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], done: Future, size: int, waited_s: float
     ) -> None:
         try:
-            outputs = done.result()
-        except BaseException as error:  # noqa: BLE001 - handed to every caller of this batch, none is lost
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
-        else:
+            try:
+                outputs = done.result()
+                if len(outputs) != size:
+                    raise RuntimeError(f"the model returned {len(outputs)} rows for a batch of {size} inputs")
+            except BaseException as error:  # noqa: BLE001 - handed to every caller of this batch, none is lost
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                return
             start = 0
             for job in jobs:
                 end = start + len(job.inputs)
@@ -137,4 +152,6 @@ class MicroBatcher:
                 start = end
             if self._on_batch is not None:
                 self._on_batch(size, waited_s)
-        self._dispatch(loop)
+        finally:
+            # Whatever happened above (a failed pass, a failing metrics callback), the queue keeps moving.
+            self._dispatch(loop)
