@@ -30,21 +30,10 @@ with bentoml.importing():
     from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
     from mlops_assets.lib.preprocessing import ImageSpec, decode_image, to_uint8_array
     from mlops_assets.lib.request_guard import GuardedRoute, RequestGuard
+    from mlops_assets.lib.serving_arguments import ServiceArguments
 
 
-class ServiceArguments(BaseModel):
-    """Set at build time (`bentoml build --arg ...`, from deployments/<env>.yaml) and stored in the bento."""
-
-    model_tag: str
-    max_batch_size: int = 64
-    max_latency_ms: int = 2000
-    api_workers: int = 2
-    torch_threads: int = 1
-    access_log: bool = False
-    api_key_env: str = "MLOPS_API_KEY"
-    prediction_log_sample_rate: float = 0.1
-
-
+# Set at build time (`bentoml build --arg ...`, from deployments/<env>.yaml) and stored in the bento.
 ARGUMENTS = bentoml.use_arguments(ServiceArguments)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_BATCH_IMAGES = 256

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from mlops_assets import settings
+from mlops_assets.lib.serving_arguments import validate_service_arguments
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
 SERVING_CONFIG = settings.environment_file("local")
@@ -62,6 +63,9 @@ def build_service_bento(
     """
     bentoml = _bentoml()
     serving = serving_arguments() if serving is None else serving
+    # Checked here, before anything is built: BentoML validates bento arguments only when it first imports the
+    # service, so a second build in the same process would take bad settings silently.
+    validate_service_arguments({**serving, "model_tag": model_tag})
     if version is not None:
         name = yaml.safe_load(BENTOFILE.read_text())["name"]
         try:

@@ -126,3 +126,27 @@ def test_prediction_log_records_input_statistics_answer_and_model_version(served
     assert record["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
     assert (record["width"], record["height"], record["mode"]) == (8, 8, "L")
     assert 0 <= record["brightness"] <= 1 and 0 <= record["contrast"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("api_workers", 0),
+        ("max_batch_size", 0),
+        ("torch_threads", 0),
+        ("prediction_log_sample_rate", 1.5),
+        ("max_batch_sise", 32),
+    ],
+)
+def test_invalid_serving_settings_are_refused_before_a_bento_is_built(
+    served_bento: ServedBento, setting: str, value: float
+) -> None:
+    import bentoml
+
+    from mlops_assets.lib.serving_arguments import ServingConfigError
+    from mlops_assets.packaging import build_service_bento
+
+    before = {str(bento.tag) for bento in bentoml.bentos.list()}
+    with pytest.raises(ServingConfigError, match=rf"{setting}: .*deployments/<env>\.yaml"):
+        build_service_bento(served_bento.model_tag, labels={"purpose": "bad-settings"}, serving={setting: value})
+    assert {str(bento.tag) for bento in bentoml.bentos.list()} == before
