@@ -117,6 +117,14 @@ async def metadata_endpoint(_: Request) -> JSONResponse:
 metadata_app = Starlette(routes=[Route("/metadata", metadata_endpoint, methods=["GET"])])
 
 
+def _refusal(message: str, status: int = 400) -> JSONResponse:
+    """A client error as `{"error": message}`, the shape the request guard uses too.
+
+    Returned, not raised: BentoML renders its own 4xx exceptions as a one-element list (`[{"error": ...}]`).
+    """
+    return JSONResponse({"error": message}, status_code=status)
+
+
 def _log_event(event: str, **fields: typing.Any) -> None:
     """One JSON object per line, so log shippers can index the fields."""
     logger.info(json.dumps({"event": event, **fields}))
@@ -240,14 +248,19 @@ class ImageClassifier:
 
     async def _classify(self, endpoint: str, uploads: list[bytes]) -> Response:
         sampled = self.prediction_log.should_sample()
-        decoded = await self._decode_all(endpoint, uploads, sampled)
+        try:
+            decoded = await self._decode_all(endpoint, uploads, sampled)
+        except bentoml.exceptions.InvalidArgument as error:
+            return _refusal(str(error))
         pixels = np.stack([image for image, _ in decoded])
         try:
             probabilities = await self.batcher.predict(pixels)
         except Overloaded as error:
             # BentoML hides the message of every 5xx it raises; an overloaded service should say so and when to retry.
             _log_event("overloaded", endpoint=endpoint, reason=str(error))
-            return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": "1"})
+            refusal = _refusal(str(error), status=503)
+            refusal.headers["Retry-After"] = "1"
+            return refusal
         best = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(best)), best].tolist()
         # Built without re-validation: every value comes from the model's own array, and for small images per-image
@@ -302,9 +315,9 @@ class ImageClassifier:
             try:
                 uploads.append(base64.b64decode(text, validate=True))
             except (binascii.Error, ValueError) as error:
-                raise bentoml.exceptions.InvalidArgument(
+                return _refusal(
                     f"images[{index}] is not valid base64 ({error}); encode the file's bytes with standard base64."
-                ) from error
+                )
         return await self._classify("/predict_base64", uploads)
 
 

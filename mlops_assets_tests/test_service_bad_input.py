@@ -69,6 +69,9 @@ def test_bad_input_gets_a_4xx_with_a_message(served_bento: ServedBento, case: st
         response = client.request("POST", **request)
         assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
         assert expected_text.lower() in response.text.lower(), (case, response.text)
+        # One shape for every refusal: a JSON object whose `error` says what was wrong.
+        body = response.json()
+        assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], (case, body)
         # The service keeps serving after every refusal.
         _, data = served_bento.samples[0]
         assert client.post("/predict", files={"images": ("x.png", data)}).status_code == 200
