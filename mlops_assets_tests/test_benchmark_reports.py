@@ -1,0 +1,35 @@
+"""The committed serving results are what the benchmark's own renderer makes of its JSON, and the README shows them."""
+
+import json
+from pathlib import Path
+
+from benchmarks.bench_serving import markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_serving_markdown_is_rendered_from_the_committed_json() -> None:
+    report = json.loads((RESULTS / "serving.json").read_text())
+    assert markdown(report) == (RESULTS / "serving.md").read_text()
+
+
+def test_readme_shows_the_committed_serving_summary() -> None:
+    summary = [line for line in (RESULTS / "serving.md").read_text().splitlines() if line.startswith("| ")]
+    readme = (ROOT / "README.md").read_text()
+    # The summary table (its first rows, before the per-model sections) appears verbatim in the README.
+    first_section = next(i for i, line in enumerate(summary) if line.startswith("| server |"))
+    for line in summary[:first_section]:
+        assert line in readme, line
+
+
+def test_every_configuration_reports_the_issue_measurements() -> None:
+    report = json.loads((RESULTS / "serving.json").read_text())
+    assert report["load_generator_ceiling"]["requests_per_s"] > 0
+    for name, section in report["configurations"].items():
+        for server in ("bentoml", "dependency", "naive"):
+            loads = section["servers"][server]
+            assert set(loads) == {"c1", "c16", "c64", "batch64"}, (name, server)
+            assert all({"requests_per_s", "p50_ms", "p99_ms", "errors"} <= set(result) for result in loads.values())
+        assert {"bentoml", "dependency", "naive"} <= set(section["time_to_ready_s"])
+        assert section["in_process_limit"]["batch_64_images_per_s"] > 0
