@@ -1,13 +1,8 @@
 """Load shedding end to end: a request that waits past `max_latency_ms` for the model gets a 503 that says so,
 and the server goes on answering."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +17,7 @@ pytestmark = pytest.mark.e2e
 def overloaded_server(served_bento: ServedBento) -> Iterator[str]:
     """The test model in a bento that batches one image at a time and sheds anything queued over 1 ms."""
     from mlops_assets.packaging import build_service_bento
+    from mlops_assets.resources.local_deployer import start_bento_server, stop_process_group
     from mlops_assets_tests.conftest import free_port
 
     serving = {
@@ -33,31 +29,14 @@ def overloaded_server(served_bento: ServedBento) -> Iterator[str]:
     }
     artifact, _ = build_service_bento(served_bento.model_tag, labels={"purpose": "overload-test"}, serving=serving)
     port = free_port()
-    # Started directly, not with deploy_local: that would stop the shared server the other service tests use.
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", artifact.bento_tag, "--host", "127.0.0.1",
-         "--port", str(port)],
-        env={**os.environ, **settings.export_environment()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    # Started without deploy_local: that would stop the shared server the other service tests use.
+    process = start_bento_server(
+        artifact.bento_tag, "127.0.0.1", port, settings.logs_dir() / "overload-server.log", ready_timeout_s=120
+    )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, "the server exited during start-up"
-            assert time.monotonic() < deadline, "the server did not become ready within 120 s"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_process_group(process.pid)
 
 
 def test_a_request_queued_past_the_latency_bound_gets_503_with_retry_after(

@@ -88,15 +88,14 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
-def deploy_local(bento_tag: str, port: int | None = None, host: str | None = None) -> LocalDeployment:
-    """Serve `bento_tag` in the background (replacing a running local deployment) and wait until ready."""
-    config = load_local_config()["server"]
-    host = host or config["host"]
-    port = port or int(config["port"])
-    stop_local()
-    if not port_is_free(host, port):
-        raise DeploymentError(f"Port {port} on {host} is in use; stop what listens there or pass --port.")
-    log_path = settings.logs_dir() / "local-server.log"
+def start_bento_server(
+    bento_tag: str, host: str, port: int, log_path: Path, ready_timeout_s: float
+) -> subprocess.Popen:
+    """Start `bentoml serve` in its own process group, logging to `log_path`, and wait until /readyz answers.
+
+    Records nothing: `deploy_local` adds the state file; a caller that starts a server this way stops it with
+    `stop_process_group(process.pid)`.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.export_environment()}
     bentoml_cli = Path(sys.executable).parent / "bentoml"
@@ -111,19 +110,33 @@ def deploy_local(bento_tag: str, port: int | None = None, host: str | None = Non
             env=env,
             start_new_session=True,
         )
-    url = f"http://{host}:{port}"
     try:
-        _wait_ready(process, url, float(config.get("ready_timeout_s", 120)), log_path)
+        _wait_ready(process, f"http://{host}:{port}", ready_timeout_s, log_path)
     except BaseException:
-        _stop_group(process.pid)
+        stop_process_group(process.pid)
         raise
+    return process
+
+
+def deploy_local(bento_tag: str, port: int | None = None, host: str | None = None) -> LocalDeployment:
+    """Serve `bento_tag` in the background (replacing a running local deployment) and wait until ready."""
+    config = load_local_config()["server"]
+    host = host or config["host"]
+    port = port or int(config["port"])
+    stop_local()
+    if not port_is_free(host, port):
+        raise DeploymentError(f"Port {port} on {host} is in use; stop what listens there or pass --port.")
+    log_path = settings.logs_dir() / "local-server.log"
+    process = start_bento_server(bento_tag, host, port, log_path, float(config.get("ready_timeout_s", 120)))
+    url = f"http://{host}:{port}"
     deployment = LocalDeployment(bento_tag, url, process.pid, str(log_path))
     _state_file().parent.mkdir(parents=True, exist_ok=True)
     _state_file().write_text(json.dumps(asdict(deployment), indent=1))
     return deployment
 
 
-def _stop_group(pid: int, grace_s: float = 15.0) -> None:
+def stop_process_group(pid: int, grace_s: float = 15.0) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL what is left after `grace_s`."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -146,6 +159,6 @@ def stop_local() -> LocalDeployment | None:
     """Stop the local deployment if one runs; returns what was stopped."""
     deployment = current_deployment()
     if deployment is not None:
-        _stop_group(deployment.pid)
+        stop_process_group(deployment.pid)
     _state_file().unlink(missing_ok=True)
     return deployment
