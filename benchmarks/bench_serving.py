@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONCURRENCY = (1, 16, 64)
 BATCH_IMAGES = 64
 BATCH_CONCURRENCY = 4
+# Each 64-image run is paired with a (c) measurement taken just before it, and the ratio is the median of the
+# pairs: on a shared machine the forward rate alone drifts by +-20 % within minutes, so a (c) measured once, minutes
+# away from the server runs, made the ratio mostly a measure of that drift.
 BATCH_RUNS = 3
+IDLE_AFTER_FORWARD_S = 0.5
+CPUS = os.cpu_count() or 1
 BOUNDARY = "benchmarkboundary7f3a"
 # The issue's targets on CPU, checked for every configuration.
 BATCH_SHARE_TARGET = 0.7
@@ -48,10 +54,15 @@ class Configuration:
     epochs: int
 
 
+# The issue calibrated its targets on a small CNN whose forward passes ran ~2,800 images/s in-process on a 2-core
+# machine; width 20 on 32x32 RGB lands there (width 12, used before, ran 2-3x faster than the calibration model).
 CONFIGURATIONS = (
     Configuration("digits", "8x8 greyscale sample digits, cnn width 32 (the reference model)", {}, 3),
     Configuration(
-        "rgb32", "32x32 RGB generated images, cnn width 12 (a forward pass of calibration cost)", {"width": 12}, 2
+        "rgb32",
+        "32x32 RGB generated images, cnn width 20 (about the issue's calibration model: ~2,800 images/s in-process)",
+        {"width": 20},
+        2,
     ),
 )
 RGB32_IMAGES = 600
@@ -140,31 +151,35 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
-def in_process_limit(model, inputs: np.ndarray, duration_s: float) -> dict:
-    """Images/s of forward passes alone on already preprocessed inputs, at batch 1 and batch 64.
-
-    Measured with one torch thread and with one per core; (c) is the faster of the two, so the service (which uses
-    every core through its worker processes) is compared with the most the model can do on this machine.
-    """
+def forward_rate(model, inputs: np.ndarray, batch: int, threads: int, duration_s: float) -> float:
+    """Images/s of forward passes alone, at `batch` images per pass, with `threads` torch threads."""
     from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
 
-    results = {}
-    for threads in sorted({1, os.cpu_count() or 1}):
-        configure_cpu_threads(threads)
-        for batch in (1, BATCH_IMAGES):
-            chunk = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))
-            model.predict_proba(chunk)  # warm-up: first-call allocations are not serving cost
-            images, started = 0, time.perf_counter()
-            with inference_context(model.plugin.device):
-                while time.perf_counter() - started < duration_s:
-                    model.predict_proba(chunk)
-                    images += batch
-            results[f"batch_{batch}_threads_{threads}_images_per_s"] = images / (time.perf_counter() - started)
-    for batch in (1, BATCH_IMAGES):
-        best = max((key for key in results if key.startswith(f"batch_{batch}_threads_")), key=results.get)
-        results[f"batch_{batch}_images_per_s"] = results[best]
-        results[f"batch_{batch}_threads"] = int(best.split("_")[3])
-    return results
+    configure_cpu_threads(threads)
+    chunk = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))
+    model.predict_proba(chunk)  # warm-up: first-call allocations are not serving cost
+    images, started = 0, time.perf_counter()
+    with inference_context(model.plugin.device):
+        while time.perf_counter() - started < duration_s:
+            model.predict_proba(chunk)
+            images += batch
+    return images / (time.perf_counter() - started)
+
+
+def in_process_limit(model, inputs: np.ndarray, batch: int, duration_s: float, serving_threads: int) -> dict:
+    """(c) at `batch`: forward passes with 1 torch thread and with one per core; the faster one counts.
+
+    The service uses every core through its worker processes, so it is compared with the most the model can do on
+    this machine. Afterwards the thread budget goes back to the serving one and the pool is given time to go idle,
+    so this process's torch threads do not spin on cores the next measurement needs.
+    """
+    from mlops_assets.lib.inference_runtime import configure_cpu_threads
+
+    rates = {threads: forward_rate(model, inputs, batch, threads, duration_s) for threads in sorted({1, CPUS})}
+    configure_cpu_threads(serving_threads)
+    time.sleep(IDLE_AFTER_FORWARD_S)
+    best = max(rates, key=rates.get)
+    return {"images_per_s": rates[best], "threads": best, "by_threads": {str(t): rate for t, rate in rates.items()}}
 
 
 def build_model(home: Path, config: Configuration) -> tuple[dict[str, str], Path, list[bytes], dict]:
@@ -239,7 +254,6 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
 
     With `with_ceiling`, first the generator's own ceiling: wrk against the naive server's trivial endpoint.
     """
-    from mlops_assets.lib.inference_runtime import configure_cpu_threads
     from mlops_assets.lib.model_package import load_package
     from mlops_assets.lib.preprocessing import preprocess_bytes
     from mlops_assets.resources.local_deployer import deploy_local, stop_local
@@ -247,10 +261,13 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
 
     bento_tags, model_dir, images, serving = build_model(home, config)
     model = load_package(model_dir, device="auto")
-    limit = in_process_limit(model, np.stack([preprocess_bytes(d, model.spec) for d in images]), duration / 2)
-    # Back to the serving thread budget: the naive server and the bentos are separate processes, but this one
-    # should not keep threads spinning while they are measured.
-    configure_cpu_threads(int(serving.get("torch_threads", 1)))
+    inputs = np.stack([preprocess_bytes(d, model.spec) for d in images])
+    serving_threads = int(serving.get("torch_threads", 1))
+
+    def limit_64() -> dict:
+        return in_process_limit(model, inputs, BATCH_IMAGES, duration / 2, serving_threads)
+
+    limit_1 = in_process_limit(model, inputs, 1, duration / 2, serving_threads)
     single = lua_script(home / f"{config.name}-single.lua", multipart_body(images[:1]))
     batch_body = multipart_body((images * BATCH_IMAGES)[:BATCH_IMAGES])
     batch = lua_script(home / f"{config.name}-batch.lua", batch_body)
@@ -264,12 +281,21 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
             server = deploy_local(bento_tags[name], port=free_port())
             ready_s[name] = round(time.monotonic() - started, 2)
             try:
-                servers[name] = load_server(wrk, f"{server.url}/predict", duration, single, batch)
+                servers[name] = load_server(wrk, f"{server.url}/predict", duration, single, batch, limit_64)
             finally:
                 stop_local()
-        servers["naive"] = load_server(wrk, f"{naive_url}/predict", duration, single, batch)
+        servers["naive"] = load_server(wrk, f"{naive_url}/predict", duration, single, batch, limit_64)
     finally:
         stop_naive(naive)
+    paired_limits = [rate for result in servers.values() for rate in result["batch64"]["paired_c_images_per_s"]]
+    limit = {
+        "batch_1_images_per_s": limit_1["images_per_s"],
+        "batch_1_threads": limit_1["threads"],
+        "batch_1_by_threads": limit_1["by_threads"],
+        "batch_64_images_per_s": statistics.median(paired_limits),
+        "batch_64_runs_images_per_s": paired_limits,
+        "batch_64_threads": statistics.mode(t for r in servers.values() for t in r["batch64"]["paired_c_threads"]),
+    }
     a, b = servers["bentoml"], servers["naive"]
     ratios = {
         **{
@@ -277,8 +303,8 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
             for c in CONCURRENCY
         },
         "a_over_b_p99_c64": a["c64"]["p99_ms"] / b["c64"]["p99_ms"],
-        "a_batch64_over_c": a["batch64"]["images_per_s"] / limit["batch_64_images_per_s"],
-        "b_batch64_over_c": b["batch64"]["images_per_s"] / limit["batch_64_images_per_s"],
+        "a_batch64_over_c": a["batch64"]["over_c"],
+        "b_batch64_over_c": b["batch64"]["over_c"],
         "a_over_dependency_throughput_c64": a["c64"]["requests_per_s"] / servers["dependency"]["c64"]["requests_per_s"],
         "dependency_over_b_throughput_c64": servers["dependency"]["c64"]["requests_per_s"] / b["c64"]["requests_per_s"],
     }
@@ -303,19 +329,27 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
     }
 
 
-def load_server(wrk: str, url: str, duration: int, single: Path, batch: Path) -> dict:
-    """Single-image requests at each concurrency, then 64-image requests."""
+def load_server(wrk: str, url: str, duration: int, single: Path, batch: Path, limit_64) -> dict:
+    """Single-image requests at each concurrency, then 64-image requests, each run right after a (c) measurement."""
     results = {f"c{c}": run_wrk(wrk, url, c, duration, single) for c in CONCURRENCY}
-    # A server's workers share the listening socket and the first one awake accepts every pending connection, so
-    # with four connections the split between workers (and the result) varies from run to run: the median of three.
-    runs = sorted((run_wrk(wrk, url, BATCH_CONCURRENCY, duration, batch) for _ in range(BATCH_RUNS)), key=_rate)
-    results["batch64"] = {**runs[len(runs) // 2], "runs_requests_per_s": [run["requests_per_s"] for run in runs]}
-    results["batch64"]["images_per_s"] = results["batch64"]["requests_per_s"] * BATCH_IMAGES
+    pairs = []
+    for _ in range(BATCH_RUNS):
+        limit = limit_64()
+        run = run_wrk(wrk, url, BATCH_CONCURRENCY, duration, batch)
+        pairs.append((run, limit))
+    # The run with the median rate is the one shown; the ratio to (c) is the median of the paired ratios.
+    median_run, _ = sorted(pairs, key=lambda pair: pair[0]["requests_per_s"])[len(pairs) // 2]
+    ratios = [run["requests_per_s"] * BATCH_IMAGES / limit["images_per_s"] for run, limit in pairs]
+    results["batch64"] = {
+        **median_run,
+        "images_per_s": median_run["requests_per_s"] * BATCH_IMAGES,
+        "runs_requests_per_s": [run["requests_per_s"] for run, _ in pairs],
+        "paired_c_images_per_s": [limit["images_per_s"] for _, limit in pairs],
+        "paired_c_threads": [limit["threads"] for _, limit in pairs],
+        "over_c_runs": ratios,
+        "over_c": statistics.median(ratios),
+    }
     return results
-
-
-def _rate(result: dict) -> float:
-    return result["requests_per_s"]
 
 
 def main() -> None:
@@ -368,10 +402,11 @@ def markdown(report: dict) -> str:
         "model": lambda c: c["description"],
         "(c) in-process, batch 64, images/s": lambda c: (
             f"{c['in_process_limit']['batch_64_images_per_s']:.0f}"
-            f" ({c['in_process_limit']['batch_64_threads']} torch thread(s))"
+            f" (median of {len(c['in_process_limit']['batch_64_runs_images_per_s'])} runs;"
+            f" {c['in_process_limit']['batch_64_threads']} torch thread(s) fastest in most)"
         ),
         "(a) 64-image batches, images/s": lambda c: f"{c['servers']['bentoml']['batch64']['images_per_s']:.0f}",
-        "(a) / (c), 64-image batches": lambda c: f"{c['ratios']['a_batch64_over_c']:.2f}",
+        "(a) / (c), 64-image batches (median of paired runs)": lambda c: f"{c['ratios']['a_batch64_over_c']:.2f}",
         "(a) / (b) throughput, concurrency 64": lambda c: f"{c['ratios']['a_over_b_throughput_c64']:.2f}",
         "(a) / (b) p99, concurrency 64": lambda c: f"{c['ratios']['a_over_b_p99_c64']:.2f}",
         "(a) / (a2) throughput, concurrency 64": lambda c: f"{c['ratios']['a_over_dependency_throughput_c64']:.2f}",
@@ -397,7 +432,8 @@ def markdown(report: dict) -> str:
                 per_request = BATCH_IMAGES if load == "batch64" else 1
                 load_text = (
                     f"64-image batches, concurrency {BATCH_CONCURRENCY} (median of"
-                    f" {', '.join(f'{rate:.0f}' for rate in result['runs_requests_per_s'])} req/s)"
+                    f" {', '.join(f'{rate:.0f}' for rate in result['runs_requests_per_s'])} req/s; over the (c)"
+                    f" measured just before each: {', '.join(f'{ratio:.2f}' for ratio in result['over_c_runs'])})"
                     if load == "batch64"
                     else f"concurrency {load[1:]}"
                 )
@@ -408,9 +444,11 @@ def markdown(report: dict) -> str:
                 )
         limit = section["in_process_limit"]
         lines += [
-            f"| (c) in-process forward passes, {limit[f'batch_{n}_threads']} torch thread(s) | batch {n} | |"
-            f" {limit[f'batch_{n}_images_per_s']:.0f} | | | |"
-            for n in (1, BATCH_IMAGES)
+            f"| (c) in-process forward passes, {limit['batch_1_threads']} torch thread(s) | batch 1 | |"
+            f" {limit['batch_1_images_per_s']:.0f} | | | |",
+            f"| (c) in-process forward passes, measured before each 64-image run above | batch 64, median of"
+            f" {', '.join(f'{rate:.0f}' for rate in limit['batch_64_runs_images_per_s'])} images/s | |"
+            f" {limit['batch_64_images_per_s']:.0f} | | | |",
         ]
         lines += [
             "",

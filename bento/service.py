@@ -22,6 +22,7 @@ from starlette.routing import Route
 with bentoml.importing():
     import numpy as np
 
+    from mlops_assets.lib.connection_rebalancer import ConnectionRebalancer
     from mlops_assets.lib.errors import InvalidImageError
     from mlops_assets.lib.image_stats import image_statistics
     from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
@@ -188,6 +189,11 @@ class ImageClassifier:
         self.batcher = MicroBatcher(
             self._forward, ARGUMENTS.max_batch_size, ARGUMENTS.max_latency_ms, on_batch=self._record_batch
         )
+        self.rebalancer = ConnectionRebalancer(ARGUMENTS.rebalance_interval_ms / 1000)
+        self.rebalanced = bentoml.metrics.Counter(
+            name="rebalanced_connections",
+            documentation="Keep-alive connections closed by a backlogged worker so the client reconnects elsewhere.",
+        )
         _log_event("inference_ready", model_version=self.version, device=self.device, pid=os.getpid())
         # Everything loaded so far (torch, BentoML, the model) lives as long as the process. Moving it out of the
         # collector's generations keeps each full collection from re-scanning it: that scan was a 100-250 ms stall
@@ -260,7 +266,7 @@ class ImageClassifier:
         except Overloaded as error:
             # BentoML hides the message of every 5xx it raises; an overloaded service should say so and when to retry.
             _log_event("overloaded", endpoint=endpoint, reason=str(error))
-            return _refusal(str(error), status=503, headers={"Retry-After": "1"})
+            return _refusal(str(error), status=503, headers={"Retry-After": "1", **self._connection_headers()})
         best = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(best)), best].tolist()
         # Built without re-validation: every value comes from the model's own array, and for small images per-image
@@ -282,7 +288,14 @@ class ImageClassifier:
         # Serialized here and handed to BentoML as a finished response: its own output path re-validates the whole
         # model (every probability of every image) before serializing it, ~10 % of a single-image request.
         body = PredictionResponse.model_construct(model_version=self.version, predictions=predictions).model_dump_json()
-        return Response(body, media_type="application/json")
+        return Response(body, media_type="application/json", headers=self._connection_headers())
+
+    def _connection_headers(self) -> dict[str, str]:
+        """`Connection: close` now and then while this worker is backlogged (see ConnectionRebalancer), else none."""
+        if not self.rebalancer.should_close(self.batcher.has_pending_work):
+            return {}
+        self.rebalanced.inc()
+        return {"Connection": "close"}
 
     def _record_metrics(self, best: np.ndarray, confidences: list[float]) -> None:
         for confidence in confidences:

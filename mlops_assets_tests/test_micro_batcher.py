@@ -247,3 +247,23 @@ def test_a_closed_batcher_refuses_new_requests_with_a_message() -> None:
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(batcher.predict(_inputs(0, 1)))
+
+
+def test_pending_work_is_reported_while_a_pass_runs_or_requests_wait_and_not_when_idle() -> None:
+    forward = GatedForward()
+    batcher = MicroBatcher(forward, max_batch_size=64, max_latency_ms=30_000)
+
+    async def run() -> list[bool]:
+        seen = [batcher.has_pending_work]
+        first = asyncio.create_task(batcher.predict(_inputs(0, 1)))
+        await _wait_for_first_forward(forward)
+        seen.append(batcher.has_pending_work)
+        forward.gate.set()
+        await first
+        seen.append(batcher.has_pending_work)
+        return seen
+
+    try:
+        assert asyncio.run(run()) == [False, True, False]
+    finally:
+        batcher.close()

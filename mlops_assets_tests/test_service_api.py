@@ -135,6 +135,7 @@ def test_prediction_log_records_input_statistics_answer_and_model_version(served
         ("max_batch_size", 0),
         ("torch_threads", 0),
         ("prediction_log_sample_rate", 1.5),
+        ("rebalance_interval_ms", -1),
         ("max_batch_sise", 32),
     ],
 )

@@ -55,6 +55,11 @@ class MicroBatcher:
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
+    @property
+    def has_pending_work(self) -> bool:
+        """A forward pass is running or requests are queued for the next one."""
+        return self._busy or bool(self._queue)
+
     async def predict(self, inputs: np.ndarray) -> np.ndarray:
         """`forward(inputs)`, computed together with other requests' inputs; a request above the bound is split."""
         if self._closed:

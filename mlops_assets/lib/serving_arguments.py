@@ -25,6 +25,8 @@ class ServiceArguments(BaseModel):
     access_log: bool = False
     api_key_env: str = "MLOPS_API_KEY"
     prediction_log_sample_rate: float = Field(0.1, ge=0.0, le=1.0)
+    # At most one keep-alive connection closed per this many ms while a worker is backlogged; 0 turns it off.
+    rebalance_interval_ms: int = Field(200, ge=0)
 
 
 def validate_service_arguments(arguments: dict) -> ServiceArguments:
