@@ -12,6 +12,7 @@ Writes benchmarks/results/serving.json and serving.md.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,13 +153,14 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
-def forward_rate(model, inputs: np.ndarray, batch: int, threads: int, duration_s: float) -> float:
+def forward_rate(model, inputs: np.ndarray, batch: int, threads: int, duration_s: float, start_at: float = 0) -> float:
     """Images/s of forward passes alone, at `batch` images per pass, with `threads` torch threads."""
     from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
 
     configure_cpu_threads(threads)
     chunk = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))
     model.predict_proba(chunk)  # warm-up: first-call allocations are not serving cost
+    time.sleep(max(0.0, start_at - time.time()))
     images, started = 0, time.perf_counter()
     with inference_context(model.plugin.device):
         while time.perf_counter() - started < duration_s:
@@ -166,20 +169,60 @@ def forward_rate(model, inputs: np.ndarray, batch: int, threads: int, duration_s
     return images / (time.perf_counter() - started)
 
 
-def in_process_limit(model, inputs: np.ndarray, batch: int, duration_s: float, serving_threads: int) -> dict:
-    """(c) at `batch`: forward passes with 1 torch thread and with one per core; the faster one counts.
+_POOL_MODEL = None
 
-    The service uses every core through its worker processes, so it is compared with the most the model can do on
-    this machine. Afterwards the thread budget goes back to the serving one and the pool is given time to go idle,
-    so this process's torch threads do not spin on cores the next measurement needs.
+
+def _load_pool_model(model_dir: str) -> None:
+    global _POOL_MODEL
+    from mlops_assets.lib.model_package import load_package
+
+    _POOL_MODEL = load_package(Path(model_dir), device="auto")
+
+
+def _pool_forward_rate(inputs: np.ndarray, batch: int, duration_s: float, start_at: float) -> float:
+    return forward_rate(_POOL_MODEL, inputs, batch, 1, duration_s, start_at)
+
+
+class InProcessLimit:
+    """(c): forward passes alone on preprocessed inputs, in the most productive layout this machine offers.
+
+    Three layouts are measured: one process with 1 torch thread, one process with a thread per core, and one
+    single-threaded process per core running at the same time (how the service's workers use the cores). The
+    fastest counts, so the service is compared with the most the model can do here. The per-core processes load the
+    model once and wait idle between measurements.
     """
-    from mlops_assets.lib.inference_runtime import configure_cpu_threads
 
-    rates = {threads: forward_rate(model, inputs, batch, threads, duration_s) for threads in sorted({1, CPUS})}
-    configure_cpu_threads(serving_threads)
-    time.sleep(IDLE_AFTER_FORWARD_S)
-    best = max(rates, key=rates.get)
-    return {"images_per_s": rates[best], "threads": best, "by_threads": {str(t): rate for t, rate in rates.items()}}
+    def __init__(self, model, model_dir: Path, inputs: np.ndarray, serving_threads: int) -> None:
+        import multiprocessing
+
+        self.model, self.inputs, self.serving_threads = model, inputs, serving_threads
+        self.pool = (
+            multiprocessing.get_context("spawn").Pool(CPUS, initializer=_load_pool_model, initargs=(str(model_dir),))
+            if CPUS > 1
+            else None
+        )
+
+    def measure(self, batch: int, duration_s: float) -> dict:
+        from mlops_assets.lib.inference_runtime import configure_cpu_threads
+
+        rates = {"1 process x 1 thread": forward_rate(self.model, self.inputs, batch, 1, duration_s)}
+        if self.pool is not None:
+            rates[f"1 process x {CPUS} threads"] = forward_rate(self.model, self.inputs, batch, CPUS, duration_s)
+            # The same start time for every process, a moment ahead, so they all compute over the same interval.
+            start_at = time.time() + 0.5
+            task = (self.inputs, batch, duration_s, start_at)
+            rates[f"{CPUS} processes x 1 thread"] = sum(self.pool.starmap(_pool_forward_rate, [task] * CPUS))
+        # Back to the serving thread budget, and time for idle torch threads to stop spinning on the cores the next
+        # measurement needs.
+        configure_cpu_threads(self.serving_threads)
+        time.sleep(IDLE_AFTER_FORWARD_S)
+        best = max(rates, key=rates.get)
+        return {"images_per_s": rates[best], "layout": best, "by_layout": rates}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
 
 
 def build_model(home: Path, config: Configuration) -> tuple[dict[str, str], Path, list[bytes], dict]:
@@ -256,45 +299,33 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
     """
     from mlops_assets.lib.model_package import load_package
     from mlops_assets.lib.preprocessing import preprocess_bytes
-    from mlops_assets.resources.local_deployer import deploy_local, stop_local
-    from mlops_assets_tests.conftest import free_port
 
     bento_tags, model_dir, images, serving = build_model(home, config)
     model = load_package(model_dir, device="auto")
     inputs = np.stack([preprocess_bytes(d, model.spec) for d in images])
-    serving_threads = int(serving.get("torch_threads", 1))
-
-    def limit_64() -> dict:
-        return in_process_limit(model, inputs, BATCH_IMAGES, duration / 2, serving_threads)
-
-    limit_1 = in_process_limit(model, inputs, 1, duration / 2, serving_threads)
     single = lua_script(home / f"{config.name}-single.lua", multipart_body(images[:1]))
     batch_body = multipart_body((images * BATCH_IMAGES)[:BATCH_IMAGES])
     batch = lua_script(home / f"{config.name}-batch.lua", batch_body)
-    servers: dict[str, dict] = {}
-    naive, naive_url, naive_ready_s = start_naive(model_dir)
-    try:
-        ceiling = run_wrk(wrk, f"{naive_url}/ping", 64, duration, None) if with_ceiling else None
-        ready_s = {"naive": round(naive_ready_s, 2)}
-        for name in ("bentoml", "dependency"):
-            started = time.monotonic()
-            server = deploy_local(bento_tags[name], port=free_port())
-            ready_s[name] = round(time.monotonic() - started, 2)
-            try:
-                servers[name] = load_server(wrk, f"{server.url}/predict", duration, single, batch, limit_64)
-            finally:
-                stop_local()
-        servers["naive"] = load_server(wrk, f"{naive_url}/predict", duration, single, batch, limit_64)
-    finally:
-        stop_naive(naive)
+    with contextlib.closing(InProcessLimit(model, model_dir, inputs, int(serving.get("torch_threads", 1)))) as forward:
+        limit_1 = forward.measure(1, duration / 2)
+        servers, ready_s, ceiling = run_servers(
+            wrk,
+            bento_tags,
+            model_dir,
+            duration,
+            single,
+            batch,
+            with_ceiling,
+            lambda: forward.measure(BATCH_IMAGES, duration / 2),
+        )
     paired_limits = [rate for result in servers.values() for rate in result["batch64"]["paired_c_images_per_s"]]
     limit = {
         "batch_1_images_per_s": limit_1["images_per_s"],
-        "batch_1_threads": limit_1["threads"],
-        "batch_1_by_threads": limit_1["by_threads"],
+        "batch_1_layout": limit_1["layout"],
+        "batch_1_by_layout": limit_1["by_layout"],
         "batch_64_images_per_s": statistics.median(paired_limits),
         "batch_64_runs_images_per_s": paired_limits,
-        "batch_64_threads": statistics.mode(t for r in servers.values() for t in r["batch64"]["paired_c_threads"]),
+        "batch_64_layout": statistics.mode(t for r in servers.values() for t in r["batch64"]["paired_c_layouts"]),
     }
     a, b = servers["bentoml"], servers["naive"]
     ratios = {
@@ -329,6 +360,39 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
     }
 
 
+def run_servers(
+    wrk: str,
+    bento_tags: dict[str, str],
+    model_dir: Path,
+    duration: int,
+    single: Path,
+    batch: Path,
+    with_ceiling: bool,
+    limit_64: Callable[[], dict],
+) -> tuple[dict[str, dict], dict[str, float], dict | None]:
+    """Loads (a), (a2) and (b) one after the other; returns their results, times to ready and the wrk ceiling."""
+    from mlops_assets.resources.local_deployer import deploy_local, stop_local
+    from mlops_assets_tests.conftest import free_port
+
+    servers: dict[str, dict] = {}
+    naive, naive_url, naive_ready_s = start_naive(model_dir)
+    try:
+        ceiling = run_wrk(wrk, f"{naive_url}/ping", 64, duration, None) if with_ceiling else None
+        ready_s = {"naive": round(naive_ready_s, 2)}
+        for name in ("bentoml", "dependency"):
+            started = time.monotonic()
+            server = deploy_local(bento_tags[name], port=free_port())
+            ready_s[name] = round(time.monotonic() - started, 2)
+            try:
+                servers[name] = load_server(wrk, f"{server.url}/predict", duration, single, batch, limit_64)
+            finally:
+                stop_local()
+        servers["naive"] = load_server(wrk, f"{naive_url}/predict", duration, single, batch, limit_64)
+    finally:
+        stop_naive(naive)
+    return servers, ready_s, ceiling
+
+
 def load_server(wrk: str, url: str, duration: int, single: Path, batch: Path, limit_64) -> dict:
     """Single-image requests at each concurrency, then 64-image requests, each run right after a (c) measurement."""
     results = {f"c{c}": run_wrk(wrk, url, c, duration, single) for c in CONCURRENCY}
@@ -345,7 +409,7 @@ def load_server(wrk: str, url: str, duration: int, single: Path, batch: Path, li
         "images_per_s": median_run["requests_per_s"] * BATCH_IMAGES,
         "runs_requests_per_s": [run["requests_per_s"] for run, _ in pairs],
         "paired_c_images_per_s": [limit["images_per_s"] for _, limit in pairs],
-        "paired_c_threads": [limit["threads"] for _, limit in pairs],
+        "paired_c_layouts": [limit["layout"] for _, limit in pairs],
         "over_c_runs": ratios,
         "over_c": statistics.median(ratios),
     }
@@ -403,7 +467,7 @@ def markdown(report: dict) -> str:
         "(c) in-process, batch 64, images/s": lambda c: (
             f"{c['in_process_limit']['batch_64_images_per_s']:.0f}"
             f" (median of {len(c['in_process_limit']['batch_64_runs_images_per_s'])} runs;"
-            f" {c['in_process_limit']['batch_64_threads']} torch thread(s) fastest in most)"
+            f" fastest in most: {c['in_process_limit']['batch_64_layout']})"
         ),
         "(a) 64-image batches, images/s": lambda c: f"{c['servers']['bentoml']['batch64']['images_per_s']:.0f}",
         "(a) / (c), 64-image batches (median of paired runs)": lambda c: f"{c['ratios']['a_batch64_over_c']:.2f}",
@@ -444,7 +508,7 @@ def markdown(report: dict) -> str:
                 )
         limit = section["in_process_limit"]
         lines += [
-            f"| (c) in-process forward passes, {limit['batch_1_threads']} torch thread(s) | batch 1 | |"
+            f"| (c) in-process forward passes, {limit['batch_1_layout']} | batch 1 | |"
             f" {limit['batch_1_images_per_s']:.0f} | | | |",
             f"| (c) in-process forward passes, measured before each 64-image run above | batch 64, median of"
             f" {', '.join(f'{rate:.0f}' for rate in limit['batch_64_runs_images_per_s'])} images/s | |"

@@ -31,6 +31,7 @@ with bentoml.importing():
     from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
     from mlops_assets.lib.preprocessing import ImageSpec, decode_image, to_uint8_array
     from mlops_assets.lib.request_guard import GuardedRoute, RequestGuard
+    from mlops_assets.lib.request_timeout_fix import cancel_request_timers
     from mlops_assets.lib.serving_arguments import ServiceArguments
 
 
@@ -148,6 +149,8 @@ class ImageClassifier:
     model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
 
     def __init__(self) -> None:
+        # Before the first request: BentoML's request timeout otherwise keeps a live timer per request (see module).
+        cancel_request_timers()
         configure_cpu_threads(ARGUMENTS.torch_threads)
         document = read_package_document(Path(self.model_ref.path))
         self.spec = ImageSpec.from_dict(document["spec"])

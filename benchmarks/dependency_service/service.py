@@ -2,8 +2,9 @@
 
 Benchmark only. The HTTP process decodes with the same library code and sends each request's uint8 array to an
 `ImageClassifierInference` service whose batchable API BentoML's dispatcher fills across concurrent requests.
-Same response, same tuning as the real service (tracing off, no access log, frozen GC, a connection pool that is
-never recycled), so the comparison isolates the topology: an inter-process hop per request vs in-process batching.
+Same response, same tuning as the real service (tracing off, no access log, frozen GC, BentoML's request timeout
+without its timer leak, a connection pool that is never recycled), so the comparison isolates the topology: an
+inter-process hop per request vs in-process batching.
 """
 
 import gc
@@ -20,6 +21,7 @@ with bentoml.importing():
     from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
     from mlops_assets.lib.model_package import load_package, read_package_document
     from mlops_assets.lib.preprocessing import ImageSpec, decode_image, to_uint8_array
+    from mlops_assets.lib.request_timeout_fix import cancel_request_timers
 
 
 class Arguments(BaseModel):
@@ -65,6 +67,7 @@ class ImageClassifierInference:
     model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
 
     def __init__(self) -> None:
+        cancel_request_timers()
         configure_cpu_threads(1)
         self.model = load_package(Path(self.model_ref.path), device="auto")
         gc.collect()
@@ -84,6 +87,7 @@ class DependencyClassifier:
     inference = bentoml.depends(ImageClassifierInference)
 
     def __init__(self) -> None:
+        cancel_request_timers()
         document = read_package_document(Path(self.model_ref.path))
         self.spec = ImageSpec.from_dict(document["spec"])
         self.labels = tuple(document["labels"])
