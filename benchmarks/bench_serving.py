@@ -435,8 +435,8 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": device},
-        "note": f"{os.cpu_count()} CPU cores shared by the servers, wrk and other work"
+        "machine": {"cpus": CPUS, "platform": platform.platform(), "device": device},
+        "note": f"{CPUS} CPU cores shared by the servers, wrk and other work"
         f" (1-minute load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after); "
         + ("CPU only, no GPU was available for this run." if device == "cpu" else f"device {device}."),
         "duration_s_per_run": args.duration,

@@ -47,7 +47,7 @@ def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(serv
     with served_bento.client() as client:
         reference = [client.post("/predict", files={"images": ("x.png", data)}).json() for data in inputs]
         # The server may have served other tests: counters are compared as differences across this load.
-        rebalanced_before = _counter_total(client.get("/metrics").text, "rebalanced_connections_total")
+        rebalanced_before = _series_total(client.get("/metrics").text, "rebalanced_connections_total")
 
     async def run() -> list:
         deadline = time.monotonic() + DURATION_S
@@ -71,8 +71,8 @@ def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(serv
             # Batched and single forward passes may differ in the last float bits, never more.
             assert answer["probabilities"][label] == pytest.approx(value, abs=1e-5)
     # Concurrent requests were answered by shared forward passes: on average more than one image per pass.
-    images = _histogram_total(metrics, "inference_batch_size_sum")
-    passes = _histogram_total(metrics, "inference_batch_size_count")
+    images = _series_total(metrics, "inference_batch_size_sum")
+    passes = _series_total(metrics, "inference_batch_size_count")
     assert passes > 0 and images >= len(results)
     assert images / passes > 1, f"{images:.0f} images in {passes:.0f} forward passes: no batching under load"
     # Backlogged workers closed some keep-alive connections (ConnectionRebalancer) and every client reconnected
@@ -83,16 +83,11 @@ def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(serv
     defaults = ServiceArguments.model_fields
     interval_s = defaults["rebalance_interval_ms"].default / 1000
     assert closes <= defaults["api_workers"].default * (elapsed_s / interval_s + 1), (closes, elapsed_s)
-    assert _counter_total(metrics, "rebalanced_connections_total") - rebalanced_before == closes
+    assert _series_total(metrics, "rebalanced_connections_total") - rebalanced_before == closes
 
 
-def _counter_total(metrics: str, series: str) -> float:
-    """Sum of an unlabelled Prometheus counter over the worker processes."""
+def _series_total(metrics: str, series: str) -> float:
+    """Sum of a Prometheus series over its label sets (one per worker process and model version), if any."""
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.split("{")[0].split(" ")[0] == series
     )
-
-
-def _histogram_total(metrics: str, series: str) -> float:
-    """Sum of a Prometheus series over its label sets (one per worker process and model version)."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(series + "{"))

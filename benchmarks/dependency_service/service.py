@@ -8,12 +8,10 @@ inter-process hop per request vs in-process batching.
 """
 
 import gc
-import typing
 from pathlib import Path
 
 import bentoml
-from pydantic import BaseModel, PlainValidator, WithJsonSchema
-from starlette.datastructures import UploadFile
+from pydantic import BaseModel
 
 with bentoml.importing():
     import numpy as np
@@ -22,6 +20,7 @@ with bentoml.importing():
     from mlops_assets.lib.model_package import load_package, read_package_document
     from mlops_assets.lib.preprocessing import ImageSpec, decode_image, to_uint8_array
     from mlops_assets.lib.request_timeout_fix import cancel_request_timers
+    from mlops_assets.lib.upload_files import InMemoryFile
 
 
 class Arguments(BaseModel):
@@ -36,17 +35,6 @@ TUNING = {
     "logging": {"access": {"enabled": False}},
     "traffic": {"timeout": 30},
 }
-
-
-def _upload_bytes(value: typing.Any) -> bytes:
-    if isinstance(value, UploadFile):
-        return value.file.read()
-    raise ValueError("send files")
-
-
-ImageFile = typing.Annotated[
-    Path, PlainValidator(_upload_bytes), WithJsonSchema({"type": "string", "format": "binary"})
-]
 
 
 class Prediction(BaseModel):
@@ -96,7 +84,7 @@ class DependencyClassifier:
         gc.freeze()
 
     @bentoml.api(route="/predict")
-    async def predict(self, images: list[ImageFile]) -> PredictionResponse:
+    async def predict(self, images: list[InMemoryFile]) -> PredictionResponse:
         spec = self.spec
         pixels = np.stack(
             [to_uint8_array(decode_image(data), spec.height, spec.width, spec.channels) for data in images]
