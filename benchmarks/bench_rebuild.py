@@ -133,7 +133,7 @@ def main() -> None:
 
     sys.path.insert(0, str(PROJECT_ROOT))
     from benchmarks.synthetic_images import generate_dataset
-    from mlops_assets.lib.sample_data import export_digits
+    from mlops_assets.lib.data.sample_data import export_digits
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, CPU only"
     with tempfile.TemporaryDirectory(prefix="bench-rebuild-") as scratch_name:

@@ -155,7 +155,7 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
 
 def forward_rate(model, inputs: np.ndarray, batch: int, threads: int, duration_s: float, start_at: float = 0) -> float:
     """Images/s of forward passes alone, at `batch` images per pass, with `threads` torch threads."""
-    from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
+    from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads, inference_context
 
     configure_cpu_threads(threads)
     chunk = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))
@@ -174,7 +174,7 @@ _POOL_MODEL = None
 
 def _load_pool_model(model_dir: str) -> None:
     global _POOL_MODEL
-    from mlops_assets.lib.model_package import load_package
+    from mlops_assets.lib.models.model_package import load_package
 
     _POOL_MODEL = load_package(Path(model_dir), device="auto")
 
@@ -203,7 +203,7 @@ class InProcessLimit:
         )
 
     def measure(self, batch: int, duration_s: float) -> dict:
-        from mlops_assets.lib.inference_runtime import configure_cpu_threads
+        from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads
 
         rates = {"1 process x 1 thread": forward_rate(self.model, self.inputs, batch, 1, duration_s)}
         if self.pool is not None:
@@ -232,11 +232,11 @@ def build_model(home: Path, config: Configuration) -> tuple[dict[str, str], Path
 
     settings.export_environment()
     from benchmarks.synthetic_images import generate_dataset
-    from mlops_assets.lib.manifest import scan_dataset
-    from mlops_assets.lib.plugins.base import TrainSettings
-    from mlops_assets.lib.sample_data import export_digits
-    from mlops_assets.lib.training import train_model
-    from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
+    from mlops_assets.lib.data.manifest import scan_dataset
+    from mlops_assets.lib.data.sample_data import export_digits
+    from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
+    from mlops_assets.lib.models.plugins.base import TrainSettings
+    from mlops_assets.lib.models.training import train_model
     from mlops_assets.packaging import build_service_bento, serving_arguments, store_model
 
     work = home / config.name
@@ -297,8 +297,8 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, with_cei
 
     With `with_ceiling`, first the generator's own ceiling: wrk against the naive server's trivial endpoint.
     """
-    from mlops_assets.lib.model_package import load_package
-    from mlops_assets.lib.preprocessing import preprocess_bytes
+    from mlops_assets.lib.data.preprocessing import preprocess_bytes
+    from mlops_assets.lib.models.model_package import load_package
 
     bento_tags, model_dir, images, serving = build_model(home, config)
     model = load_package(model_dir, device="auto")

@@ -22,10 +22,10 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from mlops_assets.lib.data_validation import GxSession, quarantine_reasons, run_dataset_suites
-from mlops_assets.lib.expectation_profiles import ExpectationProfile
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
+from mlops_assets.lib.data.data_validation import GxSession, quarantine_reasons, run_dataset_suites
+from mlops_assets.lib.data.expectation_profiles import ExpectationProfile
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from mlops_assets.lib.model_package import load_package
-from mlops_assets.lib.preprocessing import preprocess_bytes
+from mlops_assets.lib.data.preprocessing import preprocess_bytes
+from mlops_assets.lib.models.model_package import load_package
 
 MODEL = load_package(Path(os.environ["NAIVE_MODEL_DIR"]), device="auto")
 

@@ -21,18 +21,18 @@ from starlette.routing import Route
 with bentoml.importing():
     import numpy as np
 
-    from mlops_assets.lib.connection_rebalancer import ConnectionRebalancer
+    from mlops_assets.lib.data.image_stats import image_statistics
+    from mlops_assets.lib.data.preprocessing import ImageSpec, decode_image, to_uint8_array
     from mlops_assets.lib.errors import InvalidImageError
-    from mlops_assets.lib.image_stats import image_statistics
-    from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
-    from mlops_assets.lib.micro_batcher import MicroBatcher, Overloaded
-    from mlops_assets.lib.model_package import load_package, read_package_document
-    from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
-    from mlops_assets.lib.preprocessing import ImageSpec, decode_image, to_uint8_array
-    from mlops_assets.lib.request_guard import GuardedRoute, RequestGuard
-    from mlops_assets.lib.request_timeout_fix import cancel_request_timers
-    from mlops_assets.lib.serving_arguments import ServiceArguments
-    from mlops_assets.lib.upload_files import InMemoryFile
+    from mlops_assets.lib.models.model_package import load_package, read_package_document
+    from mlops_assets.lib.serving.connection_rebalancer import ConnectionRebalancer
+    from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads, inference_context
+    from mlops_assets.lib.serving.micro_batcher import MicroBatcher, Overloaded
+    from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
+    from mlops_assets.lib.serving.request_guard import GuardedRoute, RequestGuard
+    from mlops_assets.lib.serving.request_timeout_fix import cancel_request_timers
+    from mlops_assets.lib.serving.serving_arguments import ServiceArguments
+    from mlops_assets.lib.serving.upload_files import InMemoryFile
 
 
 # Set at build time (`bentoml build --arg ...`, from deployments/<env>.yaml) and stored in the bento.

@@ -53,7 +53,7 @@ def command_undeploy(args: argparse.Namespace) -> int:
 
 def _sample_files(dataset_root: Path, count: int) -> list[Path]:
     """One test-split file per label (the split that training never saw), up to `count` files."""
-    from mlops_assets.lib.manifest import scan_dataset
+    from mlops_assets.lib.data.manifest import scan_dataset
 
     manifest = scan_dataset(dataset_root)
     chosen: dict[str, Path] = {}

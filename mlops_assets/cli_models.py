@@ -124,7 +124,7 @@ def command_history(_: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from mlops_assets.lib.evaluation import evaluate_champion
+    from mlops_assets.lib.models.evaluation import evaluate_champion
     from mlops_assets.packaging import stored_model_path
 
     data = _latest_validated_images()

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from mlops_assets import settings
-from mlops_assets.lib.serving_arguments import validate_service_arguments
+from mlops_assets.lib.serving.serving_arguments import validate_service_arguments
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
 SERVING_CONFIG = settings.environment_file("local")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlops_assets.lib.sample_data import export_digits
+from mlops_assets.lib.data.sample_data import export_digits
 from mlops_assets_tests.service_fixtures import served_bento  # noqa: F401 - the served bento, shared by service tests
 
 

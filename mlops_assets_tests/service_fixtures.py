@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from mlops_assets import settings
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.plugins.base import TrainSettings
-from mlops_assets.lib.training import train_model
-from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
+from mlops_assets.lib.models.plugins.base import TrainSettings
+from mlops_assets.lib.models.training import train_model
 
 API_KEY_ENV = "MLOPS_TEST_SERVICE_API_KEY"
 API_KEY = "test-key-4f1c9a"

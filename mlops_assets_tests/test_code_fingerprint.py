@@ -28,11 +28,14 @@ def test_any_change_to_behaviour_changes_the_hash() -> None:
 def test_fingerprint_lists_its_inputs_and_follows_config(tmp_path: Path) -> None:
     bentofile = tmp_path / "bentofile.yaml"
     bentofile.write_text("name: x  # comment\n")
-    first = fingerprint(["mlops_assets.lib.metrics"], {"bentofile": bentofile}, {"epochs": 20})
-    assert set(first.inputs) == {"mlops_assets.lib.metrics", "bentofile", "config"}
+    first = fingerprint(["mlops_assets.lib.models.metrics"], {"bentofile": bentofile}, {"epochs": 20})
+    assert set(first.inputs) == {"mlops_assets.lib.models.metrics", "bentofile", "config"}
     bentofile.write_text("name: x  # another comment\n")
-    assert fingerprint(["mlops_assets.lib.metrics"], {"bentofile": bentofile}, {"epochs": 20}) == first
-    assert fingerprint(["mlops_assets.lib.metrics"], {"bentofile": bentofile}, {"epochs": 5}).version != first.version
+    assert fingerprint(["mlops_assets.lib.models.metrics"], {"bentofile": bentofile}, {"epochs": 20}) == first
+    assert (
+        fingerprint(["mlops_assets.lib.models.metrics"], {"bentofile": bentofile}, {"epochs": 5}).version
+        != first.version
+    )
 
 
 def test_derived_versions_are_stable_and_input_sensitive() -> None:

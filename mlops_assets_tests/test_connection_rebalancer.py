@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlops_assets.lib.connection_rebalancer import ConnectionRebalancer
+from mlops_assets.lib.serving.connection_rebalancer import ConnectionRebalancer
 
 
 class FakeClock:

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.lib.data_validation import LEAKAGE, GxSession, run_dataset_suites
+from mlops_assets.lib.data.data_validation import LEAKAGE, GxSession, run_dataset_suites
+from mlops_assets.lib.data.expectation_profiles import ExpectationProfile, load_profile
+from mlops_assets.lib.data.label_memory import LabelMemory
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets.lib.errors import DatasetError
-from mlops_assets.lib.expectation_profiles import ExpectationProfile, load_profile
-from mlops_assets.lib.label_memory import LabelMemory
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets_tests.conftest import write_png
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from mlops_assets.lib.errors import MLOpsError
-from mlops_assets.lib.evaluation import ChampionEvaluation
+from mlops_assets.lib.models.evaluation import ChampionEvaluation
 from mlops_assets.lib.registry.gate import decide_gate
 from mlops_assets.lib.registry.policy import PromotionPolicy, load_policy
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from mlops_assets import settings
-from mlops_assets.lib.manifest import file_sha256
-from mlops_assets.lib.splits import assign_split
+from mlops_assets.lib.data.manifest import file_sha256
+from mlops_assets.lib.data.splits import assign_split
 
 pytestmark = pytest.mark.e2e
 FAST = "ops:\n  trained_model:\n    config: {epochs: 3}\n"
@@ -86,14 +86,16 @@ def test_touching_a_file_without_changing_it_rebuilds_nothing(project: Project) 
 
 
 def test_a_docstring_edit_rebuilds_nothing(project: Project) -> None:
-    project.edit("mlops_assets/lib/training.py", '"""Reopen a stored package', '"""Reopen (edited) a stored package')
+    project.edit(
+        "mlops_assets/lib/models/training.py", '"""Reopen a stored package', '"""Reopen (edited) a stored package'
+    )
     assert project.rebuilt() == []
 
 
 def test_changing_only_evaluation_code_keeps_the_trained_model(project: Project) -> None:
     weights_before = project.latest("trained_model")["weights_sha256"]
     project.edit(
-        "mlops_assets/lib/evaluation.py",
+        "mlops_assets/lib/models/evaluation.py",
         "probabilities = model.predict_uint8(test.images)",
         "probabilities = model.predict_uint8(test.images, batch_size=128)",
     )
@@ -105,11 +107,11 @@ def test_changing_only_evaluation_code_keeps_the_trained_model(project: Project)
 
 
 def test_changing_the_training_loop_retrains(project: Project) -> None:
-    project.edit("mlops_assets/lib/plugins/cnn.py", '"dropout": 0.25', '"dropout": 0.2')
+    project.edit("mlops_assets/lib/models/plugins/cnn.py", '"dropout": 0.25', '"dropout": 0.2')
     assert project.rebuilt() == ["trained_model", "model_evaluation", "bento", "model_promotion"]
     metadata = project.latest("trained_model")
     assert metadata["cache_hit"] is False
-    assert "mlops_assets.lib.plugins.cnn" in metadata["code_version_inputs"]
+    assert "mlops_assets.lib.models.plugins.cnn" in metadata["code_version_inputs"]
 
 
 def test_adding_an_image_rebuilds_the_chain_and_places_it_by_its_hash(project: Project) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlops_assets.lib.data.manifest import scan_dataset
 from mlops_assets.lib.errors import DatasetError
-from mlops_assets.lib.manifest import scan_dataset
 from mlops_assets_tests.conftest import write_png
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mlops_assets.lib.metrics import classification_report
+from mlops_assets.lib.models.metrics import classification_report
 
 
 def test_report_matches_hand_computed_values() -> None:

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from mlops_assets.lib.micro_batcher import MicroBatcher, Overloaded
+from mlops_assets.lib.serving.micro_batcher import MicroBatcher, Overloaded
 
 
 class GatedForward:

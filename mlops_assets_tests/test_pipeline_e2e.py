@@ -14,7 +14,7 @@ from mlops_assets.defs.ingest.assets import raw_images
 from mlops_assets.defs.training.assets import trained_model
 from mlops_assets.defs.validation.assets import validated_images
 from mlops_assets.defs.validation.checks import validated_images_quality
-from mlops_assets.lib.manifest import scan_dataset
+from mlops_assets.lib.data.manifest import scan_dataset
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import DatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource

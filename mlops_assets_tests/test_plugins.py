@@ -3,15 +3,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.preprocessing import normalize
+from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets.lib.errors import PluginError
-from mlops_assets.lib.evaluation import evaluate_package
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.model_package import directory_sha256, load_package
-from mlops_assets.lib.plugins import resolve_plugin
-from mlops_assets.lib.plugins.base import ModelPlugin, TrainSettings
-from mlops_assets.lib.preprocessing import normalize
-from mlops_assets.lib.training import train_model
-from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
+from mlops_assets.lib.models.evaluation import evaluate_package
+from mlops_assets.lib.models.model_package import directory_sha256, load_package
+from mlops_assets.lib.models.plugins import resolve_plugin
+from mlops_assets.lib.models.plugins.base import ModelPlugin, TrainSettings
+from mlops_assets.lib.models.training import train_model
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_unknown_plugin_and_non_plugin_classes_are_refused() -> None:
         resolve_plugin("does-not-exist")
     with pytest.raises(PluginError, match="not a subclass"):
         resolve_plugin("pathlib:Path")
-    assert issubclass(resolve_plugin("mlops_assets.lib.plugins.softmax:SoftmaxRegressionPlugin"), ModelPlugin)
+    assert issubclass(resolve_plugin("mlops_assets.lib.models.plugins.softmax:SoftmaxRegressionPlugin"), ModelPlugin)
 
 
 def test_unknown_cnn_parameters_are_refused(validated) -> None:

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.preprocessing import ImageSpec, decode_image, infer_geometry, normalize, preprocess_bytes
+from mlops_assets.lib.data.splits import SPLITS
+from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets.lib.errors import InvalidImageError
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.preprocessing import ImageSpec, decode_image, infer_geometry, normalize, preprocess_bytes
-from mlops_assets.lib.splits import SPLITS
-from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets_tests.conftest import png_claiming_size, write_png
 
 

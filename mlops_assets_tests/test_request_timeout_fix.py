@@ -6,7 +6,7 @@ import gc
 import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from mlops_assets.lib.request_timeout_fix import _call_with_cancelled_timer
+from mlops_assets.lib.serving.request_timeout_fix import _call_with_cancelled_timer
 
 HTTP_SCOPE = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
 

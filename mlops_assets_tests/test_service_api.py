@@ -144,7 +144,7 @@ def test_invalid_serving_settings_are_refused_before_a_bento_is_built(
 ) -> None:
     import bentoml
 
-    from mlops_assets.lib.serving_arguments import ServingConfigError
+    from mlops_assets.lib.serving.serving_arguments import ServingConfigError
     from mlops_assets.packaging import build_service_bento
 
     before = {str(bento.tag) for bento in bentoml.bentos.list()}

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mlops_assets.lib.inference_runtime import inference_context, uses_mixed_precision
-from mlops_assets.lib.prediction_log import PredictionLog, prediction_record
-from mlops_assets.lib.preprocessing import decode_image, to_uint8_array
-from mlops_assets.lib.request_guard import GuardedRoute, check_body, check_request
+from mlops_assets.lib.data.preprocessing import decode_image, to_uint8_array
+from mlops_assets.lib.serving.inference_runtime import inference_context, uses_mixed_precision
+from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
+from mlops_assets.lib.serving.request_guard import GuardedRoute, check_body, check_request
 
 ROUTE = GuardedRoute(("image/*",), 1000, "an example")
 FORM = GuardedRoute(("multipart/form-data",), 1000, "a form", file_field="images")

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from mlops_assets.lib.serving_arguments import ServiceArguments
+from mlops_assets.lib.serving.serving_arguments import ServiceArguments
 from mlops_assets_tests.service_fixtures import API_KEY, ServedBento
 
 pytestmark = pytest.mark.e2e

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.splits import assign_split
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.splits import assign_split
 from mlops_assets_tests.conftest import write_png
 
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets_tests.conftest import write_png
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops_assets.lib import validated_data
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.validated_data import GeometryConfig, build_validated_dataset
+from mlops_assets.lib.data import validated_data
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets_tests.conftest import write_png
 
 ARRAYS = ("images.npy", "labels.npy", "splits.npy")

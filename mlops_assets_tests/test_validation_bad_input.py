@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlops_assets.lib.expectation_profiles import ExpectationProfile
-from mlops_assets.lib.manifest import scan_dataset
-from mlops_assets.lib.preprocessing import normalize, preprocess_bytes
-from mlops_assets.lib.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
+from mlops_assets.lib.data.expectation_profiles import ExpectationProfile
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.data.preprocessing import normalize, preprocess_bytes
+from mlops_assets.lib.data.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
 from mlops_assets_tests.conftest import png_claiming_size, write_png
 
 

@@ -16,11 +16,11 @@ from pydantic import BaseModel
 with bentoml.importing():
     import numpy as np
 
-    from mlops_assets.lib.inference_runtime import configure_cpu_threads, inference_context
-    from mlops_assets.lib.model_package import load_package, read_package_document
-    from mlops_assets.lib.preprocessing import ImageSpec, decode_image, to_uint8_array
-    from mlops_assets.lib.request_timeout_fix import cancel_request_timers
-    from mlops_assets.lib.upload_files import InMemoryFile
+    from mlops_assets.lib.data.preprocessing import ImageSpec, decode_image, to_uint8_array
+    from mlops_assets.lib.models.model_package import load_package, read_package_document
+    from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads, inference_context
+    from mlops_assets.lib.serving.request_timeout_fix import cancel_request_timers
+    from mlops_assets.lib.serving.upload_files import InMemoryFile
 
 
 class Arguments(BaseModel):

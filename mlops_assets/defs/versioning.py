@@ -7,42 +7,42 @@ import dagster as dg
 
 from mlops_assets import settings
 from mlops_assets.lib.code_fingerprint import CodeFingerprint, fingerprint
-from mlops_assets.lib.plugins import BUILTIN_PLUGINS
+from mlops_assets.lib.models.plugins import BUILTIN_PLUGINS
 
 CODE_VERSION_INPUTS_KEY = "code_version_inputs"
 
 # Per asset: the modules whose code determines its output. Metadata-only helpers (plots) are left out so that
 # restyling a chart does not retrain a model.
 _SERVING_LIBRARY = [
-    "mlops_assets.lib.preprocessing",
-    "mlops_assets.lib.model_package",
-    "mlops_assets.lib.plugins",
+    "mlops_assets.lib.data.preprocessing",
+    "mlops_assets.lib.models.model_package",
+    "mlops_assets.lib.models.plugins",
     "mlops_assets.lib.errors",
 ]
 ASSET_SOURCES: dict[str, list[str]] = {
-    "raw_images": ["mlops_assets.defs.ingest.assets", "mlops_assets.lib.manifest", "mlops_assets.lib.splits"],
+    "raw_images": ["mlops_assets.defs.ingest.assets", "mlops_assets.lib.data.manifest", "mlops_assets.lib.data.splits"],
     "validated_images": [
         "mlops_assets.defs.validation.assets",
-        "mlops_assets.lib.validated_data",
-        "mlops_assets.lib.data_validation",
-        "mlops_assets.lib.expectation_profiles",
-        "mlops_assets.lib.baseline",
-        "mlops_assets.lib.preprocessing",
-        "mlops_assets.lib.image_stats",
-        "mlops_assets.lib.splits",
+        "mlops_assets.lib.data.validated_data",
+        "mlops_assets.lib.data.data_validation",
+        "mlops_assets.lib.data.expectation_profiles",
+        "mlops_assets.lib.data.baseline",
+        "mlops_assets.lib.data.preprocessing",
+        "mlops_assets.lib.data.image_stats",
+        "mlops_assets.lib.data.splits",
     ],
     "trained_model": [
         "mlops_assets.defs.training.assets",
-        "mlops_assets.lib.training",
-        "mlops_assets.lib.plugins.base",
-        "mlops_assets.lib.model_package",
-        "mlops_assets.lib.preprocessing",
+        "mlops_assets.lib.models.training",
+        "mlops_assets.lib.models.plugins.base",
+        "mlops_assets.lib.models.model_package",
+        "mlops_assets.lib.data.preprocessing",
     ],
     "model_evaluation": [
         "mlops_assets.defs.evaluation.assets",
-        "mlops_assets.lib.evaluation",
-        "mlops_assets.lib.metrics",
-        "mlops_assets.lib.model_package",
+        "mlops_assets.lib.models.evaluation",
+        "mlops_assets.lib.models.metrics",
+        "mlops_assets.lib.models.model_package",
     ],
     "bento": ["mlops_assets.defs.packaging.assets", "mlops_assets.packaging", *_SERVING_LIBRARY],
     "model_promotion": [

@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets import settings
-from mlops_assets.lib.hash_cache import FileHashCache
-from mlops_assets.lib.manifest import DatasetManifest, scan_dataset
-from mlops_assets.lib.sample_data import SAMPLE_NAME, export_digits
+from mlops_assets.lib.data.hash_cache import FileHashCache
+from mlops_assets.lib.data.manifest import DatasetManifest, scan_dataset
+from mlops_assets.lib.data.sample_data import SAMPLE_NAME, export_digits
 
 
 class DatasetSource(dg.ConfigurableResource):

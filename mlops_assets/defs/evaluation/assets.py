@@ -7,11 +7,17 @@ import dagster as dg
 from mlops_assets.defs.metadata import markdown_table, png_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
-from mlops_assets.lib.evaluation import EvaluationReport, evaluate_champion, evaluate_package, load_report, save_report
-from mlops_assets.lib.plots import confusion_matrix_png
+from mlops_assets.lib.data.validated_data import ValidatedDataset
+from mlops_assets.lib.models.evaluation import (
+    EvaluationReport,
+    evaluate_champion,
+    evaluate_package,
+    load_report,
+    save_report,
+)
+from mlops_assets.lib.models.plots import confusion_matrix_png
+from mlops_assets.lib.models.training import TrainedModel
 from mlops_assets.lib.registry.gate import class_regressions
-from mlops_assets.lib.training import TrainedModel
-from mlops_assets.lib.validated_data import ValidatedDataset
 from mlops_assets.packaging import stored_model_path
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.registry import ModelRegistryResource

@@ -4,7 +4,7 @@ import dagster as dg
 
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.versioning import code_version_metadata
-from mlops_assets.lib.manifest import DatasetManifest
+from mlops_assets.lib.data.manifest import DatasetManifest
 from mlops_assets.resources.dataset import DatasetSource
 
 

@@ -7,11 +7,11 @@ import dagster as dg
 from mlops_assets import settings
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
-from mlops_assets.lib.evaluation import EvaluationReport
-from mlops_assets.lib.model_package import read_package_document
+from mlops_assets.lib.models.evaluation import EvaluationReport
+from mlops_assets.lib.models.model_package import read_package_document
+from mlops_assets.lib.models.training import TrainedModel
 from mlops_assets.lib.provenance import git_state
 from mlops_assets.lib.registry.registry import NewVersion, Registration
-from mlops_assets.lib.training import TrainedModel
 from mlops_assets.packaging import BentoArtifact, build_service_bento, serving_arguments, store_model
 from mlops_assets.resources.registry import ModelRegistryResource
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.lib.evaluation import EvaluationReport
+from mlops_assets.lib.models.evaluation import EvaluationReport
 from mlops_assets.lib.registry.gate import GateDecision, decide_gate
 from mlops_assets.lib.registry.schema import DISABLED
 from mlops_assets.packaging import BentoArtifact

@@ -5,11 +5,11 @@ import dagster as dg
 from mlops_assets.defs.metadata import markdown_table, png_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
-from mlops_assets.lib.model_package import PACKAGE_FILE
-from mlops_assets.lib.plots import training_curves_png
-from mlops_assets.lib.plugins.base import EpochRecord, TrainSettings
-from mlops_assets.lib.training import TrainedModel, load_trained_model, train_model
-from mlops_assets.lib.validated_data import ValidatedDataset
+from mlops_assets.lib.data.validated_data import ValidatedDataset
+from mlops_assets.lib.models.model_package import PACKAGE_FILE
+from mlops_assets.lib.models.plots import training_curves_png
+from mlops_assets.lib.models.plugins.base import EpochRecord, TrainSettings
+from mlops_assets.lib.models.training import TrainedModel, load_trained_model, train_model
 from mlops_assets.resources.artifacts import LocalArtifactStore
 
 

@@ -9,9 +9,9 @@ from mlops_assets.defs.validation.checks import BLOCKING_CHECKS, CHECK_NAMES, la
 from mlops_assets.defs.validation.report import validation_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
-from mlops_assets.lib.expectation_profiles import DEFAULT_PROFILE, load_profile
-from mlops_assets.lib.manifest import DatasetManifest
-from mlops_assets.lib.validated_data import (
+from mlops_assets.lib.data.expectation_profiles import DEFAULT_PROFILE, load_profile
+from mlops_assets.lib.data.manifest import DatasetManifest
+from mlops_assets.lib.data.validated_data import (
     BASELINE_FILE,
     QUARANTINE_FILE,
     GeometryConfig,

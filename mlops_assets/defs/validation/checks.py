@@ -4,9 +4,9 @@ import dagster as dg
 
 from mlops_assets import settings
 from mlops_assets.defs.validation.report import check_markdown
-from mlops_assets.lib import data_validation as roles
-from mlops_assets.lib.label_memory import LabelMemory
-from mlops_assets.lib.validated_data import ValidatedDataset
+from mlops_assets.lib.data import data_validation as roles
+from mlops_assets.lib.data.label_memory import LabelMemory
+from mlops_assets.lib.data.validated_data import ValidatedDataset
 
 QUARANTINE_CHECK = "quarantine_within_limit"
 CLASS_COVERAGE_CHECK = "class_coverage"

@@ -5,7 +5,7 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 
-from mlops_assets.lib.data_validation import CheckOutcome
+from mlops_assets.lib.data.data_validation import CheckOutcome
 
 _EXAMPLES = 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlops_assets.lib.evaluation import ChampionEvaluation
+from mlops_assets.lib.models.evaluation import ChampionEvaluation
 from mlops_assets.lib.registry.policy import PromotionPolicy
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlops_assets.lib.plugins.base import ArrayDataset, EpochCallback, EpochRecord, ModelPlugin, TrainSettings
-from mlops_assets.lib.preprocessing import normalize
+from mlops_assets.lib.data.preprocessing import normalize
+from mlops_assets.lib.models.plugins.base import ArrayDataset, EpochCallback, EpochRecord, ModelPlugin, TrainSettings
 
 DEFAULT_PARAMS = {"width": 32, "dropout": 0.25}
 _CONFIG_FILE = "cnn.json"

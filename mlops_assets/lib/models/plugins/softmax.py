@@ -13,8 +13,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from mlops_assets.lib.plugins.base import ArrayDataset, EpochCallback, EpochRecord, ModelPlugin, TrainSettings
-from mlops_assets.lib.preprocessing import normalize
+from mlops_assets.lib.data.preprocessing import normalize
+from mlops_assets.lib.models.plugins.base import ArrayDataset, EpochCallback, EpochRecord, ModelPlugin, TrainSettings
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

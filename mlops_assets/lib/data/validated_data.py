@@ -15,21 +15,21 @@ import pandas as pd
 from PIL import Image
 
 from mlops_assets.lib.atomic import atomic_directory
-from mlops_assets.lib.baseline import baseline_statistics
-from mlops_assets.lib.data_validation import CheckOutcome, GxSession, quarantine_reasons, run_dataset_suites
-from mlops_assets.lib.errors import DatasetError, InvalidImageError
-from mlops_assets.lib.expectation_profiles import DEFAULT_PROFILE, ExpectationProfile
-from mlops_assets.lib.image_stats import STAT_COLUMNS, image_statistics
-from mlops_assets.lib.manifest import DatasetManifest
-from mlops_assets.lib.plugins.base import ArrayDataset
-from mlops_assets.lib.preprocessing import (
+from mlops_assets.lib.data.baseline import baseline_statistics
+from mlops_assets.lib.data.data_validation import CheckOutcome, GxSession, quarantine_reasons, run_dataset_suites
+from mlops_assets.lib.data.expectation_profiles import DEFAULT_PROFILE, ExpectationProfile
+from mlops_assets.lib.data.image_stats import STAT_COLUMNS, image_statistics
+from mlops_assets.lib.data.manifest import DatasetManifest
+from mlops_assets.lib.data.preprocessing import (
     ImageSpec,
     channel_statistics,
     decode_image,
     infer_geometry,
     to_uint8_array,
 )
-from mlops_assets.lib.splits import SPLIT_CODES, Split
+from mlops_assets.lib.data.splits import SPLIT_CODES, Split
+from mlops_assets.lib.errors import DatasetError, InvalidImageError
+from mlops_assets.lib.models.plugins.base import ArrayDataset
 
 # Below this many files to read or decode, a process pool (start-up, transfers) costs more than it saves.
 PARALLEL_THRESHOLD = 2_000

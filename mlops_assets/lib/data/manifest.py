@@ -9,9 +9,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops_assets.lib.data.hash_cache import FileHashCache
+from mlops_assets.lib.data.splits import Split, assign_split
 from mlops_assets.lib.errors import DatasetError
-from mlops_assets.lib.hash_cache import FileHashCache
-from mlops_assets.lib.splits import Split, assign_split
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 

@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mlops_assets.lib.metrics import classification_report
-from mlops_assets.lib.model_package import load_package, read_package_document
-from mlops_assets.lib.validated_data import ValidatedDataset
+from mlops_assets.lib.data.validated_data import ValidatedDataset
+from mlops_assets.lib.models.metrics import classification_report
+from mlops_assets.lib.models.model_package import load_package, read_package_document
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ import importlib
 from importlib.metadata import entry_points
 
 from mlops_assets.lib.errors import PluginError
-from mlops_assets.lib.plugins.base import ModelPlugin
+from mlops_assets.lib.models.plugins.base import ModelPlugin
 
 ENTRY_POINT_GROUP = "mlops_assets.model_plugins"
 # Built-ins resolve even when the package metadata is absent (e.g. inside a bento).
 BUILTIN_PLUGINS = {
-    "cnn": "mlops_assets.lib.plugins.cnn:SmallCNNPlugin",
-    "softmax": "mlops_assets.lib.plugins.softmax:SoftmaxRegressionPlugin",
+    "cnn": "mlops_assets.lib.models.plugins.cnn:SmallCNNPlugin",
+    "softmax": "mlops_assets.lib.models.plugins.softmax:SoftmaxRegressionPlugin",
 }
 
 
@@ -36,5 +36,5 @@ def resolve_plugin(name: str) -> type[ModelPlugin]:
     except (ImportError, AttributeError) as error:
         raise PluginError(f"Cannot import model plug-in {target!r}: {error}") from error
     if not (isinstance(plugin, type) and issubclass(plugin, ModelPlugin)):
-        raise PluginError(f"{target!r} is not a subclass of mlops_assets.lib.plugins.base.ModelPlugin.")
+        raise PluginError(f"{target!r} is not a subclass of mlops_assets.lib.models.plugins.base.ModelPlugin.")
     return plugin

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.lib.model_package import read_package_document, save_package
-from mlops_assets.lib.plugins import resolve_plugin
-from mlops_assets.lib.plugins.base import EpochCallback, TrainSettings
-from mlops_assets.lib.validated_data import ValidatedDataset
+from mlops_assets.lib.data.validated_data import ValidatedDataset
+from mlops_assets.lib.models.model_package import read_package_document, save_package
+from mlops_assets.lib.models.plugins import resolve_plugin
+from mlops_assets.lib.models.plugins.base import EpochCallback, TrainSettings
 
 
 @dataclass(frozen=True)

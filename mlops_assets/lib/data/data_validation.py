@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlops_assets.lib.expectation_profiles import ExpectationProfile
+from mlops_assets.lib.data.expectation_profiles import ExpectationProfile
 
 # Roles of the dataset-level outcomes; the Dagster layer maps them to check names and severities.
 QUARANTINE = "quarantine"

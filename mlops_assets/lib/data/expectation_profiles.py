@@ -11,7 +11,7 @@ import yaml
 
 from mlops_assets.lib.errors import DatasetError
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "expectations"
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "expectations"
 DEFAULT_PROFILE = "default"
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from mlops_assets.lib.atomic import atomic_directory
+from mlops_assets.lib.data.preprocessing import ImageSpec, normalize
 from mlops_assets.lib.errors import MLOpsError
-from mlops_assets.lib.plugins import resolve_plugin
-from mlops_assets.lib.plugins.base import ModelPlugin
-from mlops_assets.lib.preprocessing import ImageSpec, normalize
+from mlops_assets.lib.models.plugins import resolve_plugin
+from mlops_assets.lib.models.plugins.base import ModelPlugin
 
 PACKAGE_FILE = "package.json"
 MODEL_DIR = "model"

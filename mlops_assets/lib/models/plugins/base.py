@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from mlops_assets.lib.preprocessing import ImageSpec
+from mlops_assets.lib.data.preprocessing import ImageSpec
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class ModelPlugin(abc.ABC):
     """Build, train, predict, save and load a classifier over `ArrayDataset` images.
 
     The pipeline calls only these methods; inputs to `predict_proba` are float32 arrays produced by
-    `mlops_assets.lib.preprocessing.normalize`, so training and serving see identical inputs.
+    `mlops_assets.lib.data.preprocessing.normalize`, so training and serving see identical inputs.
     """
 
     name: ClassVar[str]

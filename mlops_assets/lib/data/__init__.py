@@ -1,0 +1,1 @@
+"""Data: manifests, the image policy, decoding, validation, splits and statistics."""

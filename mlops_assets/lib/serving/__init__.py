@@ -1,0 +1,1 @@
+"""Serving: what the BentoML service runs per request (guard, batching, logs, settings)."""
