@@ -21,9 +21,9 @@ test: $(INSTALLED)  ## lint and run the whole test suite
 dev: $(INSTALLED)  ## open the Dagster UI on this project's instance
 	$(BIN)/mlops dev
 
-bench: $(INSTALLED)  ## serving benchmark (installs wrk if missing); results in benchmarks/results/
+bench: $(INSTALLED)  ## serving benchmark (installs wrk if missing); results in benchmarks/results/ and README.md
 	sh benchmarks/setup.sh
-	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_serving.py $(BENCH_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

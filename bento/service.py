@@ -22,10 +22,11 @@ with bentoml.importing():
     import numpy as np
 
     from mlops_assets.lib.data.image_stats import image_statistics
-    from mlops_assets.lib.data.preprocessing import ImageSpec, decode_image, to_uint8_array
+    from mlops_assets.lib.data.preprocessing import ImageSpec
     from mlops_assets.lib.errors import InvalidImageError
-    from mlops_assets.lib.models.model_package import load_package, read_package_document
+    from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
     from mlops_assets.lib.serving.connection_rebalancer import ConnectionRebalancer
+    from mlops_assets.lib.serving.error_responses import ErrorShape
     from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads, inference_context
     from mlops_assets.lib.serving.micro_batcher import MicroBatcher, Overloaded
     from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
@@ -58,9 +59,6 @@ GUARDED_ROUTES = {
     ),
     "/predict_base64": GuardedRoute(("application/json",), MAX_JSON_BYTES, '{"images": ["<base64 PNG>"]}'),
 }
-# An image must be at least 1/MAX_UPSCALE of the model's input on each side: upscaling further invents the detail
-# the model looks at, so a 1x1 "image" gets a 400 instead of a confident-looking guess.
-MAX_UPSCALE = 4
 # Defaults for the server processes' environment; a variable already set where the server starts wins.
 SERVER_ENVIRONMENT = [
     # Tracing off unless the operator turns it on (OTEL_SDK_DISABLED=false, plus BentoML's `tracing` exporter
@@ -106,9 +104,9 @@ metadata_app = Starlette(routes=[Route("/metadata", metadata_endpoint, methods=[
 
 
 def _refusal(message: str, status: int = 400, headers: dict[str, str] | None = None) -> JSONResponse:
-    """A client error as `{"error": message}`, the shape the request guard uses too.
+    """A client error as `{"error": message}`, the one shape of every refusal (see `error_responses`).
 
-    Returned, not raised: BentoML renders its own 4xx exceptions as a one-element list (`[{"error": ...}]`).
+    Returned, not raised: a finished answer skips BentoML's exception rendering (`[{"error": ...}]` for its 4xx).
     """
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -140,6 +138,8 @@ class ImageClassifier:
         configure_cpu_threads(ARGUMENTS.torch_threads)
         document = read_package_document(Path(self.model_ref.path))
         self.spec = ImageSpec.from_dict(document["spec"])
+        # What the model was trained under decides which uploads are images and how they become its input.
+        self.policy = package_policy(document)
         self.labels = tuple(document["labels"])
         self.version = str(self.model_ref.tag)
         self.model = load_package(Path(self.model_ref.path), device="auto")
@@ -205,16 +205,10 @@ class ImageClassifier:
         self.prediction_log.close()
 
     def _decode(self, data: bytes, with_statistics: bool) -> tuple[np.ndarray, dict | None]:
-        """The training path up to uint8 pixels (decode, convert, resize) and, when sampled, validation's statistics."""
-        image = decode_image(data)
-        min_height, min_width = -(-self.spec.height // MAX_UPSCALE), -(-self.spec.width // MAX_UPSCALE)
-        if image.height < min_height or image.width < min_width:
-            raise InvalidImageError(
-                f"The image is {image.width}x{image.height}; this model needs at least {min_width}x{min_height} "
-                f"(its input is {self.spec.width}x{self.spec.height})."
-            )
-        pixels = to_uint8_array(image, self.spec.height, self.spec.width, self.spec.channels)
-        return pixels, image_statistics(image, pixels) if with_statistics else None
+        """Training's path to uint8 pixels under the model's own image policy (the same refusals, raised as
+        InvalidImageError with training's quarantine reason) and, when sampled, validation's statistics."""
+        pixels, header = self.policy.model_input(data, self.spec.height, self.spec.width, self.spec.channels)
+        return pixels, image_statistics(header, pixels) if with_statistics else None
 
     async def _decode_all(self, endpoint: str, uploads: list[bytes], with_statistics: bool) -> list[tuple]:
         """Every image of the request decoded, or a 400 naming the first bad one: nothing invalid reaches a batch."""
@@ -322,4 +316,6 @@ class ImageClassifier:
         return await self._classify("/predict_base64", uploads)
 
 
+# Added first, so it wraps the guard and BentoML's app: every error answer leaves in the `{"error": ...}` shape.
+ImageClassifier.add_asgi_middleware(ErrorShape, examples={path: r.example for path, r in GUARDED_ROUTES.items()})
 ImageClassifier.add_asgi_middleware(RequestGuard, routes=GUARDED_ROUTES, api_key_env=ARGUMENTS.api_key_env)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -63,17 +62,47 @@ def _sample_files(dataset_root: Path, count: int) -> list[Path]:
     return list(chosen.values())[:count]
 
 
-def predict_files(url: str, files: list[Path]) -> list[dict]:
+def _service_api_key() -> str | None:
+    """The key the local service requires, from the variable `serving.api_key_env` names (None when unset)."""
+    from mlops_assets.resources.local_deployer import load_local_config
+
+    variable = load_local_config().get("serving", {}).get("api_key_env", "MLOPS_API_KEY")
+    return os.environ.get(variable) or None
+
+
+def predict_files(url: str, files: list[Path], api_key: str | None = None) -> list[dict]:
+    """The service's answer to `POST /predict` for each file, in order (one request per file).
+
+    Each file goes with the content type its suffix names. Raises SystemExit naming the file and the service's
+    error message when a request is refused.
+    """
+    import mimetypes
+
     import httpx
 
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     answers = []
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         for path in files:
-            response = client.post("/predict", files={"images": (path.name, path.read_bytes(), "image/png")})
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            response = client.post("/predict", files={"images": (path.name, path.read_bytes(), content_type)})
             if response.status_code != 200:
-                raise SystemExit(f"{path}: HTTP {response.status_code}: {response.text}")
+                raise SystemExit(f"{path}: HTTP {response.status_code}: {_error_message(response)}")
             answers.append(response.json())
     return answers
+
+
+def _error_message(response) -> str:
+    try:
+        return response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return response.text
+
+
+def format_prediction(path: str | Path, answer: dict) -> str:
+    """One line per file: the top label exactly as the model names it (non-ASCII included), confidence, model."""
+    top = answer["predictions"][0]
+    return f"{path}: label {top['label']}, confidence {top['confidence']:.3f}, model {answer['model_version']}"
 
 
 def command_predict(args: argparse.Namespace) -> int:
@@ -83,11 +112,9 @@ def command_predict(args: argparse.Namespace) -> int:
     url = args.url or (deployment.url if deployment else None)
     if url is None:
         raise SystemExit("No local deployment is running; `mlops deploy local` first or pass --url.")
-    for path, answer in zip(args.files, predict_files(url, [Path(f) for f in args.files]), strict=True):
-        print(
-            f"{path}: {json.dumps(answer['predictions'][0]['label'])} "
-            f"(confidence {answer['predictions'][0]['confidence']:.3f}, model {answer['model_version']})"
-        )
+    answers = predict_files(url, [Path(f) for f in args.files], _service_api_key())
+    for path, answer in zip(args.files, answers, strict=True):
+        print(format_prediction(path, answer))
     return 0
 
 
@@ -104,7 +131,7 @@ def command_demo(args: argparse.Namespace) -> int:
     root = Path(args.dataset) if args.dataset else DatasetSource().resolve_root()
     files = _sample_files(root, args.samples)
     print(f"\nLocal server {deployment.url} answering {len(files)} requests for held-out test images:")
-    for path, answer in zip(files, predict_files(deployment.url, files), strict=True):
+    for path, answer in zip(files, predict_files(deployment.url, files, _service_api_key()), strict=True):
         top = answer["predictions"][0]
         print(
             f"  POST /predict {path.parent.name}/{path.name} (true label {path.parent.name}) -> "

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 
 from mlops_assets import settings
+from mlops_assets.lib.provenance import describe_commit, dirty_label
 from mlops_assets.lib.registry.registry import ModelRegistry, VersionView
 from mlops_assets.lib.registry.schema import DISABLED, PRODUCTION
 
@@ -39,7 +40,7 @@ def _actor() -> str:
 
 
 def _commit(view: VersionView) -> str:
-    return view.git_commit[:10] + ("+dirty" if view.git_dirty else "")
+    return describe_commit(view.git_commit, view.git_dirty)
 
 
 def command_list(_: argparse.Namespace) -> int:
@@ -84,6 +85,7 @@ def command_show(args: argparse.Namespace) -> int:
         ("data version", view.data_version),
         ("dataset size", f"{view.dataset_size} images"),
         ("git commit", _commit(view)),
+        ("working tree", dirty_label(view.git_dirty)),
         ("code versions", json.dumps(view.code_versions, sort_keys=True)),
         ("hyper-parameters", json.dumps(view.hyperparameters, sort_keys=True)),
         ("test accuracy", f"{view.metrics['accuracy']:.4f} on {view.metrics['num_examples']} images"),
@@ -243,7 +245,10 @@ def add_models_parser(commands: argparse._SubParsersAction) -> None:
     promote.add_argument("version", type=int)
     promote.add_argument("--to", choices=["staging", PRODUCTION], default=PRODUCTION)
     promote.add_argument("--force", action="store_true", help="promote past a failed gate (needs --reason)")
-    promote.add_argument("--reason", help="why; recorded in the audit log")
+    promote.add_argument(
+        "--reason",
+        help="why; recorded in the audit log; required with --force and for a version once rolled back or disabled",
+    )
     promote.set_defaults(handler=command_promote)
 
     rollback = actions.add_parser("rollback", help="return production to the previous (or a named) version")

@@ -50,6 +50,8 @@ def build_definitions(environment: str | None = None) -> dg.Definitions:
         jobs=[training_pipeline_job, *REGISTRY_JOBS],
         sensors=[raw_data_sensor],
         resources=resources_for(environment or get_environment()),
+        # Every job runs its steps in the run's own process: one torch import per run, not one per step.
+        executor=dg.in_process_executor,
     )
 
 

@@ -1,4 +1,4 @@
-"""Run the training pipeline job through Dagster on the project's instance and summarize the outcome."""
+"""Run the training pipeline job of the code location, in this process, on the project's instance; summarize it."""
 
 from __future__ import annotations
 
@@ -10,19 +10,9 @@ from typing import Any
 
 from mlops_assets import settings
 
-# One process (no per-step re-import of torch) and INFO logs: the CLI prints a summary, not Dagster's debug log.
-CLI_RUN_CONFIG = {
-    "execution": {"config": {"in_process": {}}},
-    "loggers": {"console": {"config": {"log_level": "INFO"}}},
-}
-
-
-def pipeline_job():
-    """Reconstruction target for Dagster: the resolved training pipeline job."""
-    from mlops_assets.definitions import build_definitions
-    from mlops_assets.defs.jobs import PIPELINE_JOB_NAME
-
-    return build_definitions().resolve_job_def(PIPELINE_JOB_NAME)
+# INFO logs: the CLI prints a summary, not Dagster's debug log. (Steps run in this process: the code location's
+# executor is in-process.)
+CLI_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass
@@ -50,18 +40,29 @@ def _prepare(dataset: Path | None) -> None:
 
 
 def _execute(instance, run_config: dict | None, asset_selection: list[str] | None, tags: dict) -> RunSummary:
+    """Create the run in the code location (the UI lists it under the job) and execute it in this process."""
     import dagster as dg
+
+    # What execute_job does, plus the run's origin in the code location, which execute_job cannot set.
+    from dagster._core.execution.api import execute_run
+
+    from mlops_assets.code_location import code_location_job
+    from mlops_assets.defs.jobs import PIPELINE_JOB_NAME
 
     # Output(data_version=...) is beta in Dagster; used on purpose, so keep the user's console clean.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    result = dg.execute_job(
-        dg.build_reconstructable_job("mlops_assets.runner", "pipeline_job"),
-        instance=instance,
+    located = code_location_job(PIPELINE_JOB_NAME)
+    job_def = located.job.get_definition()
+    run = instance.create_run_for_job(
+        job_def=job_def,
         run_config={**CLI_RUN_CONFIG, **(run_config or {})},
-        tags=tags,
-        raise_on_error=False,
-        asset_selection=[dg.AssetKey(name) for name in asset_selection] if asset_selection else None,
+        tags={**job_def.run_tags, **tags},
+        asset_selection=frozenset(dg.AssetKey(name) for name in asset_selection) if asset_selection else None,
+        remote_job_origin=located.remote_origin,
+        job_code_origin=located.job.get_python_origin(),
+        repository_load_data=located.job.repository.repository_load_data,
     )
+    result = execute_run(located.job, run, instance, raise_on_error=False)
     summary = RunSummary(run_id=result.run_id, success=result.success)
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
@@ -89,7 +90,8 @@ def _execute(instance, run_config: dict | None, asset_selection: list[str] | Non
 
 
 def run_pipeline(dataset: Path | None, run_config: dict | None = None) -> RunSummary:
-    """Materialize every asset through Dagster (recorded in MLOPS_HOME's instance, visible in the UI)."""
+    """Materialize every asset in one run of the code location's pipeline job, in this process (MLOPS_HOME's
+    instance; the UI lists the run under the job)."""
     _prepare(dataset)
     import dagster as dg
 
@@ -121,12 +123,13 @@ def rebuild_pipeline(dataset: Path | None, run_config: dict | None = None, max_r
     from mlops_assets.resources.dataset import DatasetSource
     from mlops_assets.staleness import stale_assets
 
-    defs = build_definitions()
     current = DatasetSource(root=os.environ.get("MLOPS_DATASET", "")).scan().data_version
     summary = RebuildSummary()
     with dg.DagsterInstance.get() as instance:
         for _ in range(max_rounds):
-            stale = stale_assets(defs, instance, current)
+            # Code versions are read from the source each round, as each round's run reads them: a source file
+            # edited while a rebuild runs is then one more round, not a mismatch that never settles.
+            stale = stale_assets(build_definitions(), instance, current)
             if not stale:
                 return summary
             run = _execute(instance, run_config, list(stale), {"launched_by": "mlops rebuild"})

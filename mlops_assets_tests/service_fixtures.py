@@ -30,6 +30,17 @@ class ServedBento:
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
 
+def metric_total(metrics: str, series: str, **labels: str) -> float:
+    """Sum of a Prometheus series over its label sets (one per worker process and model version), optionally only
+    those with the given label values."""
+    wanted = [f'{name}="{value}"' for name, value in labels.items()]
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.split("{")[0].split(" ")[0] == series and all(label in line for label in wanted)
+    )
+
+
 @pytest.fixture(scope="session")
 def served_bento(digits_subset: Path, isolated_home: Path) -> ServedBento:
     settings.export_environment()

@@ -1,53 +1,306 @@
-"""The committed serving results are what the benchmark's own renderer makes of its JSON, and the README shows them."""
+"""The committed benchmark reports and README.md's benchmark sections are what the renderers make of the committed
+JSON results, and the renderers compute every ratio, verdict and conclusion from the measurements."""
 
+import ast
+import copy
 import json
 import statistics
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_serving import markdown
+from benchmarks import bench_rebuild, bench_validation
+from benchmarks.readme_sections import replace_section, section
+from benchmarks.serving_report import (
+    LETTERS,
+    StaleReportError,
+    check_schema,
+    decode_bound,
+    markdown,
+    ratios,
+    summary,
+    targets,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+
+
+def _json(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _serving() -> dict:
+    """The committed serving results; StaleReportError, saying to rerun the benchmark, when they predate a server."""
+    report = _json("serving.json")
+    check_schema(report)
+    return report
+
+
+# Serving: the committed results.
 
 
 def test_serving_markdown_is_rendered_from_the_committed_json() -> None:
-    report = json.loads((RESULTS / "serving.json").read_text())
-    assert markdown(report) == (RESULTS / "serving.md").read_text()
+    assert markdown(_serving()) == (RESULTS / "serving.md").read_text()
 
 
-def test_readme_shows_the_committed_serving_summary() -> None:
-    summary = [line for line in (RESULTS / "serving.md").read_text().splitlines() if line.startswith("| ")]
-    readme = (ROOT / "README.md").read_text()
-    # The summary table (its first rows, before the per-model sections) appears verbatim in the README.
-    first_section = next(i for i, line in enumerate(summary) if line.startswith("| server |"))
-    for line in summary[:first_section]:
-        assert line in readme, line
+def test_readme_serving_summary_is_rendered_from_the_committed_json() -> None:
+    assert section(README.read_text(), "serving") == summary(_serving())
 
 
 def test_every_configuration_reports_the_issue_measurements() -> None:
-    report = json.loads((RESULTS / "serving.json").read_text())
+    report = _serving()
     assert report["load_generator_ceiling"]["requests_per_s"] > 0
-    for name, section in report["configurations"].items():
-        for server in ("bentoml", "dependency", "naive"):
-            loads = section["servers"][server]
+    # The naive baseline runs as deployed: one uvicorn worker per core of the machine measured.
+    assert report["naive_workers"] == report["machine"]["cpus"]
+    for name, section_ in report["configurations"].items():
+        assert set(section_["servers"]) == set(LETTERS), name
+        for server, loads in section_["servers"].items():
             assert set(loads) == {"c1", "c16", "c64", "batch64"}, (name, server)
             assert all({"requests_per_s", "p50_ms", "p99_ms", "errors"} <= set(result) for result in loads.values())
-        assert {"bentoml", "dependency", "naive"} <= set(section["time_to_ready_s"])
-        assert section["in_process_limit"]["batch_64_images_per_s"] > 0
+        assert set(section_["time_to_ready_s"]) == set(LETTERS), name
+        assert section_["in_process_limit"]["batch_64_images_per_s"] > 0
+        assert section_["per_image_us"]["decode"] > 0 and section_["per_image_us"]["forward_batch64"] > 0
+
+
+def test_stored_ratios_and_targets_are_the_ones_computed_from_the_measurements() -> None:
+    for name, section_ in _serving()["configurations"].items():
+        assert section_["ratios"] == pytest.approx(ratios(section_)), name
+        assert section_["targets"] == targets(section_), name
 
 
 def test_each_batch_ratio_is_the_median_of_runs_paired_with_their_own_in_process_limit() -> None:
-    report = json.loads((RESULTS / "serving.json").read_text())
-    for name, section in report["configurations"].items():
-        for server in ("bentoml", "dependency", "naive"):
-            batch = section["servers"][server]["batch64"]
+    report = _serving()
+    for name, section_ in report["configurations"].items():
+        for server in LETTERS:
+            batch = section_["servers"][server]["batch64"]
             runs, limits = batch["runs_requests_per_s"], batch["paired_c_images_per_s"]
             assert len(runs) == len(limits) >= 3, (name, server)
-            ratios = [rate * 64 / limit for rate, limit in zip(runs, limits, strict=True)]
-            assert batch["over_c_runs"] == pytest.approx(ratios), (name, server)
-            assert batch["over_c"] == pytest.approx(statistics.median(ratios)), (name, server)
-        assert section["ratios"]["a_batch64_over_c"] == section["servers"]["bentoml"]["batch64"]["over_c"]
-        all_limits = [rate for s in section["servers"].values() for rate in s["batch64"]["paired_c_images_per_s"]]
-        assert section["in_process_limit"]["batch_64_images_per_s"] == pytest.approx(statistics.median(all_limits))
+            over_c = [rate * 64 / limit for rate, limit in zip(runs, limits, strict=True)]
+            assert batch["over_c_runs"] == pytest.approx(over_c), (name, server)
+            assert batch["over_c"] == pytest.approx(statistics.median(over_c)), (name, server)
+        all_limits = [rate for s in section_["servers"].values() for rate in s["batch64"]["paired_c_images_per_s"]]
+        assert section_["in_process_limit"]["batch_64_images_per_s"] == pytest.approx(statistics.median(all_limits))
+
+
+# Serving: the renderer on a report built here, so each verdict's inputs are known.
+
+
+def _load(requests_per_s: float, p50_ms: float = 2.0, p99_ms: float = 5.0, errors: int = 0) -> dict:
+    return {"requests_per_s": requests_per_s, "p50_ms": p50_ms, "p99_ms": p99_ms, "requests": 1000, "errors": errors}
+
+
+def _server(c1: float, c64: float, p99_c64: float, over_c: float) -> dict:
+    return {
+        "c1": _load(c1),
+        "c16": _load(c64),
+        "c64": _load(c64, 20.0, p99_c64),
+        "batch64": {
+            **_load(10.0),
+            "images_per_s": 640.0,
+            "runs_requests_per_s": [10.0],
+            "paired_c_images_per_s": [640.0 / over_c],
+            "paired_c_layouts": ["1 process x 2 threads"],
+            "paired_c_by_layout": [{"1 process x 1 thread": 500.0}],
+            "over_c_runs": [over_c],
+            "over_c": over_c,
+        },
+    }
+
+
+def _section(a_c64: float, a_p99_c64: float, a_over_c: float) -> dict:
+    return {
+        "description": "a model",
+        "input": {"shape": [1, 8, 8], "png_bytes_mean": 125},
+        "batch64_body_bytes": 15672,
+        "time_to_ready_s": dict.fromkeys(LETTERS, 2.0),
+        "in_process_limit": {
+            "batch_1_images_per_s": 2000.0,
+            "batch_1_layout": "2 processes x 1 thread",
+            "batch_1_by_layout": {},
+            "batch_64_images_per_s": 1000.0,
+            "batch_64_runs_images_per_s": [900.0, 1000.0, 1100.0],
+            "batch_64_layout": "1 process x 2 threads",
+        },
+        "per_image_us": {"decode": 30.0, "forward_batch64": 10.0},
+        "servers": {
+            "bentoml": _server(500.0, a_c64, a_p99_c64, a_over_c),
+            "dependency": _server(300.0, 500.0, 90.0, 0.4),
+            "naive_workers": _server(1000.0, 1000.0, 200.0, 0.5),
+            "naive_single": _server(800.0, 800.0, 900.0, 0.4),
+        },
+    }
+
+
+def _report() -> dict:
+    return {
+        "machine": {"cpus": 2, "platform": "Linux", "device": "cpu"},
+        "note": "A test machine.",
+        "duration_s_per_run": 6,
+        "batch_runs": 1,
+        "naive_workers": 2,
+        "wall_s": 900.0,
+        "load_generator_ceiling": _load(30000.0),
+        "configurations": {
+            # `ahead` meets every target; `behind` misses each one.
+            "ahead": _section(a_c64=1100.0, a_p99_c64=60.0, a_over_c=0.8),
+            "behind": _section(a_c64=940.0, a_p99_c64=150.0, a_over_c=0.2),
+        },
+    }
+
+
+def test_targets_are_computed_against_the_naive_server_with_one_worker_per_core() -> None:
+    report = _report()
+    assert targets(report["configurations"]["ahead"]) == {
+        "c64 throughput at least (b)'s": True,
+        "c64 p99 at most 50% of (b)'s": True,
+        "64-image batches at least 70% of (c)": True,
+    }
+    assert targets(report["configurations"]["behind"]) == dict.fromkeys(
+        targets(report["configurations"]["ahead"]), False
+    )
+    text = summary(report)
+    assert "| target: c64 throughput at least (b)'s | met | **not met** |" in text
+    assert "- **c64 throughput at least (b)'s**: met for `ahead` (1.10x); **not met** for `behind` (0.94x)." in text
+    assert (
+        "- **c64 p99 at most 50% of (b)'s**: met for `ahead` (0.30x: 60 ms against 200 ms);"
+        " **not met** for `behind` (0.75x: 150 ms against 200 ms)." in text
+    )
+    assert (
+        "- **64-image batches at least 70% of (c)**: met for `ahead` (0.80; paired runs 0.80);"
+        " **not met** for `behind` (0.20; paired runs 0.20)." in text
+    )
+
+
+def test_summary_reports_both_naive_baselines_at_concurrency_1_and_64() -> None:
+    text = summary(_report())
+    # (a) 500 req/s at concurrency 1 against (b) 1000 and (b1) 800; at 64: 1100 and 940 against 1000 and 800.
+    assert "| (a) / (b) throughput, concurrency 1 | 0.50 | 0.50 |" in text
+    assert "| (a) / (b) throughput, concurrency 64 | 1.10 | 0.94 |" in text
+    assert "| (a) / (b1) throughput, concurrency 1 | 0.62 | 0.62 |" in text
+    assert "| (a) / (b1) throughput, concurrency 64 | 1.38 | 1.18 |" in text
+    assert "| (a) / (b1) p99, concurrency 64 | 0.07 | 0.17 |" in text
+    assert "| (a) / (b) p50, concurrency 1 | 1.00 | 1.00 |" in text
+    assert "| errors at concurrency 64: (a), (b), (b1) | 0, 0, 0 | 0, 0, 0 |" in text
+    assert (
+        "(b) naive Starlette, uvicorn --workers 2, one torch thread each;"
+        " (b1) naive Starlette, one process, torch's default threads." in text
+    )
+    assert "- **(b) against (b1)** at concurrency 64 (2 workers against one): throughput `ahead` 1.25x;" in text
+    assert "- **Errors**: none in any run." in text
+
+
+def test_errors_and_the_decode_bound_come_from_the_measurements() -> None:
+    report = _report()
+    report["configurations"]["behind"]["servers"]["naive_workers"]["c64"]["errors"] = 3
+    # Forward 10 us and decode 30 us per image: with free HTTP, (a) could do at most 10 / 40 of (c).
+    assert decode_bound(report["configurations"]["ahead"]) == pytest.approx(0.25)
+    text = summary(report)
+    assert "- **Errors**: (b) `behind` c64: 3 of 1000." in text
+    assert "| errors at concurrency 64: (a), (b), (b1) | 0, 0, 0 | 0, 3, 0 |" in text
+    assert "so (a)/(c) could reach at most about 0.25 even with free HTTP" in text
+
+
+def test_a_report_without_the_worker_baseline_is_refused_with_what_to_do() -> None:
+    report = _report()
+    del report["configurations"]["ahead"]["servers"]["naive_workers"]
+    with pytest.raises(
+        StaleReportError, match=r"lacks the runs of naive_workers.*Rerun the benchmark \(`make bench`\)"
+    ):
+        summary(report)
+
+
+# Validation throughput.
+
+
+def test_validation_report_and_readme_are_rendered_from_the_committed_json() -> None:
+    result = _json("validation.json")
+    assert bench_validation.markdown(result) == (RESULTS / "validation.md").read_text()
+    assert section(README.read_text(), "validation") == bench_validation.summary(result)
+    serial, parallel = result["single_process"]["runs"], result["parallel"]["runs"]
+    assert result["speedup"] == round(statistics.median(serial) / statistics.median(parallel), 2)
+
+
+def test_validation_conclusion_follows_the_runs() -> None:
+    result = copy.deepcopy(_json("validation.json"))
+    result["repeats"] = 3
+    result["single_process"]["runs"] = [5.0, 5.0, 6.0]
+    result["parallel"]["runs"] = [6.0, 5.5, 5.0]
+    result["speedup"], result["speedup_pairwise_median"] = 0.91, 0.91
+    result["load_average_1min"] = {"before": 0.1, "after": 1.9}
+    text = bench_validation.summary(result)
+    assert (
+        "Parallel decoding was not faster than one process: 0.91x on the medians, 0.91x as the median of the"
+        " per-pair ratios, which range from 0.83x to 1.20x; parallel was faster in 1 of the 3 pairs." in text
+    )
+    assert (
+        "1-minute load average 0.1 before and 1.9 after: the machine was otherwise idle when the run started." in text
+    )
+
+
+# Incremental rebuilds.
+
+
+def test_rebuild_report_and_readme_are_rendered_from_the_committed_json() -> None:
+    report = _json("rebuild.json")
+    assert bench_rebuild.markdown(report) == (RESULTS / "rebuild.md").read_text()
+    assert section(README.read_text(), "rebuild") == bench_rebuild.summary(report)
+
+
+def test_rebuild_conclusions_follow_the_scenarios() -> None:
+    report = copy.deepcopy(_json("rebuild.json"))
+    report["results"] = report["results"][:1]
+    scenarios = report["results"][0]["scenarios"]
+    scenarios[0]["seconds"] = 10.0
+    scenarios[1]["seconds"] = 0.5
+    scenarios[2].update(seconds=4.0, images_decoded=1, trained=False)
+    lines = bench_rebuild.conclusions(report["results"])
+    assert (
+        lines[2] == "- **no-op rebuild**: 5.0 % of a full build; materialized nothing; decoded no image; no retraining."
+    )
+    assert lines[3] == (
+        "- **one image added**: 40.0 % of a full build; materialized raw_images, validated_images, trained_model,"
+        " model_evaluation, bento, model_promotion; images decoded (of the full build's): sample digits 1 of 1,797;"
+        " no retraining."
+    )
+
+
+def test_the_rebuild_benchmark_edits_evaluation_code_that_exists() -> None:
+    # The scenario "evaluation code changed" rewrites this line in a copy of the project; without it the scenario
+    # would measure nothing (the benchmark then stops with a message).
+    source = (ROOT / "mlops_assets" / "lib" / "models" / "evaluation.py").read_text()
+    assert source.count(bench_rebuild.EVALUATION_EDIT[0]) == 1
+
+
+# The generated README sections and the benchmarks' imports.
+
+
+def test_a_generated_section_is_replaced_between_its_markers_only() -> None:
+    text = (
+        "before\n<!-- generated: demo, from x by `y`; do not edit by hand -->\nold\n<!-- end generated: demo -->\n"
+        "<!-- generated: other, from x by `y`; do not edit by hand -->\nkept\n<!-- end generated: other -->\nafter\n"
+    )
+    replaced = replace_section(text, "demo", "new 1\nnew 2\n")
+    assert replaced == text.replace("\nold\n", "\nnew 1\nnew 2\n")
+    assert section(replaced, "demo") == "new 1\nnew 2\n"
+    assert section(replaced, "other") == "kept\n"
+
+
+def test_a_missing_section_is_an_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="README.md has no generated section 'serving': restore its two marker"):
+        section("no markers here\n", "serving")
+
+
+def test_benchmarks_do_not_import_the_test_package() -> None:
+    offenders = []
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.name}: {m}" for m in modules if m.split(".")[0] == "mlops_assets_tests"]
+    assert offenders == []

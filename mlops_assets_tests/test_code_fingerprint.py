@@ -39,5 +39,10 @@ def test_fingerprint_lists_its_inputs_and_follows_config(tmp_path: Path) -> None
 
 
 def test_derived_versions_are_stable_and_input_sensitive() -> None:
-    assert derived_version("a", "code", {"k": 1}) == derived_version("a", "code", {"k": 1})
+    # Pinned: every stored artifact is keyed by these versions, so a change to the derivation (or any randomness
+    # in it, such as set or hash ordering) would silently invalidate every cache.
+    assert derived_version("a", "code", {"k": 1}) == "f24fec37a4650ac4a2b8575f"
+    # Config is compared by content, not by the order its keys were written in.
+    assert derived_version("a", "code", {"k": 1, "j": [1, 2]}) == derived_version("a", "code", {"j": [1, 2], "k": 1})
     assert derived_version("a", "code", {"k": 1}) != derived_version("b", "code", {"k": 1})
+    assert derived_version("a", "code", {"k": 1}) != derived_version("a", "code", {"k": 2})

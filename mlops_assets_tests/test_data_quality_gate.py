@@ -45,6 +45,10 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
 
 
+def _descriptions(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    return {evaluation.check_name: evaluation.description for evaluation in result.get_asset_check_evaluations()}
+
+
 def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
 
@@ -61,7 +65,7 @@ def clean_dataset(tmp_path: Path) -> Path:
 def test_clean_data_passes_every_check_and_trains(clean_dataset: Path, tmp_path: Path) -> None:
     result = _materialize(clean_dataset, tmp_path / "artifacts")
     assert result.success
-    assert all(_checks(result).values()), _checks(result)
+    assert _checks(result) == dict.fromkeys(DESCRIPTIONS, True)
     assert {"trained_model", "model_evaluation"} <= _materialized(result)
 
 
@@ -70,6 +74,10 @@ def test_a_class_with_too_few_images_blocks_training(clean_dataset: Path, tmp_pa
     result = _materialize(clean_dataset, tmp_path / "artifacts")
     assert not result.success
     assert _checks(result)[CLASS_COVERAGE_CHECK] is False
+    assert (
+        "class 'rare' has 1 usable image(s), below min_images_per_class 5"
+        in _descriptions(result)[CLASS_COVERAGE_CHECK]
+    )
     assert "validated_images" in _materialized(result)
     assert "trained_model" not in _materialized(result)
 
@@ -78,7 +86,9 @@ def test_many_undecodable_files_block_training(clean_dataset: Path, tmp_path: Pa
     for index in range(5):
         (clean_dataset / "dark" / f"broken{index}.png").write_bytes(b"definitely not a png")
     result = _materialize(clean_dataset, tmp_path / "artifacts")
+    assert not result.success
     assert _checks(result)[QUARANTINE_CHECK] is False
+    assert "5 of 65 files quarantined (7.7%)" in _descriptions(result)[QUARANTINE_CHECK]
     assert "trained_model" not in _materialized(result)
 
 
@@ -145,6 +155,12 @@ def test_every_bad_input_leaves_the_raw_files_byte_identical(clean_dataset: Path
     before = _tree_digest(clean_dataset)
     result = _materialize(clean_dataset, tmp_path / "artifacts")
     assert not result.success
+    failed = {name: text for name, text in _descriptions(result).items() if not _checks(result)[name]}
+    assert set(failed) == {CLASS_COVERAGE_CHECK}, failed
+    # The root-level file and the outside symlink are skipped (listed, not images), so not counted as quarantined.
+    assert _descriptions(result)[QUARANTINE_CHECK].startswith("3 of 65 files quarantined (4.6%)")
+    assert "; 2 other entries skipped as not images" in _descriptions(result)[QUARANTINE_CHECK]
+    assert "class 'rare' has 1 usable image(s)" in failed[CLASS_COVERAGE_CHECK]
     assert "trained_model" not in _materialized(result)
     assert _tree_digest(clean_dataset) == before
 

@@ -1,11 +1,13 @@
 """The Great Expectations suites, profiles, baseline and Data Docs, on crafted tables and small datasets."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from mlops_assets.lib.data.data_validation import LEAKAGE, GxSession, run_dataset_suites
 from mlops_assets.lib.data.expectation_profiles import ExpectationProfile, load_profile
@@ -41,7 +43,9 @@ def test_leakage_check_fails_when_the_same_content_is_in_train_and_test() -> Non
 
 def test_leakage_check_passes_when_test_content_is_disjoint() -> None:
     stats = _stats([("a/1.png", "a", "train", "h1"), ("a/3.png", "a", "val", "h1"), ("b/1.png", "b", "test", "h2")])
-    assert _leakage(stats).passed
+    outcome = _leakage(stats)
+    assert outcome.passed
+    assert (outcome.summary, outcome.details) == ("no content appears in both the test split and train/val", [])
 
 
 @pytest.fixture
@@ -69,7 +73,7 @@ def test_data_docs_and_quarantine_report_are_written_next_to_the_data(validated)
     html = index.read_text()
     for suite in ("per_file", "quarantine", "classes", "leakage", "duplicates"):
         assert suite in html
-    assert list(validated.quarantine().columns) == ["path", "label", "reason"]
+    assert list(validated.quarantine().columns) == ["path", "label", "reason", "status"]
 
 
 def test_profiles_load_by_name_or_path_and_reject_unknown_settings(tmp_path: Path) -> None:
@@ -92,6 +96,23 @@ def test_digits_profile_accepts_the_sample_and_quarantines_other_modes(digits_su
     )
     assert validated.num_quarantined == 0
     assert all(outcome.passed for outcome in validated.outcomes())
+
+    # The same sample plus one colour digit: the digits profile allows greyscale only.
+    dataset = shutil.copytree(digits_subset, tmp_path / "with-colour")
+    grey = np.asarray(Image.open(next((dataset / "3").glob("*.png"))).convert("L"))
+    write_png(dataset / "3" / "colour.png", np.stack([grey, grey // 2, grey], axis=-1), mode="RGB")
+    mixed = build_validated_dataset(
+        scan_dataset(dataset), GeometryConfig(), tmp_path / "validated-mixed", profile=load_profile("digits")
+    )
+    assert mixed.quarantine().to_dict("records") == [
+        {
+            "path": "3/colour.png",
+            "label": "3",
+            "reason": "image mode RGB is not in the profile's allowed_modes ['L']",
+            "status": "quarantined",
+        }
+    ]
+    assert sum(mixed.split_counts.values()) == sum(validated.split_counts.values())
 
 
 def test_label_memory_keeps_the_first_record(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ class Project:
         self.root, self.dataset, self.home = root, dataset, root / "home"
         for name in ("mlops_assets", "bento", "deployments"):
             shutil.copytree(settings.PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(settings.PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
+        for name in ("pyproject.toml", "workspace.yaml"):
+            shutil.copy(settings.PROJECT_ROOT / name, root / name)
         (root / "fast.yaml").write_text(FAST)
         # These tests are about what rebuilds, not about the promotion gate: let every 3-epoch model through.
         environment = root / "deployments" / "local.yaml"
@@ -37,6 +38,8 @@ class Project:
             environment.read_text().replace("floor: 0.80", "floor: 0.0").replace("tolerance: 0.01", "tolerance: 1.0")
         )
         environment.write_text(relaxed.replace("per_class_margin: 0.05", "per_class_margin: 1.0"))
+        # Whether nothing is stale: true after any `mlops rebuild` (it rebuilds until nothing is), false after a change.
+        self.settled = False
 
     def mlops(self, *args: str) -> str:
         env = {**os.environ, "MLOPS_HOME": str(self.home), "PYTHONPATH": str(self.root)}
@@ -49,19 +52,20 @@ class Project:
 
     def rebuilt(self) -> list[str]:
         output = self.mlops("rebuild")
+        self.settled = True
         if "nothing materialized" in output:
             return []
         return output.strip().splitlines()[-1].split(": ", 1)[1].split(", ")
 
     def edit(self, relative: str, old: str, new: str) -> None:
+        self.settled = False
         path = self.root / relative
         source = path.read_text()
         assert old in source, f"{old!r} not in {relative}"
         path.write_text(source.replace(old, new, 1))
 
     def latest(self, asset: str) -> dict:
-        os.environ["DAGSTER_HOME"] = str(self.home / "dagster")
-        with dg.DagsterInstance.get() as instance:
+        with dg.DagsterInstance.from_config(str(self.home / "dagster")) as instance:
             event = instance.get_latest_materialization_event(dg.AssetKey(asset))
         return {key: value.value for key, value in event.asset_materialization.metadata.items()}
 
@@ -72,7 +76,18 @@ def project(tmp_path_factory: pytest.TempPathFactory, digits_subset: Path) -> Pr
     dataset = shutil.copytree(digits_subset, root / "dataset")
     built = Project(root, dataset)
     assert "SUCCESS" in built.mlops("run")
+    built.settled = True
     return built
+
+
+@pytest.fixture(autouse=True)
+def settled_project(project: Project) -> Project:
+    """Every test starts from a project where nothing is stale, whichever tests ran (or failed) before it."""
+    if not project.settled:
+        project.rebuilt()
+    # Until this test's own last rebuild: a test that fails after changing data or code leaves it unsettled.
+    project.settled = False
+    return project
 
 
 def test_after_a_full_build_nothing_is_stale(project: Project) -> None:

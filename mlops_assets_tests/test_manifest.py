@@ -1,3 +1,4 @@
+import hashlib
 import os
 import shutil
 import time
@@ -27,7 +28,7 @@ def test_manifest_lists_every_image_with_label_size_and_hash(small_dataset: Path
     first = manifest.entries[0]
     assert first.path == "cat/0.png"
     assert first.size == (small_dataset / "cat" / "0.png").stat().st_size
-    assert len(first.sha256) == 64
+    assert first.sha256 == hashlib.sha256((small_dataset / "cat" / "0.png").read_bytes()).hexdigest()
 
 
 def test_touching_a_file_keeps_the_data_version(small_dataset: Path) -> None:

@@ -1,12 +1,16 @@
 """The in-process adaptive batcher: merging, bounds, order, errors, load shedding and cancelled requests."""
 
 import asyncio
+import re
 import threading
 
 import numpy as np
 import pytest
 
 from mlops_assets.lib.serving.micro_batcher import MicroBatcher, Overloaded
+
+# Each test takes well under a second; a stalled batcher (a future never resolved) fails here instead of hanging.
+pytestmark = pytest.mark.timeout(60)
 
 
 class GatedForward:
@@ -34,7 +38,8 @@ def _inputs(first: int, count: int) -> np.ndarray:
 
 
 async def _wait_for_first_forward(forward: GatedForward) -> None:
-    await asyncio.get_running_loop().run_in_executor(None, forward.started.wait, 30)
+    started = await asyncio.get_running_loop().run_in_executor(None, forward.started.wait, 30)
+    assert started, "the batcher never started a forward pass"
 
 
 def test_requests_arriving_during_a_forward_pass_share_the_next_one_and_get_their_own_rows() -> None:
@@ -170,9 +175,12 @@ def test_a_lone_request_runs_as_its_own_batch_and_the_batch_is_reported() -> Non
     assert len(reported) == 1 and reported[0][0] == 3 and reported[0][1] >= 0
 
 
-@pytest.mark.parametrize(("size", "latency"), [(0, 100), (8, 0)])
-def test_bounds_must_be_positive(size: int, latency: float) -> None:
-    with pytest.raises(ValueError, match="must be"):
+@pytest.mark.parametrize(
+    ("size", "latency", "message"),
+    [(0, 100, "max_batch_size must be at least 1, got 0."), (8, 0, "max_latency_ms must be positive, got 0.")],
+)
+def test_bounds_must_be_positive(size: int, latency: float, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
         MicroBatcher(lambda batch: batch, max_batch_size=size, max_latency_ms=latency)
 
 
@@ -195,7 +203,7 @@ def test_when_one_piece_of_a_split_request_fails_its_queued_siblings_are_dropped
 
     async def run() -> None:
         blocker = asyncio.create_task(batcher.predict(_inputs(0, 1)))
-        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+        assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 30), "no forward pass started"
         large = asyncio.create_task(batcher.predict(_inputs(1000, 8)))  # four pieces of two images
         await asyncio.sleep(0.05)
         blocker_gate.set()

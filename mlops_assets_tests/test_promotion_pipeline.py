@@ -88,12 +88,13 @@ def test_gate_sends_better_to_staging_keeps_worse_and_promotes_equal_within_tole
         assert models.state_summary() == {"production": [1], "staging": [2], "candidate": [3]}
         assert "worse" in models.gate_decisions(3)[-1].reason
         assert models.version(3).parent_version == 1
-        models.disable(3, actor="test", reason="check that deployment refuses it")
+        # Version 2 (in staging), not 3: a version once disabled is never promoted automatically again.
+        models.disable(2, actor="test", reason="check that deployment refuses it")
         monkeypatch.setenv("MLOPS_REGISTRY_URL", pipeline.url)
         with pytest.raises(SystemExit, match="disabled"):
-            deployable_bento(models.version(3).bento_tag)
+            deployable_bento(models.version(2).bento_tag)
         assert deployable_bento(None) == models.version(1).bento_tag
-        models.enable(3, actor="test")
+        models.enable(2, actor="test")
 
     # The same model again (same weights, so the same version 3) under a lenient policy: within tolerance, promoted.
     lenient = pipeline.run(epochs=2, policy=LENIENT_AUTOMATIC)
@@ -101,9 +102,8 @@ def test_gate_sends_better_to_staging_keeps_worse_and_promotes_equal_within_tole
     assert "within the tolerance" in _gate(lenient).metadata["reason"].value
     assert _metadata(lenient, "model_promotion")["production_version"] == 3
     with pipeline.registry() as models:
-        assert models.state_summary() == {"archived": [1, 2], "production": [3]}
-        assert [(e.version, e.to_status) for e in models.history()][-4:] == [
-            (2, "archived"),
+        assert models.state_summary() == {"archived": [1], "candidate": [2], "production": [3]}
+        assert [(e.version, e.to_status) for e in models.history()][-3:] == [
             (3, "staging"),
             (1, "archived"),
             (3, "production"),

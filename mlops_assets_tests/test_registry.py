@@ -1,5 +1,6 @@
 """Registry transitions on a real SQLite file: gate, promotion, rollback, disable/enable, nothing deleted."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,9 @@ def test_disabled_versions_refuse_promotion_until_enabled(models: ModelRegistry)
             models.promote(two, target, actor="a", reason="try", force=True)
     assert models.version(two).status == "disabled"
     assert models.enable(two, actor="a").status == "candidate"
-    assert models.promote(two, "production", actor="a").status == "production"
+    with pytest.raises(RegistryError, match="Promoting version 2 again needs a reason: version 2 was disabled on "):
+        models.promote(two, "production", actor="a")
+    assert models.promote(two, "production", actor="a", reason="relabelled data checked").status == "production"
 
 
 def test_a_version_disabled_after_production_is_skipped_by_rollback(models: ModelRegistry) -> None:
@@ -118,26 +121,30 @@ def test_a_version_disabled_after_production_is_skipped_by_rollback(models: Mode
 def test_the_database_refuses_deletes_rewrites_and_a_second_production_version(models: ModelRegistry) -> None:
     one, two = registered(models, 1), registered(models, 2)
     models.promote(one, "production", actor="a")
-    statements = [
-        "DELETE FROM model_versions",
-        "DELETE FROM version_states",
-        "DELETE FROM audit_log",
-        "DELETE FROM gate_decisions",
-        "UPDATE audit_log SET reason = 'rewritten'",
-        "UPDATE model_versions SET metrics = '{}'",
-        "UPDATE version_states SET status = 'production'",
-    ]
-    for statement in statements:
-        with pytest.raises(IntegrityError), models.engine.begin() as connection:
+    refused = "the model registry never deletes or rewrites history"
+    statements = {
+        "DELETE FROM model_versions": f"{refused} (DELETE on model_versions)",
+        "DELETE FROM version_states": f"{refused} (DELETE on version_states)",
+        "DELETE FROM audit_log": f"{refused} (DELETE on audit_log)",
+        "DELETE FROM gate_decisions": f"{refused} (DELETE on gate_decisions)",
+        "UPDATE audit_log SET reason = 'rewritten'": f"{refused} (UPDATE on audit_log)",
+        "UPDATE model_versions SET metrics = '{}'": f"{refused} (UPDATE on model_versions)",
+        # The partial unique index: a second production version in the environment.
+        "UPDATE version_states SET status = 'production'": "UNIQUE constraint failed: version_states.environment",
+    }
+    for statement, message in statements.items():
+        with pytest.raises(IntegrityError, match=re.escape(message)), models.engine.begin() as connection:
             connection.execute(text(statement))
     assert len(models.versions()) == 2 and len(models.history()) == 3
     assert models.production().number == one and models.version(two).status == "candidate"
 
 
-def test_no_interface_offers_delete() -> None:
-    assert not [name for name in dir(ModelRegistry) if "delete" in name or "remove" in name]
-    with pytest.raises(SystemExit):
+def test_no_interface_offers_delete(capsys: pytest.CaptureFixture[str]) -> None:
+    assert [name for name in dir(ModelRegistry) if "delete" in name or "remove" in name] == []
+    with pytest.raises(SystemExit) as refused:
         build_parser().parse_args(["models", "delete", "1"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'delete'" in capsys.readouterr().err
     jobs = [job.name for job in build_definitions().jobs]
     assert {"promote_model_job", "rollback_model_job", "disable_model_job", "enable_model_job"} <= set(jobs)
-    assert not [name for name in jobs if "delete" in name]
+    assert [name for name in jobs if "delete" in name] == []

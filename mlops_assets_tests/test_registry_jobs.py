@@ -2,11 +2,17 @@
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from mlops_assets.definitions import build_definitions
 from mlops_assets.lib.registry.registry import ModelRegistry
 from mlops_assets_tests.registry_helpers import registered
+
+
+def _failure(result: dg.ExecuteInProcessResult, op: str) -> str:
+    """The error that failed `op`, as Dagster recorded it (the op's own exception, not Dagster's wrapper)."""
+    return result.failure_data_for_node(op).error.cause.to_string()
 
 
 def test_jobs_promote_roll_back_disable_and_enable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,13 +30,18 @@ def test_jobs_promote_roll_back_disable_and_enable(tmp_path: Path, monkeypatch: 
     assert run("promote_model_job", "promote_version", {"version": one}).success
     refused = run("promote_model_job", "promote_version", {"version": two})
     assert not refused.success
+    assert _failure(refused, "promote_version").startswith(
+        f"mlops_assets.lib.registry.registry.RegistryError: Version {two} has not passed the promotion gate in local"
+    )
     forced = run("promote_model_job", "promote_version", {"version": two, "force": True, "reason": "hotfix"})
     assert forced.success
     (observation,) = [e for e in forced.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert observation.event_specific_data.asset_observation.metadata["production_version"].value == two
     assert run("rollback_model_job", "rollback_production", {"reason": "hotfix broke"}).success
     assert run("disable_model_job", "disable_version", {"version": two, "reason": "broken"}).success
-    assert not run("disable_model_job", "disable_version", {"version": one, "reason": "in production"}).success
+    in_production = run("disable_model_job", "disable_version", {"version": one, "reason": "in production"})
+    assert not in_production.success
+    assert "roll back first" in _failure(in_production, "disable_version")
     assert run("enable_model_job", "enable_version", {"version": two}).success
     with ModelRegistry(url, "local") as models:
         assert models.state_summary() == {"production": [one], "archived": [two]}

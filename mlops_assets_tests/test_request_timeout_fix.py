@@ -9,6 +9,8 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from mlops_assets.lib.serving.request_timeout_fix import _call_with_cancelled_timer
 
 HTTP_SCOPE = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+# Each test takes well under a second; a request that never finishes fails here instead of hanging.
+pytestmark = pytest.mark.timeout(60)
 
 
 async def answer(scope: dict, receive, send) -> None:

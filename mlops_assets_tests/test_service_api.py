@@ -1,12 +1,15 @@
 """The served bento over HTTP: three input forms, metadata, authentication, metrics and the prediction log."""
 
 import base64
+import io
 import json
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from mlops_assets_tests.service_fixtures import ServedBento
+from mlops_assets_tests.service_fixtures import ServedBento, metric_total
 
 pytestmark = pytest.mark.e2e
 PREDICT_ENDPOINTS = ("/predict", "/predict_image", "/predict_base64")
@@ -50,11 +53,19 @@ def test_raw_bytes_and_base64_json_answer_like_multipart(served_bento: ServedBen
 
 
 def test_metadata_returns_version_lineage_and_label_set(served_bento: ServedBento) -> None:
+    import bentoml
+
+    stored = bentoml.models.get(served_bento.model_tag).info
     with served_bento.client(authenticated=False) as client:
-        metadata = client.get("/metadata").json()
+        response = client.get("/metadata")
+    assert response.status_code == 200, response.text
+    metadata = response.json()
     assert metadata["model_version"] == served_bento.model_tag
     assert metadata["label_set"] == [str(digit) for digit in range(10)]
-    assert metadata["lineage"]["data_version"]
+    # Exactly what the model was stored with: the store labels, and the lineage including the data version.
+    assert metadata["labels"] == dict(stored.labels) == {"plugin": "cnn"}
+    assert metadata["lineage"] == json.loads(json.dumps(stored.metadata))
+    assert len(metadata["lineage"]["data_version"]) == 64
 
 
 @pytest.mark.parametrize("endpoint", PREDICT_ENDPOINTS)
@@ -78,24 +89,30 @@ def test_prediction_endpoints_refuse_requests_without_the_api_key(
 def test_health_metadata_and_metrics_stay_open_without_a_key(served_bento: ServedBento) -> None:
     with served_bento.client(authenticated=False) as client:
         for path in ("/readyz", "/livez", "/metadata", "/metrics"):
-            assert client.get(path).status_code == 200, path
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.text)
 
 
 def test_metrics_count_predictions_per_label_and_confidence(served_bento: ServedBento) -> None:
     _, data = served_bento.samples[1]
     with served_bento.client() as client:
-        label = client.post("/predict", files={"images": ("x.png", data)}).json()["predictions"][0]["label"]
-        metrics = client.get("/metrics").text
-    per_label = [
-        line
-        for line in metrics.splitlines()
-        if line.startswith("predictions_per_label_total{") and f'label="{label}"' in line
-    ]
-    assert per_label and float(per_label[0].rsplit(" ", 1)[1]) >= 1
-    assert "prediction_confidence_bucket{" in metrics
-    assert "inference_batch_size_bucket{" in metrics
-    assert "inference_queue_wait_seconds_bucket{" in metrics
-    assert "bentoml_service_request_total{" in metrics or "bentoml_service_request_duration_seconds" in metrics
+        # The server may have served other tests: every count is compared as a difference across one request.
+        before = client.get("/metrics").text
+        answer = client.post("/predict", files={"images": ("x.png", data)})
+        assert answer.status_code == 200, answer.text
+        after = client.get("/metrics").text
+    label = answer.json()["predictions"][0]["label"]
+
+    def added(series: str, **labels: str) -> float:
+        return metric_total(after, series, **labels) - metric_total(before, series, **labels)
+
+    assert added("predictions_per_label_total", label=label) == 1
+    assert added("predictions_per_label_total") == 1
+    assert added("prediction_confidence_count") == 1
+    # A lone image: one forward pass of one image, one queue wait observed.
+    assert (added("inference_batch_size_count"), added("inference_batch_size_sum")) == (1, 1)
+    assert added("inference_queue_wait_seconds_count") == 1
+    assert added("bentoml_service_request_total", endpoint="/predict", http_response_code="200") == 1
 
 
 def test_prediction_log_records_input_statistics_answer_and_model_version(served_bento: ServedBento) -> None:
@@ -125,7 +142,10 @@ def test_prediction_log_records_input_statistics_answer_and_model_version(served
     assert record["label"] == expected["label"]
     assert record["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
     assert (record["width"], record["height"], record["mode"]) == (8, 8, "L")
-    assert 0 <= record["brightness"] <= 1 and 0 <= record["contrast"] <= 1
+    # The model input is the 8x8 image itself: its mean and standard deviation on [0, 1].
+    pixels = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32) / 255.0
+    assert record["brightness"] == pytest.approx(float(pixels.mean()), abs=1e-6)
+    assert record["contrast"] == pytest.approx(float(pixels.std()), abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -22,23 +22,26 @@ FORM = GuardedRoute(("multipart/form-data",), 1000, "a form", file_field="images
 def test_guard_requires_the_bearer_key_only_when_one_is_configured() -> None:
     headers = {"content-type": "image/png", "content-length": "10"}
     assert check_request(ROUTE, headers, api_key=None) is None
-    assert check_request(ROUTE, headers, api_key="k").status == 401
-    assert check_request(ROUTE, {**headers, "authorization": "Bearer x"}, api_key="k").status == 401
+    for refused in (
+        check_request(ROUTE, headers, api_key="k"),
+        check_request(ROUTE, {**headers, "authorization": "Bearer x"}, api_key="k"),
+    ):
+        assert refused.status == 401 and "Authorization: Bearer <key>" in refused.message, refused
     assert check_request(ROUTE, {**headers, "authorization": "Bearer k"}, api_key="k") is None
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"),
+    ("headers", "status", "message"),
     [
-        ({"content-type": "text/plain", "content-length": "10"}, 415),
-        ({"content-type": "image/png"}, 411),
-        ({"content-type": "image/png", "content-length": "0"}, 400),
-        ({"content-type": "image/png", "content-length": "1001"}, 413),
-        ({"content-type": "image/png", "content-length": "ten"}, 400),
+        ({"content-type": "text/plain", "content-length": "10"}, 415, "Content-Type 'text/plain' is not accepted"),
+        ({"content-type": "image/png", "content-length": "0"}, 400, "body is empty"),
+        ({"content-type": "image/png", "content-length": "1001"}, 413, "1,001 bytes, above the limit of 1,000"),
+        ({"content-type": "image/png", "content-length": "ten"}, 400, "Content-Length 'ten' is not a number"),
     ],
 )
-def test_guard_refuses_wrong_type_missing_empty_or_oversized_bodies(headers: dict, status: int) -> None:
-    assert check_request(ROUTE, headers, api_key=None).status == status
+def test_guard_refuses_wrong_type_missing_empty_or_oversized_bodies(headers: dict, status: int, message: str) -> None:
+    refused = check_request(ROUTE, headers, api_key=None)
+    assert refused.status == status and message in refused.message, refused
 
 
 def test_guard_accepts_only_file_parts_in_the_named_field() -> None:
@@ -46,10 +49,12 @@ def test_guard_accepts_only_file_parts_in_the_named_field() -> None:
     good = b'--b\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n\r\nxx\r\n--b--\r\n'
     assert check_body(FORM, headers, good) is None
     text_part = b'--b\r\nContent-Disposition: form-data; name="images"\r\n\r\nhttp://example.com/a.png\r\n--b--\r\n'
-    assert check_body(FORM, headers, text_part).status == 400
-    other = good.replace(b'name="images"', b'name="image"')
-    assert "'image'" in check_body(FORM, headers, other).message
-    assert check_body(ROUTE, {}, b"https://example.com/x.png").status == 400
+    not_a_file = check_body(FORM, headers, text_part)
+    assert not_a_file.status == 400 and "is not a file" in not_a_file.message, not_a_file
+    other = check_body(FORM, headers, good.replace(b'name="images"', b'name="image"'))
+    assert other.status == 400 and "Unexpected form part 'image'" in other.message, other
+    url = check_body(ROUTE, {}, b"https://example.com/x.png")
+    assert url.status == 400 and "does not fetch URLs" in url.message, url
 
 
 def test_prediction_log_samples_at_its_rate_and_writes_json_lines(tmp_path) -> None:

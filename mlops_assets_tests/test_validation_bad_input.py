@@ -49,7 +49,8 @@ def _cmyk_jpeg(path: Path) -> None:
 BAD_FILES = {
     "dark/empty.png": (
         lambda path: path.write_bytes(b""),
-        "cannot be decoded: The image data is empty (0 bytes); send the bytes of a PNG or JPEG image.; "
+        "cannot be decoded: The image data is empty (0 bytes); send the bytes of an image file (PNG, JPEG, WebP, "
+        "BMP, TIFF or GIF).; "
         "file size 0 bytes is outside [1, 20000000]",
     ),
     "dark/truncated.png": (
@@ -58,15 +59,16 @@ BAD_FILES = {
     ),
     "light/notes.png": (
         lambda path: path.write_text("a text file wearing a .png suffix"),
-        "cannot be decoded: The bytes are not a recognised image; send a PNG or JPEG file.",
+        "cannot be decoded: The bytes are not a recognised image; send an image file (PNG, JPEG, WebP, BMP, TIFF or "
+        "GIF).",
     ),
-    "light/cmyk.jpg": (
-        _cmyk_jpeg,
-        "image mode CMYK is not in the profile's allowed_modes ['1', 'L', 'LA', 'P', 'PA', 'RGB', 'RGBA', 'I;16', 'I']",
+    "light/float.tif": (
+        lambda path: Image.fromarray(_noise(3, 120).astype(np.float32), mode="F").save(path, format="TIFF"),
+        "image mode F is not in the profile's allowed_modes ['1', 'L', 'LA', 'La', 'P', 'PA', 'RGB', 'RGBA',",
     ),
     "dark/wide.png": (
-        lambda path: write_png(path, _noise(4, 90, (8, 5000))),
-        "width 5000 px is outside [4, 4096] px",
+        lambda path: write_png(path, _noise(4, 90, (8, 70_000))),
+        "width 70000 px is outside [4, 65535] px",
     ),
     "dark/bomb.png": (
         lambda path: path.write_bytes(png_claiming_size(8_000, 8_000)),

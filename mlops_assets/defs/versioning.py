@@ -15,12 +15,19 @@ CODE_VERSION_INPUTS_KEY = "code_version_inputs"
 # restyling a chart does not retrain a model.
 _SERVING_LIBRARY = [
     "mlops_assets.lib.data.preprocessing",
+    "mlops_assets.lib.data.image_policy",
+    "mlops_assets.lib.data.image_conversion",
     "mlops_assets.lib.models.model_package",
     "mlops_assets.lib.models.plugins",
     "mlops_assets.lib.errors",
 ]
 ASSET_SOURCES: dict[str, list[str]] = {
-    "raw_images": ["mlops_assets.defs.ingest.assets", "mlops_assets.lib.data.manifest", "mlops_assets.lib.data.splits"],
+    "raw_images": [
+        "mlops_assets.defs.ingest.assets",
+        "mlops_assets.lib.data.manifest",
+        "mlops_assets.lib.data.dataset_files",
+        "mlops_assets.lib.data.splits",
+    ],
     "validated_images": [
         "mlops_assets.defs.validation.assets",
         "mlops_assets.lib.data.validated_data",
@@ -28,6 +35,8 @@ ASSET_SOURCES: dict[str, list[str]] = {
         "mlops_assets.lib.data.expectation_profiles",
         "mlops_assets.lib.data.baseline",
         "mlops_assets.lib.data.preprocessing",
+        "mlops_assets.lib.data.image_policy",
+        "mlops_assets.lib.data.image_conversion",
         "mlops_assets.lib.data.image_stats",
         "mlops_assets.lib.data.splits",
     ],
@@ -37,6 +46,7 @@ ASSET_SOURCES: dict[str, list[str]] = {
         "mlops_assets.lib.models.plugins.base",
         "mlops_assets.lib.models.model_package",
         "mlops_assets.lib.data.preprocessing",
+        "mlops_assets.lib.data.image_policy",
     ],
     "model_evaluation": [
         "mlops_assets.defs.evaluation.assets",

@@ -14,7 +14,10 @@ def raw_images(context: dg.AssetExecutionContext, dataset: DatasetSource) -> dg.
     manifest = dataset.scan()
     counts = manifest.class_counts()
     if manifest.skipped:
-        context.log.warning(f"{len(manifest.skipped)} files skipped, e.g. {manifest.skipped[0]}")
+        first = manifest.skipped[0]
+        context.log.warning(f"{len(manifest.skipped)} entries skipped as not images, e.g. {first.path}: {first.reason}")
+    if manifest.empty_labels:
+        context.log.warning(f"Label folders without an image file: {list(manifest.empty_labels)}")
     return dg.Output(
         manifest,
         data_version=dg.DataVersion(manifest.data_version),
@@ -26,7 +29,9 @@ def raw_images(context: dg.AssetExecutionContext, dataset: DatasetSource) -> dg.
             "total_bytes": sum(entry.size for entry in manifest.entries),
             "split_counts": dg.MetadataValue.json(manifest.split_counts()),
             "class_counts": markdown_table(["label", "images"], list(counts.items())),
+            "num_skipped": len(manifest.skipped),
             "skipped_files": dg.MetadataValue.json([skipped.__dict__ for skipped in manifest.skipped[:50]]),
+            "empty_label_folders": dg.MetadataValue.json(list(manifest.empty_labels)),
             **code_version_metadata(context, cache_hit=False, cache_key=manifest.data_version),
         },
     )

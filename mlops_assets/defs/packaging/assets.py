@@ -10,7 +10,7 @@ from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.models.evaluation import EvaluationReport
 from mlops_assets.lib.models.model_package import read_package_document
 from mlops_assets.lib.models.training import TrainedModel
-from mlops_assets.lib.provenance import git_state
+from mlops_assets.lib.provenance import UNKNOWN, GitState, git_state
 from mlops_assets.lib.registry.registry import NewVersion, Registration
 from mlops_assets.packaging import BentoArtifact, build_service_bento, serving_arguments, store_model
 from mlops_assets.resources.registry import ModelRegistryResource
@@ -55,7 +55,8 @@ def bento(
         "training_device": trained_model.device,
         "code_versions": code_versions,
         "git_commit": git.commit,
-        "git_dirty": git.dirty,
+        # BentoML metadata holds no None: an unknown state is recorded as "unknown", never as clean.
+        "git_dirty": git.dirty if git.dirty is not None else UNKNOWN,
         "dagster_run_id": context.run.run_id,
         "metrics": {
             "accuracy": metrics["accuracy"],
@@ -66,6 +67,7 @@ def bento(
     labels = {
         "data_version": trained_model.data_version[:16],
         "git_commit": git.commit[:12],
+        "git_dirty": git.dirty_label,
         "plugin": trained_model.plugin,
         "accuracy": f"{metrics['accuracy']:.4f}",
     }
@@ -77,10 +79,14 @@ def bento(
     )
     model_tag = store_model(trained_model.directory, config.model_name, trained_model.version[:20], labels, lineage)
     artifact, cache_hit = build_service_bento(
-        model_tag, labels={"model_tag": model_tag.replace(":", "-"), **labels}, serving=serving, version=version
+        model_tag,
+        labels={"model_tag": model_tag.replace(":", "-"), **labels},
+        serving=serving,
+        version=version,
+        plugin=trained_model.plugin,
     )
     context.log.info(f"{'Reusing' if cache_hit else 'Built'} bento {artifact.bento_tag} serving model {model_tag}")
-    registration = _register(context, config, trained_model, model_evaluation, artifact, lineage, registry)
+    registration = _register(context, config, trained_model, model_evaluation, artifact, lineage, git, registry)
     return dg.Output(
         artifact,
         data_version=dg.DataVersion(version),
@@ -89,6 +95,7 @@ def bento(
             "model_tag": model_tag,
             "accuracy": metrics["accuracy"],
             "git_commit": git.commit,
+            "git_dirty": git.dirty_label,
             "bento_path": dg.MetadataValue.path(artifact.bento_path),
             "lineage": dg.MetadataValue.json(lineage),
             "serve_command": f"mlops deploy local --bento {artifact.bento_tag}",
@@ -112,6 +119,7 @@ def _register(
     model_evaluation: EvaluationReport,
     artifact: BentoArtifact,
     lineage: dict,
+    git: GitState,
     registry: ModelRegistryResource,
 ) -> Registration:
     """One transaction, only once the model and the bento exist: a crash before this leaves the registry untouched."""
@@ -129,8 +137,8 @@ def _register(
         data_version=trained_model.data_version,
         dataset_size=package_info["num_train"] + package_info["num_val"] + model_evaluation.metrics["num_examples"],
         code_versions=lineage["code_versions"],
-        git_commit=lineage["git_commit"],
-        git_dirty=lineage["git_dirty"],
+        git_commit=git.commit,
+        git_dirty=git.dirty,
         hyperparameters=lineage["hyperparameters"],
         metrics={key: model_evaluation.metrics[key] for key in ("accuracy", "macro_f1", "num_examples", "per_class")},
         training_seconds=lineage["training_seconds"],

@@ -3,8 +3,7 @@
 import dagster as dg
 
 from mlops_assets.lib.models.evaluation import EvaluationReport
-from mlops_assets.lib.registry.gate import GateDecision, decide_gate
-from mlops_assets.lib.registry.schema import DISABLED
+from mlops_assets.lib.registry.gate import decide_gate
 from mlops_assets.packaging import BentoArtifact
 from mlops_assets.resources.registry import ModelRegistryResource
 
@@ -31,12 +30,9 @@ def promotion_gate(
         version = models.find_by_model_tag(bento.model_tag)
         if version is None:
             raise ValueError(f"Model {bento.model_tag} is not in the registry; rematerialize the bento asset.")
-        if version.status == DISABLED:
-            decision = GateDecision(
-                False, f"version {version.number} is disabled; enable it (`mlops models enable {version.number}`) first"
-            )
-        else:
-            decision = decide_gate(model_evaluation.metrics, model_evaluation.champion, policy)
+        # Judged on its numbers even if disabled or once rolled back: whether it is then promoted is
+        # model_promotion's decision (never automatically, for such a version), not a failed run.
+        decision = decide_gate(model_evaluation.metrics, model_evaluation.champion, policy)
         models.record_gate(version.number, decision, context.run.run_id)
     return dg.AssetCheckResult(
         passed=decision.passed,

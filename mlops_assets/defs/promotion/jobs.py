@@ -10,7 +10,8 @@ from mlops_assets.resources.registry import ModelRegistryResource
 
 
 class PromoteConfig(dg.Config):
-    """Version number and target; `force` skips a failed gate and needs a reason."""
+    """Version number and target; `force` skips a failed gate; both it and a version once rolled back or disabled
+    need a reason."""
 
     version: int
     to: Literal["staging", "production"] = "production"

@@ -80,11 +80,12 @@ def validated_images(
             version=version,
         )
         context.log.info(f"Decoded {validated.num_decoded_now} images; the others were reused by content hash.")
-    quarantine = validated.quarantine()
-    if len(quarantine):
+    report = validated.quarantine()
+    quarantined = report[report["status"] == "quarantined"]
+    if len(quarantined):
         context.log.warning(
-            f"{len(quarantine)} files quarantined (excluded from training), listed in "
-            f"{validated.directory}/{QUARANTINE_FILE}; first: {quarantine.iloc[0].to_dict()}"
+            f"{len(quarantined)} files quarantined (excluded from training), listed in "
+            f"{validated.directory}/{QUARANTINE_FILE}; first: {quarantined.iloc[0].to_dict()}"
         )
     spec = validated.image_spec
     return dg.Output(
@@ -97,11 +98,13 @@ def validated_images(
             "input_shape": f"{spec.channels}x{spec.height}x{spec.width} (channels x height x width)",
             "expectation_profile": profile.name,
             "num_images_kept": int(sum(validated.split_counts.values())),
-            "num_quarantined": len(quarantine),
+            "num_quarantined": len(quarantined),
+            "num_skipped": validated.num_skipped,
             "num_invalid": validated.num_invalid,
+            "image_policy": dg.MetadataValue.json(validated.image_policy),
             "split_counts": dg.MetadataValue.json(validated.split_counts),
             "normalization": dg.MetadataValue.json({"mean": spec.mean, "std": spec.std}),
-            "validation_summary": validation_markdown(validated.outcomes(), CHECK_NAMES, BLOCKING_CHECKS, quarantine),
+            "validation_summary": validation_markdown(validated.outcomes(), CHECK_NAMES, BLOCKING_CHECKS, report),
             "quarantine_report": dg.MetadataValue.path(f"{validated.directory}/{QUARANTINE_FILE}"),
             "baseline_statistics": dg.MetadataValue.path(f"{validated.directory}/{BASELINE_FILE}"),
             "data_docs": dg.MetadataValue.path(str(validated.data_docs_index)),

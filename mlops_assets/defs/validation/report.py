@@ -31,9 +31,10 @@ def check_markdown(outcome: CheckOutcome) -> dg.MarkdownMetadataValue:
 
 
 def validation_markdown(
-    outcomes: list[CheckOutcome], check_names: dict[str, str], blocking: frozenset[str], quarantine: pd.DataFrame
+    outcomes: list[CheckOutcome], check_names: dict[str, str], blocking: frozenset[str], report: pd.DataFrame
 ) -> dg.MarkdownMetadataValue:
-    """The whole validation on one page: every check with its severity, quarantine reasons counted, examples."""
+    """The whole validation on one page: every check with its severity, quarantine reasons counted, examples, and
+    the entries skipped as not images (`report` is the quarantine report: path, label, reason, status)."""
     rows = []
     for outcome in outcomes:
         name = check_names[outcome.role]
@@ -46,14 +47,23 @@ def validation_markdown(
             ]
         )
     parts = ["### Checks", _table(["check", "severity", "result", "summary"], rows)]
+    quarantine = report[report["status"] == "quarantined"]
     if len(quarantine):
-        # The first clause of a reason names the expectation (e.g. "cannot be decoded", "image mode CMYK ...").
+        # The first clause of a reason names the rule (e.g. "cannot be decoded", "image mode CMYK ...").
         kinds = Counter(reason.split(":")[0].split(" (")[0] for reason in quarantine["reason"])
         parts += [
             f"### Quarantine: {len(quarantine)} file(s), excluded from training",
             _table(["reason", "files"], [[kind, count] for kind, count in kinds.most_common()]),
-            _table(["path", "reason"], quarantine[["path", "reason"]].head(_EXAMPLES).values.tolist()),
+            _table(
+                ["path", "label", "reason"], quarantine[["path", "label", "reason"]].head(_EXAMPLES).values.tolist()
+            ),
         ]
     else:
         parts.append("### Quarantine: none")
+    skipped = report[report["status"] == "skipped"]
+    if len(skipped):
+        parts += [
+            f"### Skipped: {len(skipped)} entries that are not images (not counted as quarantined)",
+            _table(["path", "label", "reason"], skipped[["path", "label", "reason"]].head(_EXAMPLES).values.tolist()),
+        ]
     return dg.MetadataValue.md("\n\n".join(parts))

@@ -103,33 +103,12 @@ def _plain(value):
 
 
 def _per_file_rules(profile: ExpectationProfile, gx) -> list[tuple[object, Callable[[pd.Series], str]]]:
-    modes = list(profile.allowed_modes)
-    sides = f"[{profile.min_side}, {profile.max_side}] px"
+    """The image policy's verdict (`error`: '' when the file is an image it accepts, else its reason, the same text
+    the service answers), then the profile's quality rules, which apply to training only."""
     return [
+        (gx.expectations.ExpectColumnValuesToBeInSet(column="error", value_set=[""]), lambda row: row["error"]),
         (
-            gx.expectations.ExpectColumnValuesToBeInSet(column="error", value_set=[""]),
-            lambda row: f"cannot be decoded: {row['error']}",
-        ),
-        (
-            gx.expectations.ExpectColumnValuesToBeInSet(column="mode", value_set=modes),
-            lambda row: f"image mode {row['mode']} is not in the profile's allowed_modes {modes}",
-        ),
-        (
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column="width", min_value=profile.min_side, max_value=profile.max_side
-            ),
-            lambda row: f"width {int(row['width'])} px is outside {sides}",
-        ),
-        (
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column="height", min_value=profile.min_side, max_value=profile.max_side
-            ),
-            lambda row: f"height {int(row['height'])} px is outside {sides}",
-        ),
-        (
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column="size_bytes", min_value=profile.min_bytes, max_value=profile.max_bytes
-            ),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="size_bytes", min_value=profile.min_bytes),
             lambda row: (
                 f"file size {int(row['size_bytes'])} bytes is outside [{profile.min_bytes}, {profile.max_bytes}]"
             ),
@@ -146,8 +125,9 @@ def _per_file_rules(profile: ExpectationProfile, gx) -> list[tuple[object, Calla
 def quarantine_reasons(session: GxSession, files: pd.DataFrame, profile: ExpectationProfile) -> pd.Series:
     """Per file (same index as `files`): '' if it passes every per-file expectation, else why it is quarantined.
 
-    `files` has one row per image with path, size_bytes, error ('' when decoded) and, when decoded, mode,
-    width, height and contrast (null otherwise, so only the decoding expectation reports an undecodable file).
+    `files` has one row per image file with path, size_bytes, error ('' when the image policy accepted and decoded
+    it, else the policy's reason) and, when decoded, contrast (null otherwise, so only the policy's verdict reports
+    a refused file).
     """
     rules = _per_file_rules(profile, session.gx)
     results = session.validate("per_file", files, [expectation for expectation, _ in rules], _COMPLETE)
@@ -159,9 +139,12 @@ def quarantine_reasons(session: GxSession, files: pd.DataFrame, profile: Expecta
     return files["path"].map(lambda path: "; ".join(reasons.get(path, []))).rename("quarantine_reason")
 
 
-def class_table(kept: pd.DataFrame) -> pd.DataFrame:
-    """Per label: kept images in each split, the total and its share of the largest class."""
+def class_table(kept: pd.DataFrame, labels: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per label (those of `kept` and every one in `labels`, with zeros): kept images in each split, the total and
+    its share of the largest class."""
     table = kept.pivot_table(index="label", columns="split", values="path", aggfunc="count", fill_value=0)
+    table = table.reindex(sorted(set(table.index) | set(labels)), fill_value=0)
+    table.index.name = "label"
     for split in ("train", "val", "test"):
         if split not in table.columns:
             table[split] = 0
@@ -172,11 +155,8 @@ def class_table(kept: pd.DataFrame) -> pd.DataFrame:
 
 
 def _quarantine(session: GxSession, stats: pd.DataFrame, skipped: pd.DataFrame, profile) -> CheckOutcome:
-    listed = pd.concat(
-        [stats[["path", "quarantine_reason"]], skipped.rename(columns={"reason": "quarantine_reason"})],
-        ignore_index=True,
-    )
-    listed["quarantined"] = listed["quarantine_reason"] != ""
+    """The share of image files quarantined; skipped entries (not images) are listed in the summary, not counted."""
+    listed = stats[["path", "quarantine_reason"]].assign(quarantined=stats["quarantine_reason"] != "")
     (result,) = session.validate(
         "quarantine",
         listed,
@@ -192,6 +172,8 @@ def _quarantine(session: GxSession, stats: pd.DataFrame, skipped: pd.DataFrame, 
         f"{len(quarantined)} of {len(listed)} files quarantined ({fraction:.1%}); "
         f"the profile allows at most {profile.max_quarantined_fraction:.1%}"
     )
+    if len(skipped):
+        summary += f"; {len(skipped)} other entries skipped as not images (listed in quarantine.csv, not counted)"
     if not result.success:
         summary += ". Fix or remove the listed files (see quarantine.csv), or raise max_quarantined_fraction"
     return CheckOutcome(
@@ -203,8 +185,8 @@ def _quarantine(session: GxSession, stats: pd.DataFrame, skipped: pd.DataFrame, 
     )
 
 
-def _classes(session: GxSession, kept: pd.DataFrame, profile) -> CheckOutcome:
-    table = class_table(kept)
+def _classes(session: GxSession, kept: pd.DataFrame, profile, labels: tuple[str, ...]) -> CheckOutcome:
+    table = class_table(kept, labels)
     expectations = session.gx.expectations
     results = session.validate(
         "classes",
@@ -222,8 +204,11 @@ def _classes(session: GxSession, kept: pd.DataFrame, profile) -> CheckOutcome:
     count, per_class, in_train, balance = results
     problems = []
     if not count.success:
-        problems.append(f"{len(table)} class(es) with usable images, fewer than min_classes {profile.min_classes}")
+        problems.append(f"{len(table)} class(es), fewer than min_classes {profile.min_classes}")
     rows = table.set_index("label")
+    # A class with no usable image at all (an empty label folder, or every file quarantined) is reported once, as a
+    # too-small class; its missing training image and its imbalance follow from that.
+    empty = set(rows.index[rows["total"] == 0])
     for item in (per_class.result or {}).get("unexpected_index_list") or []:
         label = item["label"]
         problems.append(
@@ -231,10 +216,13 @@ def _classes(session: GxSession, kept: pd.DataFrame, profile) -> CheckOutcome:
             f"below min_images_per_class {profile.min_images_per_class}"
         )
     for item in (in_train.result or {}).get("unexpected_index_list") or []:
-        problems.append(f"class '{item['label']}' has no image in the training split")
+        if item["label"] not in empty:
+            problems.append(f"class '{item['label']}' has no image in the training split")
     for item in (balance.result or {}).get("unexpected_index_list") or []:
         label = item["label"]
-        ratio = rows["total"].max() / max(int(rows.loc[label, "total"]), 1)
+        if label in empty:
+            continue
+        ratio = rows["total"].max() / int(rows.loc[label, "total"])
         problems.append(
             f"class '{label}' is {ratio:.1f}x smaller than the largest, above max_class_imbalance "
             f"{profile.max_class_imbalance:g}"
@@ -244,16 +232,19 @@ def _classes(session: GxSession, kept: pd.DataFrame, profile) -> CheckOutcome:
     return CheckOutcome(CLASSES, passed, summary, [_summary(item) for item in results], table.to_dict("records"))
 
 
-def _labels(session: GxSession, stats: pd.DataFrame, expected: tuple[str, ...], source: str) -> CheckOutcome:
-    seen = sorted(stats["label"].unique())
+def _labels(
+    session: GxSession, stats: pd.DataFrame, expected: tuple[str, ...], source: str, folders: tuple[str, ...]
+) -> CheckOutcome:
+    # Every label folder, whether its files were quarantined or it holds none: a new class is still a new class.
+    labels = pd.DataFrame({"label": [*stats["label"], *folders]})
+    seen = sorted(labels["label"].unique())
     if not expected:
         return CheckOutcome(
             LABELS, True, f"no label set {source} yet; {seen} is recorded once every blocking check passes"
         )
-    # All files, quarantined or not: a new class whose files are all broken is still a new class.
     (result,) = session.validate(
         "labels",
-        stats[["label"]],
+        labels,
         [session.gx.expectations.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=list(expected))],
     )
     unexpected = sorted(set(seen) - set(expected))
@@ -323,13 +314,15 @@ def run_dataset_suites(
     profile: ExpectationProfile,
     expected_labels: tuple[str, ...] = (),
     labels_source: str = "configured",
+    label_folders: tuple[str, ...] = (),
 ) -> list[CheckOutcome]:
-    """Dataset-level outcomes over per-image statistics (with `quarantine_reason`) and the files skipped at ingest."""
+    """Dataset-level outcomes over per-image statistics (with `quarantine_reason`), the entries skipped at ingest
+    and every label folder (an empty one is a class with no usable image)."""
     kept = stats[stats["quarantine_reason"] == ""]
     return [
         _quarantine(session, stats, skipped, profile),
-        _classes(session, kept, profile),
-        _labels(session, stats, expected_labels, labels_source),
+        _classes(session, kept, profile, label_folders),
+        _labels(session, stats, expected_labels, labels_source, label_folders),
         _leakage(session, kept),
         _duplicates(session, kept, profile),
     ]

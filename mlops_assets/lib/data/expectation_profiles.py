@@ -9,23 +9,37 @@ from pathlib import Path
 
 import yaml
 
+from mlops_assets.lib.data.image_conversion import ALL_MODES
+from mlops_assets.lib.data.image_policy import DEFAULT_FORMATS, ImagePolicy
 from mlops_assets.lib.errors import DatasetError
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "expectations"
 DEFAULT_PROFILE = "default"
 
 
+_SECTIONS = ("image_policy", "per_file", "dataset", "warnings")
+# The settings that make up the model's image policy (recorded in its package and enforced by the service too).
+POLICY_SETTINGS = ("allowed_formats", "allowed_modes", "min_side", "max_side", "max_pixels", "max_bytes")
+
+
 @dataclass(frozen=True)
 class ExpectationProfile:
-    """Bounds for one dataset: per-file ones quarantine a file, dataset-wide ones block training."""
+    """Bounds for one dataset: per-file ones quarantine a file, dataset-wide ones block training.
+
+    The image-policy settings (`POLICY_SETTINGS`) decide what is an image at all, in training and serving alike;
+    the quality settings (`min_bytes`, `min_contrast`) quarantine in training only.
+    """
 
     name: str = DEFAULT_PROFILE
-    # Per file: a file outside these is quarantined (excluded from training, listed with its reason).
-    allowed_modes: tuple[str, ...] = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "I;16", "I")
+    # Image policy: a file outside these is quarantined, and the served model refuses it (README, "Image policy").
+    allowed_formats: tuple[str, ...] = DEFAULT_FORMATS
+    allowed_modes: tuple[str, ...] = ALL_MODES
     min_side: int = 4
-    max_side: int = 4096
-    min_bytes: int = 1
+    max_side: int = 65_535
+    max_pixels: int = 40_000_000
     max_bytes: int = 20_000_000
+    # Per-file quality, training only: a file outside these is quarantined.
+    min_bytes: int = 1
     min_contrast: float = 0.01
     # Dataset-wide, blocking.
     max_quarantined_fraction: float = 0.05
@@ -39,6 +53,10 @@ class ExpectationProfile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def image_policy(self) -> ImagePolicy:
+        """The image policy these settings define (raises ValueError for settings that cannot work)."""
+        return ImagePolicy(**{name: getattr(self, name) for name in POLICY_SETTINGS})
+
     @property
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -47,16 +65,21 @@ class ExpectationProfile:
 def _from_mapping(data: dict, source: str) -> ExpectationProfile:
     known = {field.name for field in fields(ExpectationProfile)}
     flat = {}
-    for section in ("per_file", "dataset", "warnings"):
+    for section in _SECTIONS:
         flat.update(data.get(section) or {})
-    flat.update({key: value for key, value in data.items() if key not in {"per_file", "dataset", "warnings"}})
+    flat.update({key: value for key, value in data.items() if key not in _SECTIONS})
     unknown = sorted(set(flat) - known)
     if unknown:
         raise DatasetError(f"Expectation profile {source} has unknown settings {unknown}; known: {sorted(known)}.")
-    for key in ("allowed_modes", "labels"):
+    for key in ("allowed_formats", "allowed_modes", "labels"):
         if key in flat:
             flat[key] = tuple(str(value) for value in flat[key] or ())
-    return ExpectationProfile(**flat)
+    profile = ExpectationProfile(**flat)
+    try:
+        profile.image_policy()
+    except ValueError as error:
+        raise DatasetError(f"Expectation profile {source} has an image policy that cannot work: {error}.") from error
+    return profile
 
 
 def load_profile(name_or_path: str = DEFAULT_PROFILE) -> ExpectationProfile:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-STAT_COLUMNS = ("width", "height", "mode", "brightness", "contrast")
+from mlops_assets.lib.data.image_policy import ImageHeader
+
+STAT_COLUMNS = ("format", "width", "height", "mode", "brightness", "contrast")
 
 
-def image_statistics(original: Image.Image, model_input: np.ndarray) -> dict[str, float | int | str]:
-    """Size and mode of the original; brightness (mean) and contrast (std) of the uint8 model input, in [0, 1]."""
+def image_statistics(header: ImageHeader, model_input: np.ndarray) -> dict[str, float | int | str]:
+    """Format, displayed size (px) and mode of the file; brightness (mean) and contrast (std) of the uint8 model
+    input, in [0, 1]."""
     scaled = model_input.astype(np.float32) / 255.0
     return {
-        "width": original.width,
-        "height": original.height,
-        "mode": original.mode,
+        "format": header.format,
+        "width": header.width,
+        "height": header.height,
+        "mode": header.mode,
         "brightness": float(scaled.mean()),
         "contrast": float(scaled.std()),
     }

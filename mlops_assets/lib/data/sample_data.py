@@ -10,12 +10,13 @@ from PIL import Image
 from mlops_assets.lib.atomic import atomic_directory
 
 SAMPLE_NAME = "digits"
-_COMPLETE_MARKER = ".complete"
 
 
 def export_digits(destination: Path, per_class_limit: int | None = None) -> Path:
     """Write the digits as `<destination>/<digit>/<index>.png` (8-bit grayscale), once; returns the folder."""
-    if (destination / _COMPLETE_MARKER).exists():
+    # The folder appears whole or not at all (atomic_directory), so its existence means a finished export; no marker
+    # file, which would be one more entry in the dataset.
+    if destination.is_dir():
         return destination
     from sklearn.datasets import load_digits
 
@@ -32,5 +33,4 @@ def export_digits(destination: Path, per_class_limit: int | None = None) -> Path
             folder.mkdir(exist_ok=True)
             Image.fromarray(grey, mode="L").save(folder / f"{index:04d}.png", optimize=False)
             written[label] = written.get(label, 0) + 1
-        (staging / _COMPLETE_MARKER).touch()
     return destination

@@ -18,15 +18,10 @@ from mlops_assets.lib.atomic import atomic_directory
 from mlops_assets.lib.data.baseline import baseline_statistics
 from mlops_assets.lib.data.data_validation import CheckOutcome, GxSession, quarantine_reasons, run_dataset_suites
 from mlops_assets.lib.data.expectation_profiles import DEFAULT_PROFILE, ExpectationProfile
+from mlops_assets.lib.data.image_policy import ImageHeader, ImagePolicy, read_header
 from mlops_assets.lib.data.image_stats import STAT_COLUMNS, image_statistics
 from mlops_assets.lib.data.manifest import DatasetManifest
-from mlops_assets.lib.data.preprocessing import (
-    ImageSpec,
-    channel_statistics,
-    decode_image,
-    infer_geometry,
-    to_uint8_array,
-)
+from mlops_assets.lib.data.preprocessing import ImageSpec, channel_statistics, infer_geometry
 from mlops_assets.lib.data.splits import SPLIT_CODES, Split
 from mlops_assets.lib.errors import DatasetError, InvalidImageError
 from mlops_assets.lib.models.plugins.base import ArrayDataset
@@ -66,17 +61,28 @@ class ValidatedDataset:
     version: str = ""
     # Files decoded by the build that produced this dataset; the rest were reused from the previous build.
     num_decoded_now: int = 0
+    # Entries of the dataset folder skipped as not images (listed in quarantine.csv, not counted as quarantined).
+    num_skipped: int = 0
+    # The image policy the files were accepted and decoded under (`ImagePolicy.to_dict`); it goes into the model.
+    # None only for data validated before policies were recorded (decoded under the default policy's rules).
+    image_policy: dict | None = None
 
     @property
     def image_spec(self) -> ImageSpec:
         return ImageSpec.from_dict(self.spec)
+
+    @property
+    def policy(self) -> ImagePolicy:
+        return ImagePolicy.from_dict(self.image_policy or {})
 
     def statistics(self) -> pd.DataFrame:
         """One row per image file: split, hash, size, decoded statistics, `quarantine_reason` ('' if kept)."""
         return pd.read_csv(Path(self.directory) / "stats.csv", keep_default_na=False, dtype={"label": str})
 
     def quarantine(self) -> pd.DataFrame:
-        """Every file not trained on: path, label, reason (undecodable, out of bounds, skipped at ingest)."""
+        """Every entry not trained on: path, label (the label folder; '' directly under the root), reason and
+        status: `quarantined` (an image file refused by the image policy or a quality rule) or `skipped` (not an
+        image: side files, sidecars, hidden or unlabelled entries)."""
         return pd.read_csv(Path(self.directory) / QUARANTINE_FILE, keep_default_na=False, dtype={"label": str})
 
     def outcomes(self) -> list[CheckOutcome]:
@@ -100,23 +106,16 @@ class ValidatedDataset:
         return ArrayDataset(np.ascontiguousarray(images[mask]), labels[mask], self.image_spec)
 
 
-def _read_header(path: str) -> tuple[int, int, str] | str:
+def decode_file(path: str, geometry: tuple[int, int, int], policy: ImagePolicy) -> tuple[np.ndarray | None, dict]:
+    """A pure function of (file, target geometry, policy): the model input and statistics, or the reason the image
+    policy refuses the file (the same text the service answers)."""
+    height, width, channels = geometry
     try:
-        with Image.open(path) as image:
-            return image.width, image.height, image.mode
-    except Exception as error:  # noqa: BLE001 - any failure is reported per file, never fatal to the scan
-        return f"cannot read image header: {error}"
-
-
-def decode_file(path: str, height: int, width: int, channels: int) -> tuple[np.ndarray | None, dict]:
-    """A pure function of (file, target geometry): the model input and statistics, or the reason it fails."""
-    try:
-        image = decode_image(Path(path).read_bytes())
-        array = to_uint8_array(image, height, width, channels)
+        array, header = policy.model_input(Path(path).read_bytes(), height, width, channels)
     except InvalidImageError as error:
-        # Nulls, not zeros: only the decoding expectation should report an undecodable file.
+        # Nulls, not zeros: only the policy's verdict should report a refused file.
         return None, {"error": str(error), **dict.fromkeys(STAT_COLUMNS)}
-    return array, {"error": "", **image_statistics(image, array)}
+    return array, {"error": "", **image_statistics(header, array)}
 
 
 class DecodedColumns:
@@ -128,6 +127,7 @@ class DecodedColumns:
         self.images = np.zeros((count, channels, height, width), dtype=np.uint8)
         self.decoded = np.zeros(count, dtype=bool)
         self.errors = np.full(count, "", dtype=object)
+        self.formats = np.full(count, None, dtype=object)
         self.widths = np.zeros(count, dtype=np.int64)
         self.heights = np.zeros(count, dtype=np.int64)
         self.modes = np.full(count, None, dtype=object)
@@ -142,7 +142,7 @@ class DecodedColumns:
         self.images[index] = array
         self.decoded[index] = True
         self.widths[index], self.heights[index] = stats["width"], stats["height"]
-        self.modes[index] = stats["mode"]
+        self.formats[index], self.modes[index] = stats["format"], stats["mode"]
         self.brightness[index], self.contrast[index] = stats["brightness"], stats["contrast"]
 
     def assign(self, indices: np.ndarray, other: DecodedColumns) -> None:
@@ -161,6 +161,7 @@ class DecodedColumns:
 
         return {
             "error": self.errors.tolist(),
+            "format": self.formats.tolist(),
             "width": column(self.widths),
             "height": column(self.heights),
             "mode": self.modes.tolist(),
@@ -169,19 +170,20 @@ class DecodedColumns:
         }
 
 
-_DECODED_FIELDS = ("images", "decoded", "errors", "widths", "heights", "modes", "brightness", "contrast")
+_DECODED_FIELDS = ("images", "decoded", "errors", "formats", "widths", "heights", "modes", "brightness", "contrast")
 
 
-def _decode_chunk(task: tuple[list[str], tuple[int, int, int]]) -> DecodedColumns:
-    paths, geometry = task
+def _decode_chunk(task: tuple[list[str], tuple[int, int, int], ImagePolicy]) -> DecodedColumns:
+    paths, geometry, policy = task
     columns = DecodedColumns(len(paths), geometry)
     for index, path in enumerate(paths):
-        columns.set(index, *decode_file(path, *geometry))
+        columns.set(index, *decode_file(path, geometry, policy))
     return columns
 
 
-def _read_header_chunk(paths: list[str]) -> list[tuple[int, int, str] | str]:
-    return [_read_header(path) for path in paths]
+def _read_header_chunk(task: tuple[list[str], ImagePolicy]) -> list[ImageHeader | str]:
+    paths, policy = task
+    return [read_header(path, policy) for path in paths]
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -229,26 +231,30 @@ class _FileMapper:
 
 
 class DecodedCache:
-    """Decoded arrays and statistics of a previous build, by content hash, for one target geometry."""
+    """What a previous build learnt per content hash: headers (any policy), and decoded arrays and statistics, which
+    are reused only for the same target geometry and the same image policy."""
 
-    def __init__(self, previous: ValidatedDataset | None) -> None:
+    def __init__(self, previous: ValidatedDataset | None, policy: ImagePolicy) -> None:
         self._geometry: tuple[int, int, int] | None = None
+        self._same_policy = False
         self._rows: dict[str, dict] = {}
         self._array_index: dict[str, int] = {}
         self._images: np.ndarray | None = None
-        if previous is None or not (Path(previous.directory) / "stats.csv").exists():
-            return
+        if previous is None or not (Path(previous.directory) / "stats.csv").exists() or not previous.image_policy:
+            return  # nothing to reuse, or a build from before the image policy was recorded
         spec = previous.image_spec
         self._geometry = (spec.height, spec.width, spec.channels)
+        self._same_policy = previous.policy == policy
         stats = previous.statistics()
         kept = stats["quarantine_reason"] == ""
         self._images = np.load(Path(previous.directory) / "images.npy", mmap_mode="r")
         for position, (_, row) in enumerate(stats[kept].iterrows()):
             self._array_index[row["sha256"]] = position
-        # Only files that decoded are reused; the few that failed are simply decoded again.
+        # Only files that decoded are reused; the few that were refused are simply read again.
         for _, row in stats[stats["error"] == ""].iterrows():
             self._rows[row["sha256"]] = {
                 "error": "",
+                "format": str(row["format"]),
                 "width": int(float(row["width"])),
                 "height": int(float(row["height"])),
                 "mode": str(row["mode"]),
@@ -256,59 +262,78 @@ class DecodedCache:
                 "contrast": float(row["contrast"]),
             }
 
-    def header(self, sha256: str) -> tuple[int, int, str] | None:
+    def header(self, sha256: str) -> ImageHeader | None:
+        """The displayed header recorded for this content, exactly as `ImagePolicy.header` reads it, or None."""
         row = self._rows.get(sha256)
-        return (row["width"], row["height"], row["mode"]) if row else None
+        return ImageHeader(row["format"], row["mode"], row["width"], row["height"]) if row else None
 
     def decoded(self, sha256: str, geometry: tuple[int, int, int]) -> tuple[np.ndarray | None, dict] | None:
         """The stored decode result for this content at this geometry, or None when it must be decoded."""
-        if geometry != self._geometry or sha256 not in self._rows or sha256 not in self._array_index:
+        if not self._same_policy or geometry != self._geometry:
+            return None
+        if sha256 not in self._rows or sha256 not in self._array_index:
             return None
         return np.array(self._images[self._array_index[sha256]]), dict(self._rows[sha256])
 
 
-def _within_profile(header: tuple[int, int, str] | str, profile: ExpectationProfile) -> bool:
-    if isinstance(header, str):
-        return False
-    width, height, mode = header
-    sides_ok = profile.min_side <= min(width, height) and max(width, height) <= profile.max_side
-    return mode in profile.allowed_modes and sides_ok
-
-
-def _headers(mapper: _FileMapper, cache: DecodedCache, manifest: DatasetManifest, paths: list[str]) -> list:
-    """(width, height, mode) or the reason it cannot be read, per entry; known content is not read again."""
-    headers = [cache.header(entry.sha256) for entry in manifest.entries]
+def _headers(
+    mapper: _FileMapper, cache: DecodedCache, manifest: DatasetManifest, paths: list[str], policy: ImagePolicy
+) -> list[ImageHeader | str]:
+    """Per entry, its displayed header if the image policy accepts it, else the reason; known content is not read
+    again, only checked against the policy."""
+    headers: list[ImageHeader | str | None] = []
+    for entry in manifest.entries:
+        header: ImageHeader | str | None = cache.header(entry.sha256)
+        if isinstance(header, ImageHeader):
+            try:
+                policy.check(header, entry.size)
+            except InvalidImageError as error:
+                header = str(error)
+        headers.append(header)
     unknown = [index for index, header in enumerate(headers) if header is None]
     chunks = mapper.chunks([paths[index] for index in unknown])
-    read = [header for chunk in mapper.map(_read_header_chunk, chunks) for header in chunk]
+    tasks = [(chunk, policy) for chunk in chunks]
+    read = [header for chunk in mapper.map(_read_header_chunk, tasks) for header in chunk]
     for index, header in zip(unknown, read, strict=True):
         headers[index] = header
     return headers
 
 
+def _examples(paths: list[str], reasons: list[str], limit: int = 3) -> str:
+    return "; ".join(f"{path}: {reason}" for path, reason in list(zip(paths, reasons, strict=True))[:limit])
+
+
 def _input_geometry(
-    headers: list, profile: ExpectationProfile, geometry: GeometryConfig, root: str
+    headers: list[ImageHeader | str], geometry: GeometryConfig, manifest: DatasetManifest, profile: ExpectationProfile
 ) -> tuple[int, int, int]:
-    """(height, width, channels) of the model input: configured, or inferred from files within the profile."""
-    # One stray CMYK or giant file must not decide the geometry (e.g. turn a greyscale dataset into RGB).
-    usable = [header for header in headers if _within_profile(header, profile)]
+    """(height, width, channels) of the model input: configured, or inferred from the displayed size of the files
+    the image policy accepts. Raises DatasetError, naming examples, when it accepts none."""
+    usable = [header for header in headers if isinstance(header, ImageHeader)]
     if not usable:
+        refused = [index for index, header in enumerate(headers) if isinstance(header, str)]
+        examples = _examples([manifest.entries[i].path for i in refused], [str(headers[i]) for i in refused])
         raise DatasetError(
-            f"None of the {len(headers)} files under {root} is an image within the expectation profile "
-            f"{profile.name!r} (modes {list(profile.allowed_modes)}, sides {profile.min_side}-{profile.max_side} px)."
+            f"None of the {len(headers)} image files under {manifest.root} is accepted by the image policy of "
+            f"profile {profile.name!r}; convert or replace those files, or widen the profile's image_policy "
+            f"settings. Examples: {examples}"
         )
     height, width, channels = infer_geometry(
-        [(w, h) for w, h, _ in usable], [mode for _, _, mode in usable], geometry.max_side
+        [(header.width, header.height) for header in usable], [header.mode for header in usable], geometry.max_side
     )
     return geometry.height or height, geometry.width or width, geometry.channels or channels
 
 
 def _decode_into(
-    columns: DecodedColumns, indices: list[int], paths: list[str], geometry: tuple[int, int, int], mapper: _FileMapper
+    columns: DecodedColumns,
+    indices: list[int],
+    paths: list[str],
+    geometry: tuple[int, int, int],
+    policy: ImagePolicy,
+    mapper: _FileMapper,
 ) -> None:
     """Decode the files at `indices` at `geometry` (height, width, channels) into those rows of `columns`."""
     chunks = mapper.chunks(indices)
-    results = mapper.map(_decode_chunk, [([paths[index] for index in chunk], geometry) for chunk in chunks])
+    results = mapper.map(_decode_chunk, [([paths[index] for index in chunk], geometry, policy) for chunk in chunks])
     for chunk, result in zip(chunks, results, strict=True):
         columns.assign(np.asarray(chunk, dtype=np.int64), result)
 
@@ -325,19 +350,21 @@ def build_validated_dataset(
     version: str = "",
     parallel_threshold: int = PARALLEL_THRESHOLD,
 ) -> ValidatedDataset:
-    """Decode every manifest entry once, quarantine files failing the per-file expectations, run the dataset
-    expectations, and write arrays, statistics, quarantine report, baseline and Data Docs atomically.
+    """Decode every manifest entry once through the profile's image policy, quarantine files it refuses or that
+    fail the per-file quality expectations, run the dataset expectations, and write arrays, statistics, quarantine
+    report, baseline and Data Docs atomically. Raises DatasetError, naming example files, when no file is usable.
 
-    With `previous` (an earlier build), files whose content it already decoded at the same geometry are reused,
-    so adding one image decodes one image. From `parallel_threshold` files to read or decode on, `workers`
-    processes (default: one per core) do it; the result is identical either way.
+    With `previous` (an earlier build), headers are reused by content hash, and decoded arrays too when the geometry
+    and the policy are the same, so adding one image decodes one image. From `parallel_threshold` files to read or
+    decode on, `workers` processes (default: one per core) do it; the result is identical either way.
     """
     profile = profile or ExpectationProfile()
-    cache = DecodedCache(previous)
+    policy = profile.image_policy()
+    cache = DecodedCache(previous, policy)
     paths = [str(manifest.absolute_path(entry)) for entry in manifest.entries]
     with _FileMapper(workers, parallel_threshold) as mapper:
-        headers = _headers(mapper, cache, manifest, paths)
-        geometry_key = _input_geometry(headers, profile, geometry, manifest.root)
+        headers = _headers(mapper, cache, manifest, paths, policy)
+        geometry_key = _input_geometry(headers, geometry, manifest, profile)
         columns = DecodedColumns(len(paths), geometry_key)
         to_decode = []
         for index, entry in enumerate(manifest.entries):
@@ -346,7 +373,7 @@ def build_validated_dataset(
                 to_decode.append(index)
             else:
                 columns.set(index, *reused)
-        _decode_into(columns, to_decode, paths, geometry_key, mapper)
+        _decode_into(columns, to_decode, paths, geometry_key, policy, mapper)
     height, width, channels = geometry_key
 
     entries = manifest.entries
@@ -360,7 +387,7 @@ def build_validated_dataset(
             **columns.statistics(),
         }
     )
-    skipped = pd.DataFrame([s.__dict__ for s in manifest.skipped], columns=["path", "reason"])
+    skipped = pd.DataFrame([s.__dict__ for s in manifest.skipped], columns=["path", "label", "reason"])
 
     with atomic_directory(destination) as staging:
         session = GxSession(staging / "data_docs")
@@ -373,36 +400,44 @@ def build_validated_dataset(
         label_codes = np.asarray([label_index[label] for label in stats["label"][kept]], dtype=np.int64)
         train_images = images[splits == SPLIT_CODES["train"]]
         if len(train_images) == 0:
+            refused = stats[~kept]
+            examples = _examples(list(refused["path"]), list(refused["quarantine_reason"]))
             raise DatasetError(
-                f"The training split of {manifest.root} is empty after quarantine ({int((~kept).sum())} of "
-                f"{len(kept)} files quarantined, e.g. {stats['quarantine_reason'][~kept].head(3).tolist()}); add "
-                "more images (about 70% of files, chosen by content hash, go to training)."
+                f"The training split of {manifest.root} is empty after quarantine ({len(refused)} of {len(kept)} "
+                "image files quarantined); fix or replace those files, or add more images (about 70% of files, "
+                f"chosen by content hash, go to training). Examples: {examples}"
             )
         mean, std = channel_statistics(train_images)
         spec = ImageSpec(height, width, channels, mean, std)
         split_counts = {name: int((splits == code).sum()) for name, code in SPLIT_CODES.items()}
-        outcomes = run_dataset_suites(session, stats, skipped, profile, expected_labels, labels_source)
+        outcomes = run_dataset_suites(
+            session, stats, skipped, profile, expected_labels, labels_source, manifest.label_folders
+        )
         session.build_docs()
 
         np.save(staging / "images.npy", images)
         np.save(staging / "labels.npy", label_codes)
         np.save(staging / "splits.npy", splits)
         stats.to_csv(staging / "stats.csv", index=False)
-        quarantined = pd.concat(
+        report = pd.concat(
             [
-                stats.loc[~kept, ["path", "label", "quarantine_reason"]].rename(
-                    columns={"quarantine_reason": "reason"}
-                ),
-                skipped.assign(label=""),
+                stats.loc[~kept, ["path", "label", "quarantine_reason"]]
+                .rename(columns={"quarantine_reason": "reason"})
+                .assign(status="quarantined"),
+                skipped.assign(status="skipped"),
             ],
             ignore_index=True,
         )
-        quarantined[["path", "label", "reason"]].to_csv(staging / QUARANTINE_FILE, index=False)
+        report[["path", "label", "reason", "status"]].to_csv(staging / QUARANTINE_FILE, index=False)
         train_rows = stats[kept & (stats["split"] == "train").to_numpy()]
         (staging / BASELINE_FILE).write_text(json.dumps(baseline_statistics(train_rows), indent=1))
         (staging / "validation.json").write_text(
             json.dumps(
-                {"profile": profile.to_dict(), "outcomes": [outcome.to_dict() for outcome in outcomes]},
+                {
+                    "profile": profile.to_dict(),
+                    "image_policy": policy.to_dict(),
+                    "outcomes": [outcome.to_dict() for outcome in outcomes],
+                },
                 indent=1,
                 default=str,
             )
@@ -416,7 +451,9 @@ def build_validated_dataset(
                     "split_counts": split_counts,
                     "profile": profile.name,
                     "num_invalid": int((stats["error"] != "").sum()),
-                    "num_quarantined": len(quarantined),
+                    "num_quarantined": int((~kept).sum()),
+                    "num_skipped": len(skipped),
+                    "image_policy": policy.to_dict(),
                     "dataset_root": manifest.root,
                     "version": version,
                     "num_decoded_now": len(to_decode),
@@ -442,4 +479,6 @@ def load_validated_dataset(directory: Path) -> ValidatedDataset:
         profile=document["profile"],
         version=document["version"],
         num_decoded_now=document["num_decoded_now"],
+        num_skipped=document.get("num_skipped", 0),
+        image_policy=document.get("image_policy"),
     )

@@ -1,17 +1,18 @@
-"""A trained model on disk: the plug-in's files plus the preprocessing spec and label set it expects."""
+"""A trained model on disk: the plug-in's files plus the preprocessing spec, image policy and label set it expects."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlops_assets.lib.atomic import atomic_directory
+from mlops_assets.lib.data.image_policy import ImagePolicy
 from mlops_assets.lib.data.preprocessing import ImageSpec, normalize
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.models.plugins import resolve_plugin
@@ -32,9 +33,18 @@ def directory_sha256(directory: Path) -> str:
 
 
 def save_package(
-    destination: Path, plugin: ModelPlugin, spec: ImageSpec, labels: Sequence[str], info: dict[str, Any]
+    destination: Path,
+    plugin: ModelPlugin,
+    spec: ImageSpec,
+    labels: Sequence[str],
+    info: dict[str, Any],
+    policy: ImagePolicy | None = None,
 ) -> str:
-    """Write the package atomically (temp dir, then rename) and return the weights' SHA-256."""
+    """Write the package atomically (temp dir, then rename) and return the weights' SHA-256.
+
+    `policy` is the image policy the training data was accepted and decoded under (default: the default policy);
+    the service enforces it, so it refuses what training refused as not an image.
+    """
     with atomic_directory(destination) as staging:
         (staging / MODEL_DIR).mkdir()
         plugin.save(staging / MODEL_DIR)
@@ -42,6 +52,7 @@ def save_package(
         document = {
             "plugin": plugin.name,
             "spec": spec.to_dict(),
+            "image_policy": (policy or ImagePolicy()).to_dict(),
             "labels": list(labels),
             "weights_sha256": weights_sha256,
             "info": info,
@@ -52,13 +63,14 @@ def save_package(
 
 @dataclass
 class LoadedModel:
-    """A model ready to answer: plug-in, spec, labels and its recorded info."""
+    """A model ready to answer: plug-in, spec, labels, its recorded info and the image policy it was trained under."""
 
     plugin: ModelPlugin
     spec: ImageSpec
     labels: tuple[str, ...]
     weights_sha256: str
     info: dict[str, Any]
+    policy: ImagePolicy = field(default_factory=ImagePolicy)
 
     def predict_proba(self, inputs: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Probabilities for normalized inputs, in bounded batches."""
@@ -83,6 +95,12 @@ class LoadedModel:
         )
 
 
+def package_policy(document: dict[str, Any]) -> ImagePolicy:
+    """The image policy recorded in a package document; a package written before policies were recorded was trained
+    under the default policy's decoding, so it gets that one."""
+    return ImagePolicy.from_dict(document.get("image_policy", {}))
+
+
 def read_package_document(directory: Path) -> dict[str, Any]:
     path = directory / PACKAGE_FILE
     if not path.is_file():
@@ -100,4 +118,5 @@ def load_package(directory: Path, device: str = "auto") -> LoadedModel:
         labels=tuple(document["labels"]),
         weights_sha256=document["weights_sha256"],
         info=document["info"],
+        policy=package_policy(document),
     )

@@ -61,7 +61,8 @@ def train_model(
         "history": [asdict(record) for record in history],
         "version": version,
     }
-    save_package(destination, plugin, data.image_spec, data.labels, info)
+    # The image policy goes with the model, so the service accepts and decodes exactly as training did.
+    save_package(destination, plugin, data.image_spec, data.labels, info, policy=data.policy)
     return load_trained_model(destination)
 
 

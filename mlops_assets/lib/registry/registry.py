@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.registry.database import create_registry_engine
 from mlops_assets.lib.registry.gate import GateDecision
+from mlops_assets.lib.registry.migrations import upgrade_schema
 from mlops_assets.lib.registry.schema import (
     ARCHIVED,
     CANDIDATE,
@@ -51,7 +52,7 @@ class NewVersion:
     dataset_size: int
     code_versions: dict
     git_commit: str
-    git_dirty: bool
+    git_dirty: bool | None  # None: git could not tell (see provenance.git_state)
     hyperparameters: dict
     metrics: dict
     training_seconds: float
@@ -76,7 +77,7 @@ class VersionView:
     dataset_size: int
     code_versions: dict
     git_commit: str
-    git_dirty: bool
+    git_dirty: bool | None
     hyperparameters: dict
     metrics: dict
     training_seconds: float
@@ -109,6 +110,35 @@ class GateView:
     decided_at: datetime
 
 
+# Audit-log actions after which the pipeline never promotes a version again; only a person, with a reason, does.
+HOLDING_ACTIONS = {"rolled-back": "rolled back", "disable": "disabled"}
+
+
+@dataclass(frozen=True)
+class PromotionHold:
+    """Why a version is only promoted deliberately: its latest rollback out of production or disable (`at` in UTC)."""
+
+    version: int
+    status: str
+    action: str
+    actor: str
+    reason: str
+    at: datetime
+
+    def __str__(self) -> str:
+        return (
+            f"version {self.version} was {HOLDING_ACTIONS[self.action]} on {self.at:%Y-%m-%d %H:%M:%S} UTC "
+            f"by {self.actor}: {self.reason}"
+        )
+
+    @property
+    def remedy(self) -> str:
+        promote = f"promote it with `mlops models promote {self.version} --reason ...`"
+        if self.status == DISABLED:
+            return f"enable it (`mlops models enable {self.version}`), then {promote}"
+        return promote
+
+
 @dataclass(frozen=True)
 class Registration:
     version: VersionView
@@ -124,6 +154,7 @@ class ModelRegistry:
         self.model_name = model_name
         self.engine = create_registry_engine(url)
         Base.metadata.create_all(self.engine)
+        upgrade_schema(self.engine)
         self._ensure_environment_row()
 
     def close(self) -> None:
@@ -238,6 +269,30 @@ class ModelRegistry:
                 for e, n in session.execute(query).all()
             ]
 
+    def promotion_hold(self, number: int) -> PromotionHold | None:
+        """The rollback or disable that keeps the pipeline from ever promoting this version again, if any."""
+        with Session(self.engine) as session:
+            return self._promotion_hold(session, self._version_row(session, number))
+
+    def _promotion_hold(self, session: Session, version: ModelVersion) -> PromotionHold | None:
+        # Derived from the append-only audit log, so registries written before this rule existed need no upgrade.
+        entry = session.execute(
+            select(AuditEntry)
+            .where(
+                AuditEntry.environment == self.environment,
+                AuditEntry.version_id == version.id,
+                AuditEntry.action.in_(tuple(HOLDING_ACTIONS)),
+            )
+            .order_by(AuditEntry.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if entry is None:
+            return None
+        # SQLite hands back naive UTC; PostgreSQL an aware time in the session's zone.
+        at = entry.at.astimezone(UTC) if entry.at.tzinfo else entry.at
+        status = self._require_state(session, version).status
+        return PromotionHold(version.number, status, entry.action, entry.actor, entry.reason, at)
+
     def gate_decisions(self, number: int) -> list[GateView]:
         with Session(self.engine) as session:
             version = self._version_row(session, number)
@@ -333,8 +388,14 @@ class ModelRegistry:
         ).scalar_one_or_none()
         return latest if latest is not None and latest.passed else None
 
-    def promote(self, number: int, to: str, actor: str, reason: str = "", force: bool = False) -> VersionView:
-        """Move a version to staging or production; the incumbent there is archived. Force skips the gate only."""
+    def promote(
+        self, number: int, to: str, actor: str, reason: str = "", force: bool = False, automatic: bool = False
+    ) -> VersionView:
+        """Move a version to staging or production; the incumbent there is archived. Force skips the gate only.
+
+        A version once rolled back out of production or disabled (see `promotion_hold`) is refused when `automatic`
+        (the pipeline) asks, and needs a reason when a person does.
+        """
         if to not in PROMOTION_TARGETS:
             raise RegistryError(f"A version can be promoted to {PROMOTION_TARGETS}, not {to!r}.")
         if force and not reason.strip():
@@ -351,6 +412,14 @@ class ModelRegistry:
                 raise RegistryError(f"Version {number} is already in {to} in {self.environment}.")
             if to == STAGING and state.status == PRODUCTION:
                 raise RegistryError(f"Version {number} is in production; roll back instead of demoting it to staging.")
+            hold = self._promotion_hold(session, version)
+            if hold is not None and automatic:
+                raise RegistryError(f"{hold}; the pipeline never promotes it again: {hold.remedy}.")
+            if hold is not None and not reason.strip():
+                raise RegistryError(
+                    f"Promoting version {number} again needs a reason: {hold}. Pass one with "
+                    f"`mlops models promote {number} --reason ...` (or `reason` in promote_model_job's config)."
+                )
             action = "promote"
             if state.status == CANDIDATE and self._gate_passed(session, version) is None:
                 if not force:

@@ -57,7 +57,8 @@ class ModelVersion(Base):
     dataset_size: Mapped[int] = mapped_column(Integer)
     code_versions: Mapped[dict] = mapped_column(JSON)
     git_commit: Mapped[str] = mapped_column(String(64))
-    git_dirty: Mapped[bool] = mapped_column(Boolean)
+    # NULL when git could not tell (no git executable, not a checkout): unknown is never recorded as clean.
+    git_dirty: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     hyperparameters: Mapped[dict] = mapped_column(JSON)
     metrics: Mapped[dict] = mapped_column(JSON)
     training_seconds: Mapped[float] = mapped_column(Float)
@@ -154,15 +155,24 @@ _POSTGRES_REFUSE_FUNCTION = DDL(
 )
 
 
-def _install_guards(table_name: str, operations: tuple[str, ...]) -> None:
-    table = Base.metadata.tables[table_name]
-    for operation in operations:
+def sqlite_guard_statements(table_name: str) -> list[str]:
+    """The SQLite triggers that refuse `table_name`'s guarded operations (re-created when a table is rebuilt)."""
+    statements = []
+    for operation in _IMMUTABLE[table_name]:
         name = f"refuse_{operation.lower()}_{table_name}"
         message = f"the model registry never deletes or rewrites history ({operation} on {table_name})"
-        sqlite = DDL(
+        statements.append(
             f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {operation} ON {table_name} "
             f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
         )
+    return statements
+
+
+def _install_guards(table_name: str, operations: tuple[str, ...]) -> None:
+    table = Base.metadata.tables[table_name]
+    for operation, statement in zip(operations, sqlite_guard_statements(table_name), strict=True):
+        name = f"refuse_{operation.lower()}_{table_name}"
+        sqlite = DDL(statement)
         postgres = DDL(
             f"CREATE TRIGGER {name} BEFORE {operation} ON {table_name} "
             "FOR EACH ROW EXECUTE FUNCTION registry_refuse_change()"

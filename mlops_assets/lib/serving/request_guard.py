@@ -1,13 +1,21 @@
-"""ASGI middleware that refuses unauthenticated, mistyped or oversized prediction requests before they are read."""
+"""ASGI middleware that refuses unauthenticated, mistyped, oversized or malformed prediction requests.
+
+The headers are checked before the body is read; the body is then read with its size counted as it arrives (a
+declared Content-Length or a chunked stream alike), and multipart bodies are parsed with python-multipart, the
+parser Starlette (so BentoML) uses afterwards, so the guard and the service see the same parts.
+"""
 
 from __future__ import annotations
 
 import hmac
-import json
 import os
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from mlops_assets.lib.serving.error_responses import error_body
 
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
@@ -31,6 +39,17 @@ class GuardedRoute:
 class Refusal:
     status: int
     message: str
+    # Whether the connection must close after the answer: set when the client may still be sending a body that
+    # will not be read.
+    close: bool = False
+
+
+@dataclass(frozen=True)
+class FormPart:
+    """One part of a multipart/form-data body, as Starlette will see it: `filename` None means a text field."""
+
+    name: str | None
+    filename: str | None
 
 
 def media_type(headers: Mapping[str, str]) -> str:
@@ -45,7 +64,11 @@ def accepts(route: GuardedRoute, content_type: str) -> bool:
 
 
 def check_request(route: GuardedRoute, headers: Mapping[str, str], api_key: str | None) -> Refusal | None:
-    """Why a request must be refused before its body is read, or None when it may proceed."""
+    """Why a request must be refused from its headers alone, or None when its body may be read.
+
+    A Content-Length above the route's limit is refused here; a body without one (chunked) is bounded while it is
+    read (`read_body`).
+    """
     if api_key:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         # Constant-time comparison: response timing must not reveal how much of a guessed key matched.
@@ -60,61 +83,146 @@ def check_request(route: GuardedRoute, headers: Mapping[str, str], api_key: str 
         )
     length = headers.get("content-length")
     if length is None:
-        return Refusal(411, "Send a Content-Length header; streamed (chunked) uploads are not accepted.")
+        return None
     if not length.isdigit():
         return Refusal(400, f"Content-Length {length!r} is not a number of bytes.")
     if int(length) == 0:
-        return Refusal(400, f"The request body is empty; send an image, e.g. {route.example}.")
+        return _empty_body(route)
     if int(length) > route.max_body_bytes:
-        return Refusal(413, f"The request body is {int(length):,} bytes, above the limit of {route.max_body_bytes:,}.")
+        return Refusal(
+            413, f"The request body is {int(length):,} bytes, above the limit of {route.max_body_bytes:,}.", close=True
+        )
     return None
 
 
-_PART_NAME = re.compile(rb'name="([^"]*)"')
+async def read_body(receive: Receive, limit: int) -> bytes | Refusal:
+    """The whole body, or a 413 as soon as more than `limit` bytes arrived (the rest is never read).
+
+    Counting as the bytes arrive bounds chunked uploads, which declare no length, and bodies longer than their
+    Content-Length alike, so at most `limit` bytes are ever held.
+    """
+    chunks = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            # Nobody is left to answer; the refusal only stops the request here.
+            return Refusal(400, "The client disconnected before the request body was complete.")
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            return Refusal(
+                413, f"The request body is above the limit of {limit:,} bytes; send a smaller request.", close=True
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def form_parts(content_type: str, body: bytes) -> list[FormPart]:
+    """The parts of a multipart/form-data body, named the way Starlette names them.
+
+    Part headers are parsed, not pattern-matched: parameters in any order, quoted or not, with `filename*` next to
+    `filename` (RFC 7578 section 4.2 keeps the plain `filename` authoritative, as Starlette does). Raises ValueError
+    naming what is malformed.
+    """
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ValueError("The multipart Content-Type has no boundary; let your HTTP client build the form.")
+    parts: list[FormPart] = []
+    headers: list[tuple[bytes, bytes]] = []
+    field, value = bytearray(), bytearray()
+    finished = False
+
+    def on_header_end() -> None:
+        headers.append((bytes(field).strip().lower(), bytes(value).strip()))
+        field.clear()
+        value.clear()
+
+    def on_headers_finished() -> None:
+        # The last Content-Disposition wins, as in Starlette.
+        disposition = next((value for name, value in reversed(headers) if name == b"content-disposition"), b"")
+        _, parameters = parse_options_header(disposition)
+        name, filename = parameters.get(b"name"), parameters.get(b"filename")
+        parts.append(FormPart(_text(name), _text(filename)))
+        headers.clear()
+
+    def on_end() -> None:
+        nonlocal finished
+        finished = True
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": lambda data, start, end: field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: value.extend(data[start:end]),
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_end": on_end,
+        },
+    )
+    try:
+        parser.write(body)
+    except FormParserError as error:
+        raise ValueError(f"The multipart body is malformed ({error}); let your HTTP client build the form.") from error
+    if not finished:
+        raise ValueError(
+            "The multipart body ends before its closing boundary; send the whole form (let your HTTP client build it)."
+        )
+    return parts
+
+
+def _text(value: bytes | None) -> str | None:
+    # Starlette decodes part names as UTF-8 (falling back to Latin-1); the header itself arrives as Latin-1.
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def check_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -> Refusal | None:
-    """Refuses bodies BentoML would mishandle: URLs instead of image bytes, stray or non-file multipart parts."""
+    """Refuses bodies BentoML would mishandle: empty, URLs instead of image bytes, stray or non-file form parts."""
+    if not body:
+        return _empty_body(route)
     if body[:8].lower().startswith((b"http://", b"https://")):
         return Refusal(400, "The body is a URL; send the image bytes themselves (this service does not fetch URLs).")
     if route.file_field is None:
         return None
-    _, _, boundary = headers.get("content-type", "").partition("boundary=")
-    boundary = boundary.split(";")[0].strip().strip('"')
-    if not boundary:
-        return Refusal(400, "The multipart Content-Type has no boundary; let your HTTP client build the form.")
-    delimiter = b"--" + boundary.encode("latin-1") + b"\r\n"
-    start = body.find(delimiter)
-    if start < 0:
+    try:
+        parts = form_parts(headers.get("content-type", ""), body)
+    except ValueError as error:
+        return Refusal(400, str(error))
+    if not parts:
         return Refusal(400, f"No form parts found; send files in the multipart field {route.file_field!r}.")
-    while start >= 0:
-        header_end = body.find(b"\r\n\r\n", start)
-        part_headers = body[start + len(delimiter) : header_end if header_end >= 0 else len(body)]
-        name = _PART_NAME.search(part_headers)
-        field = name.group(1).decode("latin-1") if name else ""
-        if field != route.file_field or b"filename=" not in part_headers:
+    for index, part in enumerate(parts):
+        if part.name is None:
+            return Refusal(
+                400, f"A form part has no name; send each image as a file in the field {route.file_field!r}."
+            )
+        if part.name != route.file_field:
             return Refusal(
                 400,
-                f"Unexpected form part {field!r}: send each image as a file in the field {route.file_field!r}.",
+                f"Unexpected form part {part.name!r}: send each image as a file in the field {route.file_field!r}.",
             )
-        start = body.find(delimiter, header_end if header_end >= 0 else len(body))
+        if part.filename is None:
+            return Refusal(
+                400,
+                f"Form part {index} of {route.file_field!r} is not a file: its Content-Disposition has no filename "
+                "parameter (a filename* alone does not count, RFC 7578 section 4.2); send each image as a file.",
+            )
     return None
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+def _empty_body(route: GuardedRoute) -> Refusal:
+    return Refusal(400, f"The request body is empty; send an image, e.g. {route.example}.")
 
 
 class RequestGuard:
-    """Applies `check_request` to the guarded routes (POST only); every other path, health checks included, passes."""
+    """Applies `check_request`, `read_body` and `check_body` to the guarded routes (POST only); every other
+    request, health checks included, passes untouched."""
 
     def __init__(self, app: ASGIApp, routes: Mapping[str, GuardedRoute], api_key_env: str) -> None:
         self.app = app
@@ -128,20 +236,25 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        refusal = check_request(route, headers, self.api_key)
-        if refusal is None:
-            # Content-Length was checked against the route's limit, so holding the body in memory is bounded.
-            body = await _read_body(receive)
-            refusal = check_body(route, headers, body)
-        if refusal is None:
-            await self.app(scope, _replay(body, receive), send)
-            return
-        body = json.dumps({"error": refusal.message}).encode()
-        response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if refusal.status == 401:
-            response_headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": refusal.status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": body})
+        outcome = check_request(route, headers, self.api_key) or await read_body(receive, route.max_body_bytes)
+        if isinstance(outcome, bytes):
+            body = outcome
+            outcome = check_body(route, headers, body)
+            if outcome is None:
+                await self.app(scope, _replay(body, receive), send)
+                return
+        await _send_refusal(send, outcome)
+
+
+async def _send_refusal(send: Send, refusal: Refusal) -> None:
+    body = error_body(refusal.message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if refusal.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if refusal.close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _replay(body: bytes, receive_next: Receive) -> Receive:

@@ -1,0 +1,309 @@
+"""The serving benchmark's report: ratios, targets and conclusions computed from the measurements, as Markdown.
+
+`summary(report)` is the part README.md shows; `markdown(report)` is benchmarks/results/serving.md. Every sentence
+with a number, and every "met" or "not met", is computed here from the report's measurements.
+"""
+
+CONCURRENCY = (1, 16, 64)
+BATCH_IMAGES = 64
+BATCH_CONCURRENCY = 4
+# The servers, in the order they run, and the letter each goes by in the report.
+LETTERS = {"bentoml": "a", "dependency": "a2", "naive_workers": "b", "naive_single": "b1"}
+BASELINES = ("naive_workers", "naive_single")
+# The issue's targets on CPU, against the naive server as deployed (b) and the in-process limit (c):
+# (name, ratio key, comparison, threshold).
+TARGETS = (
+    ("c64 throughput at least (b)'s", "a_over_b_throughput_c64", ">=", 1.0),
+    ("c64 p99 at most 50% of (b)'s", "a_over_b_p99_c64", "<=", 0.5),
+    ("64-image batches at least 70% of (c)", "a_batch64_over_c", ">=", 0.7),
+)
+
+
+class StaleReportError(ValueError):
+    """The report was written by an older version of the benchmark and lacks measurements this one reports."""
+
+
+def labels(report: dict) -> dict[str, str]:
+    """Server key -> its label in the tables, e.g. '(b) naive Starlette, uvicorn --workers 2'."""
+    return {
+        "bentoml": "(a) our BentoML service",
+        "dependency": "(a2) BentoML, batchable=True inference process",
+        "naive_workers": f"(b) naive Starlette, uvicorn --workers {report['naive_workers']}, one torch thread each",
+        "naive_single": "(b1) naive Starlette, one process, torch's default threads",
+    }
+
+
+def check_schema(report: dict) -> None:
+    """StaleReportError unless every configuration has all four servers' runs."""
+    for name, section in report["configurations"].items():
+        missing = sorted(set(LETTERS) - set(section["servers"]))
+        if missing or "naive_workers" not in report:
+            raise StaleReportError(
+                f"serving.json ({name}) lacks the runs of {', '.join(missing) or 'the worker count'}: it was written by"
+                " an older version of benchmarks/bench_serving.py. Rerun the benchmark (`make bench`)."
+            )
+
+
+def ratios(section: dict) -> dict[str, float]:
+    """(a) against each other server, and every server's 64-image rate against (c), from the measurements."""
+    servers = section["servers"]
+    a = servers["bentoml"]
+    result: dict[str, float] = {}
+    for key in BASELINES:
+        b, letter = servers[key], LETTERS[key]
+        for c in CONCURRENCY:
+            result[f"a_over_{letter}_throughput_c{c}"] = a[f"c{c}"]["requests_per_s"] / b[f"c{c}"]["requests_per_s"]
+        for c in (1, 64):
+            for latency in ("p50", "p99"):
+                result[f"a_over_{letter}_{latency}_c{c}"] = a[f"c{c}"][f"{latency}_ms"] / b[f"c{c}"][f"{latency}_ms"]
+    for key, letter in LETTERS.items():
+        result[f"{letter}_batch64_over_c"] = servers[key]["batch64"]["over_c"]
+    a2 = servers["dependency"]["c64"]["requests_per_s"]
+    result["a_over_a2_throughput_c64"] = a["c64"]["requests_per_s"] / a2
+    result["a2_over_b_throughput_c64"] = a2 / servers["naive_workers"]["c64"]["requests_per_s"]
+    return result
+
+
+def targets(section: dict) -> dict[str, bool]:
+    """Target name -> met, computed from `ratios(section)`."""
+    values = ratios(section)
+    return {
+        name: values[key] >= threshold if comparison == ">=" else values[key] <= threshold
+        for name, key, comparison, threshold in TARGETS
+    }
+
+
+def decode_bound(section: dict) -> float:
+    """The most (a)/(c) could be if decoding were the service's only cost besides the forward pass.
+
+    Per image, the service spends decode + forward CPU time where (c) spends forward alone, both in one thread.
+    """
+    costs = section["per_image_us"]
+    return costs["forward_batch64"] / (costs["forward_batch64"] + costs["decode"])
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _ms(value: float) -> str:
+    return f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _by_model(configurations: dict, describe) -> str:
+    return "; ".join(f"`{name}` {describe(section)}" for name, section in configurations.items())
+
+
+def conclusions(report: dict) -> list[str]:
+    """Markdown bullets: each target met or not per model, and what else the numbers show."""
+    configurations = report["configurations"]
+    cpus = report["naive_workers"]
+    lines = ["Against the targets (computed from the numbers above):", ""]
+    for name, key, _, _ in TARGETS:
+        verdicts = {model: targets(section)[name] for model, section in configurations.items()}
+        parts = []
+        for met in (True, False):
+            models = [model for model, verdict in verdicts.items() if verdict == met]
+            if models:
+                details = ", ".join(f"`{m}` {_target_detail(key, configurations[m])}" for m in models)
+                parts.append(f"{'met' if met else '**not met**'} for {details}")
+        lines.append(f"- **{name}**: {'; '.join(parts)}.")
+    lines += ["", "Also in this run:", ""]
+    lines.append(
+        "- **Concurrency 1**: (a)'s requests/s over (b)'s and over (b1)'s: "
+        + _by_model(
+            configurations,
+            lambda s: (
+                f"{_x(ratios(s)['a_over_b_throughput_c1'])} and {_x(ratios(s)['a_over_b1_throughput_c1'])}"
+                f" (p50 {_ms(s['servers']['bentoml']['c1']['p50_ms'])}, against"
+                f" {_ms(s['servers']['naive_workers']['c1']['p50_ms'])} and"
+                f" {_ms(s['servers']['naive_single']['c1']['p50_ms'])})"
+            ),
+        )
+        + "."
+    )
+    lines.append(
+        "- **Concurrency 64 against the one-process server (b1)**: throughput and p99 ratios "
+        + _by_model(
+            configurations,
+            lambda s: (
+                f"{_x(ratios(s)['a_over_b1_throughput_c64'])} and {_x(ratios(s)['a_over_b1_p99_c64'])}"
+                f" ({_ms(s['servers']['bentoml']['c64']['p99_ms'])} against"
+                f" {_ms(s['servers']['naive_single']['c64']['p99_ms'])})"
+            ),
+        )
+        + "."
+    )
+    lines.append(
+        f"- **(b) against (b1)** at concurrency 64 ({cpus} workers against one): throughput "
+        + _by_model(
+            configurations,
+            lambda s: _x(
+                s["servers"]["naive_workers"]["c64"]["requests_per_s"]
+                / s["servers"]["naive_single"]["c64"]["requests_per_s"]
+            ),
+        )
+        + "."
+    )
+    lines.append(
+        "- **Versus (a2)**, throughput at concurrency 64: "
+        + _by_model(configurations, lambda s: _x(ratios(s)["a_over_a2_throughput_c64"]))
+        + "."
+    )
+    lines.append(f"- **Errors**: {_errors(report)}.")
+    lines.append(
+        "- **Decoding against the model**, one thread, per image: "
+        + _by_model(
+            configurations,
+            lambda s: (
+                f"decode {s['per_image_us']['decode']:.0f} µs, forward pass at batch 64"
+                f" {s['per_image_us']['forward_batch64']:.0f} µs, so (a)/(c) could reach at most about"
+                f" {decode_bound(s):.2f} even with free HTTP"
+            ),
+        )
+        + "."
+    )
+    lines.append(
+        "- **Drift of the forward rate**: (c) at batch 64 over this run's measurements, images/s: "
+        + _by_model(
+            configurations,
+            lambda s: (
+                f"{min(s['in_process_limit']['batch_64_runs_images_per_s']):.0f}"
+                f"-{max(s['in_process_limit']['batch_64_runs_images_per_s']):.0f}"
+                f" ({len(s['in_process_limit']['batch_64_runs_images_per_s'])} measurements)"
+            ),
+        )
+        + "."
+    )
+    lines.append(
+        "- **Time to ready**: "
+        + _by_model(
+            configurations,
+            lambda s: (
+                ", ".join(f"({LETTERS[key]}) {s['time_to_ready_s'][key]:.1f} s" for key in LETTERS)
+                + f" ((b): until all {cpus} workers answered)"
+            ),
+        )
+        + "."
+    )
+    if report["machine"]["device"] == "cpu":
+        lines.append("- **No GPU** was available: the CUDA path (float16 autocast) was not exercised by this run.")
+    return lines
+
+
+def _target_detail(key: str, section: dict) -> str:
+    value = ratios(section)[key]
+    servers = section["servers"]
+    if key == "a_over_b_p99_c64":
+        return (
+            f"({_x(value)}: {_ms(servers['bentoml']['c64']['p99_ms'])} against"
+            f" {_ms(servers['naive_workers']['c64']['p99_ms'])})"
+        )
+    if key == "a_batch64_over_c":
+        runs = ", ".join(f"{run:.2f}" for run in servers["bentoml"]["batch64"]["over_c_runs"])
+        return f"({value:.2f}; paired runs {runs})"
+    return f"({_x(value)})"
+
+
+def _errors(report: dict) -> str:
+    names = labels(report)
+    failed = [
+        f"{names[key].split(' ')[0]} `{model}` {load}: {result['errors']} of {result['requests']}"
+        for model, section in report["configurations"].items()
+        for key in LETTERS
+        for load, result in section["servers"][key].items()
+        if result["errors"]
+    ]
+    return "; ".join(failed) if failed else "none in any run"
+
+
+def summary(report: dict) -> str:
+    """The note, the table of ratios and targets per model, and the conclusions: what README.md shows."""
+    check_schema(report)
+    configurations = report["configurations"]
+    lines = [
+        f"{report['note']} Each wrk run lasts {report['duration_s_per_run']} s; single-image multipart requests"
+        f" unless noted. Load generator ceiling (wrk against a trivial endpoint, 64 connections):"
+        f" {report['load_generator_ceiling']['requests_per_s']:.0f} req/s. The whole run took"
+        f" {report['wall_s'] / 60:.0f} min.",
+        "",
+        "| | " + " | ".join(f"`{name}`" for name in configurations) + " |",
+        "| --- |" + " ---: |" * len(configurations),
+    ]
+    rows = {
+        "model": lambda c: c["description"],
+        "(c) in-process, batch 64, images/s": lambda c: (
+            f"{c['in_process_limit']['batch_64_images_per_s']:.0f}"
+            f" (median of {len(c['in_process_limit']['batch_64_runs_images_per_s'])} runs;"
+            f" fastest in most: {c['in_process_limit']['batch_64_layout']})"
+        ),
+        "(a) 64-image batches, images/s": lambda c: f"{c['servers']['bentoml']['batch64']['images_per_s']:.0f}",
+        "(a) / (c), 64-image batches (median of paired runs)": lambda c: f"{ratios(c)['a_batch64_over_c']:.2f}",
+    }
+    for letter in ("b", "b1"):
+        for measure in ("throughput", "p50", "p99"):
+            for c in (1, 64):
+                key = f"a_over_{letter}_{measure}_c{c}"
+                rows[f"(a) / ({letter}) {measure}, concurrency {c}"] = lambda s, key=key: f"{ratios(s)[key]:.2f}"
+    for c in (1, 64):
+        rows[f"errors at concurrency {c}: (a), (b), (b1)"] = lambda s, c=c: ", ".join(
+            str(s["servers"][key][f"c{c}"]["errors"]) for key in ("bentoml", *BASELINES)
+        )
+    rows["(a) / (a2) throughput, concurrency 64"] = lambda c: f"{ratios(c)['a_over_a2_throughput_c64']:.2f}"
+    for name, _, _, _ in TARGETS:
+        rows[f"target: {name}"] = lambda c, name=name: "met" if targets(c)[name] else "**not met**"
+    lines += [f"| {row} | " + " | ".join(cell(c) for c in configurations.values()) + " |" for row, cell in rows.items()]
+    names = labels(report)
+    lines += ["", "Servers: " + "; ".join(names[key] for key in LETTERS) + ".", "", *conclusions(report)]
+    return "\n".join([*lines, ""])
+
+
+def markdown(report: dict) -> str:
+    """benchmarks/results/serving.md: the summary, then every server's numbers at every load, per model."""
+    names = labels(report)
+    lines = ["# Serving benchmark", "", summary(report).rstrip("\n")]
+    for name, section in report["configurations"].items():
+        lines += [
+            "",
+            f"## `{name}`: {section['description']}",
+            "",
+            f"Input {'x'.join(map(str, section['input']['shape']))}, PNGs of {section['input']['png_bytes_mean']} bytes"
+            f" on average; a 64-image request body is {section['batch64_body_bytes']:,} bytes.",
+            "",
+            "| server | load | req/s | images/s | p50 ms | p99 ms | errors |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for server in LETTERS:
+            for load, result in section["servers"][server].items():
+                per_request = BATCH_IMAGES if load == "batch64" else 1
+                load_text = (
+                    f"64-image batches, concurrency {BATCH_CONCURRENCY} (median of"
+                    f" {', '.join(f'{rate:.0f}' for rate in result['runs_requests_per_s'])} req/s; over the (c)"
+                    f" measured just before each: {', '.join(f'{ratio:.2f}' for ratio in result['over_c_runs'])})"
+                    if load == "batch64"
+                    else f"concurrency {load[1:]}"
+                )
+                lines.append(
+                    f"| {names[server]} | {load_text} | {result['requests_per_s']:.0f}"
+                    f" | {result['requests_per_s'] * per_request:.0f} | {result['p50_ms']:.1f}"
+                    f" | {result['p99_ms']:.1f} | {result['errors']} |"
+                )
+        limit = section["in_process_limit"]
+        lines += [
+            f"| (c) in-process forward passes, {limit['batch_1_layout']} | batch 1 | |"
+            f" {limit['batch_1_images_per_s']:.0f} | | | |",
+            f"| (c) in-process forward passes, measured before each 64-image run above | batch 64, median of"
+            f" {', '.join(f'{rate:.0f}' for rate in limit['batch_64_runs_images_per_s'])} images/s | |"
+            f" {limit['batch_64_images_per_s']:.0f} | | | |",
+        ]
+        lines += [
+            "",
+            "| ratio | value |",
+            "| --- | ---: |",
+            *(f"| {key} | {value:.2f} |" for key, value in ratios(section).items()),
+            "",
+            "Time from process start to ready: "
+            + ", ".join(f"{names[key]} {section['time_to_ready_s'][key]} s" for key in LETTERS)
+            + " (`/readyz` for the BentoML servers; for the naive ones, until every worker answered `/ping`).",
+        ]
+    return "\n".join([*lines, ""])

@@ -1,0 +1,254 @@
+"""The request guard parses what clients send: every RFC 7578 shape of a form part's header, chunked bodies bounded
+while they are read, and bodies with no length at all; both as pure decisions and end to end on the served bento."""
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+
+from mlops_assets.lib.serving.request_guard import (
+    FormPart,
+    GuardedRoute,
+    Refusal,
+    check_body,
+    check_request,
+    form_parts,
+    read_body,
+)
+from mlops_assets_tests.service_fixtures import API_KEY, ServedBento
+
+FORM = GuardedRoute(("multipart/form-data",), 1000, "a form", file_field="images")
+RAW = GuardedRoute(("image/*",), 1000, "a raw image")
+FORM_TYPE = "multipart/form-data; boundary=XyZ"
+# Content-Disposition values as clients write them; each names the field `images` and a file.
+DISPOSITIONS = {
+    "quoted (browsers, curl, httpx)": (b'form-data; name="images"; filename="a.png"', "a.png"),
+    ".NET: unquoted, with filename*": (b"form-data; name=images; filename=a.png; filename*=utf-8''a.png", "a.png"),
+    "filename* first": (
+        b'form-data; filename*=UTF-8\'\'%C3%A9t%C3%A9.png; name="images"; filename="ete.png"',
+        "ete.png",
+    ),
+    "filename before name": (b'form-data; filename="a.png"; name="images"', "a.png"),
+    "no spaces": (b'form-data;name="images";filename="a.png"', "a.png"),
+    "spaces around separators": (b'form-data ;  name = "images" ; filename = "a b.png"', "a b.png"),
+    "semicolon inside quotes": (b'form-data; name="images"; filename="a;b.png"', "a;b.png"),
+    "escaped quote": (b'form-data; name="images"; filename="say \\"hi\\".png"', 'say "hi".png'),
+    "raw UTF-8 filename": ('form-data; name="images"; filename="été.png"'.encode(), "été.png"),
+    "empty filename": (b'form-data; name="images"; filename=""', ""),
+    "upper-case disposition type": (b'FORM-DATA; name="images"; filename="a.png"', "a.png"),
+}
+
+
+def _form(disposition: bytes, data: bytes = b"DATA", header_name: bytes = b"Content-Disposition") -> bytes:
+    return (
+        b"--XyZ\r\nContent-Type: image/png\r\n"
+        + header_name
+        + b": "
+        + disposition
+        + b"\r\n\r\n"
+        + data
+        + b"\r\n--XyZ--\r\n"
+    )
+
+
+@pytest.mark.parametrize("shape", list(DISPOSITIONS), ids=list(DISPOSITIONS))
+def test_every_rfc7578_shape_of_a_part_header_is_parsed(shape: str) -> None:
+    disposition, filename = DISPOSITIONS[shape]
+    assert form_parts(FORM_TYPE, _form(disposition)) == [FormPart("images", filename)]
+    assert check_body(FORM, {"content-type": FORM_TYPE}, _form(disposition)) is None
+
+
+def test_header_names_are_case_insensitive_and_the_boundary_may_be_quoted() -> None:
+    body = _form(b"form-data; name=images; filename=a.png", header_name=b"content-disposition")
+    assert form_parts('multipart/form-data; boundary="XyZ"', body) == [FormPart("images", "a.png")]
+
+
+def test_parts_are_found_by_the_parser_not_by_searching_the_bytes() -> None:
+    # File content that looks like a part header is data, not a part.
+    data = b'\r\nContent-Disposition: form-data; name="other"\r\n\r\nhttp://example.com'
+    body = _form(b'form-data; name="images"; filename="a.png"', data=data)
+    assert form_parts(FORM_TYPE, body) == [FormPart("images", "a.png")]
+    two = b"--XyZ\r\nContent-Disposition: form-data; name=images; filename=1.png\r\n\r\nA\r\n" + _form(
+        b"form-data; filename=2.png; name=images"
+    )
+    assert form_parts(FORM_TYPE, two) == [FormPart("images", "1.png"), FormPart("images", "2.png")]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        (FORM_TYPE, _form(b'form-data; name="images"'), "Form part 0 of 'images' is not a file"),
+        (FORM_TYPE, _form(b"form-data; name=images; filename*=utf-8''a.png"), "a filename* alone does not count"),
+        (FORM_TYPE, _form(b'form-data; name="image"; filename="a.png"'), "Unexpected form part 'image'"),
+        (FORM_TYPE, _form(b'form-data; filename="a.png"'), "A form part has no name"),
+        (FORM_TYPE, _form(b'form-data; name="images"; filename="a.png"')[:-9], "ends before its closing boundary"),
+        (FORM_TYPE, b"--XyZ--\r\n", "No form parts found"),
+        (FORM_TYPE, b"not a form at all", "The multipart body is malformed"),
+        ("multipart/form-data", _form(b'form-data; name="images"; filename="a.png"'), "has no boundary"),
+        (FORM_TYPE, b"", "The request body is empty"),
+    ],
+    ids=[
+        "text part",
+        "filename* only",
+        "other field",
+        "no name",
+        "truncated",
+        "no parts",
+        "garbage",
+        "no boundary",
+        "empty",
+    ],
+)
+def test_malformed_or_stray_parts_are_refused_with_a_message(content_type: str, body: bytes, message: str) -> None:
+    refusal = check_body(FORM, {"content-type": content_type}, body)
+    assert refusal is not None and refusal.status == 400
+    assert message in refusal.message, refusal.message
+
+
+def test_a_body_without_content_length_is_read_and_bounded_while_reading() -> None:
+    headers = {"content-type": "image/png"}
+    assert check_request(RAW, headers, api_key=None) is None
+    assert check_request(RAW, {**headers, "transfer-encoding": "chunked"}, api_key=None) is None
+    declared = check_request(RAW, {**headers, "content-length": "1001"}, api_key=None)
+    assert declared == Refusal(413, "The request body is 1,001 bytes, above the limit of 1,000.", close=True)
+
+
+def _receive(chunks: list[bytes], log: list[int]):
+    async def receive() -> dict:
+        index = len(log)
+        log.append(index)
+        return {"type": "http.request", "body": chunks[index], "more_body": index < len(chunks) - 1}
+
+    return receive
+
+
+def test_read_body_joins_chunks_up_to_the_limit() -> None:
+    log: list[int] = []
+    assert asyncio.run(read_body(_receive([b"a" * 400, b"b" * 400, b"c" * 200], log), 1000)) == (
+        b"a" * 400 + b"b" * 400 + b"c" * 200
+    )
+    assert log == [0, 1, 2]
+
+
+def test_read_body_refuses_as_soon_as_the_limit_is_passed_and_stops_reading() -> None:
+    log: list[int] = []
+    outcome = asyncio.run(read_body(_receive([b"a" * 600, b"b" * 600, b"c" * 600, b"d" * 600], log), 1000))
+    assert outcome == Refusal(
+        413, "The request body is above the limit of 1,000 bytes; send a smaller request.", close=True
+    )
+    assert log == [0, 1], "nothing after the chunk that passed the limit may be read"
+
+
+def test_read_body_stops_when_the_client_disconnects() -> None:
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    assert asyncio.run(read_body(receive, 1000)) == Refusal(
+        400, "The client disconnected before the request body was complete."
+    )
+
+
+# End to end: the served bento, a real HTTP client, and the same parser in BentoML behind the guard.
+
+
+def _canonical(served_bento: ServedBento, data: bytes) -> dict:
+    with served_bento.client() as client:
+        response = client.post("/predict", files={"images": ("x.png", data)})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _assert_same_answer(got: dict, expected: dict) -> None:
+    # Requests may share a forward pass with others (micro-batching), so probabilities match to rounding.
+    assert got["model_version"] == expected["model_version"]
+    assert [p["label"] for p in got["predictions"]] == [p["label"] for p in expected["predictions"]]
+    for mine, theirs in zip(got["predictions"], expected["predictions"], strict=True):
+        assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-5)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("shape", list(DISPOSITIONS), ids=list(DISPOSITIONS))
+def test_every_part_header_shape_gets_a_prediction_from_the_server(served_bento: ServedBento, shape: str) -> None:
+    _, data = served_bento.samples[0]
+    body = _form(DISPOSITIONS[shape][0], data=data)
+    with served_bento.client() as client:
+        response = client.post("/predict", content=body, headers={"Content-Type": FORM_TYPE})
+    assert response.status_code == 200, response.text
+    _assert_same_answer(response.json(), _canonical(served_bento, data))
+
+
+def _chunks(data: bytes, size: int = 1000) -> Iterator[bytes]:
+    # A generator body: httpx sends it with Transfer-Encoding: chunked and no Content-Length.
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.e2e
+def test_chunked_uploads_are_accepted_on_every_endpoint(served_bento: ServedBento) -> None:
+    import base64
+    import json
+
+    import httpx
+
+    _, data = served_bento.samples[0]
+    expected = _canonical(served_bento, data)
+    form = httpx.Request("POST", "http://x/", files={"images": ("x.png", data)})
+    requests = {
+        "/predict_image": (data, "image/png"),
+        "/predict": (form.read(), form.headers["content-type"]),
+        "/predict_base64": (json.dumps({"images": [base64.b64encode(data).decode()]}).encode(), "application/json"),
+    }
+    with served_bento.client() as client:
+        for path, (body, content_type) in requests.items():
+            request = client.build_request("POST", path, content=_chunks(body), headers={"Content-Type": content_type})
+            assert request.headers["transfer-encoding"] == "chunked" and "content-length" not in request.headers
+            response = client.send(request)
+            assert response.status_code == 200, (path, response.text)
+            _assert_same_answer(response.json(), expected)
+
+
+@pytest.mark.e2e
+def test_a_chunked_upload_past_the_limit_gets_413_and_is_not_read_to_its_end(served_bento: ServedBento) -> None:
+    limit = 20 * 1024 * 1024
+    total = 10 * limit
+    sent = 0
+
+    def endless_zeros() -> Iterator[bytes]:
+        nonlocal sent
+        chunk = b"\0" * 65536
+        while sent < total:
+            sent += len(chunk)
+            yield chunk
+
+    with served_bento.client() as client:
+        response = client.post("/predict_image", content=endless_zeros(), headers={"Content-Type": "image/png"})
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": f"The request body is above the limit of {limit:,} bytes; send a smaller request."
+    }
+    assert response.headers["connection"] == "close"
+    # The server stopped reading and closed: the client never got to send the rest (socket buffers hold a few MB).
+    assert sent < total // 2, sent
+
+
+@pytest.mark.e2e
+def test_a_body_with_neither_length_nor_chunking_is_an_empty_body(served_bento: ServedBento) -> None:
+    # HTTP/1.1 (RFC 9112 section 6.3): such a request has no body. Raw socket: HTTP clients always frame a body.
+    url = urlparse(served_bento.url)
+    request = (
+        f"POST /predict_image HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {API_KEY}\r\n"
+        "Content-Type: image/png\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert body.decode() == (
+        '{"error": "The request body is empty; send an image, e.g. '
+        "curl -H 'Content-Type: image/png' --data-binary @digit.png .../predict_image.\"}"
+    )
