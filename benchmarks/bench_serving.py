@@ -46,6 +46,7 @@ from benchmarks.serving_report import (  # noqa: E402
     check_schema,
     markdown,
     ratios,
+    refresh_derived,
     summary,
     targets,
 )
@@ -250,9 +251,9 @@ class InProcessLimit:
             self.pool.join()
 
 
-def build_model(home: Path, config: Configuration) -> tuple[dict[str, str], Path, list[bytes], dict]:
-    """Train the CNN briefly on the configuration's data, store it and build both bentos: ours (serving config
-    defaults) and the two-process alternative in benchmarks/dependency_service/."""
+def train_benchmark_model(home: Path, config: Configuration) -> tuple[str, Path, list[bytes]]:
+    """Train the CNN briefly on the configuration's data and store it; returns its model tag, its package folder
+    and the test split's image files (bytes)."""
     from mlops_assets import settings
 
     settings.export_environment()
@@ -262,7 +263,7 @@ def build_model(home: Path, config: Configuration) -> tuple[dict[str, str], Path
     from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
     from mlops_assets.lib.models.plugins.base import TrainSettings
     from mlops_assets.lib.models.training import train_model
-    from mlops_assets.packaging import build_service_bento, serving_arguments, store_model
+    from mlops_assets.packaging import store_model
 
     work = home / config.name
     if config.name == "digits":
@@ -277,7 +278,16 @@ def build_model(home: Path, config: Configuration) -> tuple[dict[str, str], Path
     tag = store_model(
         Path(trained.directory), "image-classifier", trained.weights_sha256[:20], {}, {"benchmark": config.name}
     )
-    serving = serving_arguments()
+    images = [manifest.absolute_path(entry).read_bytes() for entry in manifest.entries if entry.split == "test"]
+    return tag, Path(trained.directory), images
+
+
+def build_model(home: Path, config: Configuration, serving: dict) -> tuple[dict[str, str], Path, list[bytes]]:
+    """Train the CNN briefly on the configuration's data, store it and build both bentos: ours (with the `serving`
+    settings) and the two-process alternative in benchmarks/dependency_service/."""
+    from mlops_assets.packaging import build_service_bento
+
+    tag, model_dir, images = train_benchmark_model(home, config)
     bento, _ = build_service_bento(tag, labels={"purpose": "benchmark"}, serving=serving)
     import bentoml
 
@@ -290,8 +300,7 @@ def build_model(home: Path, config: Configuration) -> tuple[dict[str, str], Path
             "max_latency_ms": serving["max_latency_ms"],
         },
     )
-    images = [manifest.absolute_path(entry).read_bytes() for entry in manifest.entries if entry.split == "test"]
-    return {"bentoml": bento.bento_tag, "dependency": str(dependency.tag)}, Path(trained.directory), images, serving
+    return {"bentoml": bento.bento_tag, "dependency": str(dependency.tag)}, model_dir, images
 
 
 def start_naive(model_dir: Path, workers: int) -> tuple[subprocess.Popen, str, float]:
@@ -351,7 +360,17 @@ def stop_naive(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def measure(wrk: str, config: Configuration, home: Path, duration: int, batch_runs: int, with_ceiling: bool) -> dict:
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What every configuration of one run is measured with."""
+
+    duration: int
+    batch_runs: int
+    serving: dict
+    device: str
+
+
+def measure(wrk: str, config: Configuration, home: Path, run: RunSettings, with_ceiling: bool) -> dict:
     """(a), (a2), (b), (b1) and (c) for one configuration; returns its report section.
 
     With `with_ceiling`, first the generator's own ceiling: wrk against the naive server's trivial endpoint.
@@ -359,7 +378,8 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, batch_ru
     from mlops_assets.lib.data.preprocessing import preprocess_bytes
     from mlops_assets.lib.models.model_package import load_package
 
-    bento_tags, model_dir, images, serving = build_model(home, config)
+    duration, batch_runs, serving = run.duration, run.batch_runs, run.serving
+    bento_tags, model_dir, images = build_model(home, config, serving)
     model = load_package(model_dir, device="auto")
     inputs = np.stack([preprocess_bytes(d, model.spec) for d in images])
     single = lua_script(home / f"{config.name}-single.lua", multipart_body(images[:1]))
@@ -401,7 +421,12 @@ def measure(wrk: str, config: Configuration, home: Path, duration: int, batch_ru
         "per_image_us": {"decode": 1e6 / decode_per_s, "forward_batch64": 1e6 / statistics.median(one_thread)},
         "servers": servers,
     }
-    return {**section, "ratios": ratios(section), "targets": targets(section), "load_generator_ceiling": ceiling}
+    return {
+        **section,
+        "ratios": ratios(section),
+        "targets": targets(section, run.device),
+        "load_generator_ceiling": ceiling,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,31 +495,44 @@ def load_server(wrk: str, url: str, duration: int, loads: Loads) -> dict:
     return results
 
 
+def device_in_use() -> tuple[str, str]:
+    """("cuda", the GPU's name) when torch sees a GPU (the servers then use it), else ("cpu", "")."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.cuda.get_device_name(0)
+    return "cpu", ""
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Every configuration's measurements, in a throw-away MLOPS_HOME; returns the report."""
+    from mlops_assets.packaging import serving_arguments
+
     wrk = require_wrk()
     started = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     os.environ["MLOPS_HOME"] = str(home)
     os.environ.pop("MLOPS_API_KEY", None)
     load_before = os.getloadavg()[0]
+    device, device_name = device_in_use()
+    serving = serving_arguments()
+    if args.api_workers:
+        serving["api_workers"] = args.api_workers
+    run = RunSettings(args.duration, args.batch_runs, serving, device)
     chosen = [config for config in CONFIGURATIONS if config.name in args.configurations]
     try:
         configurations = {
-            config.name: measure(wrk, config, home, args.duration, args.batch_runs, with_ceiling=index == 0)
-            for index, config in enumerate(chosen)
+            config.name: measure(wrk, config, home, run, with_ceiling=index == 0) for index, config in enumerate(chosen)
         }
     finally:
         shutil.rmtree(home, ignore_errors=True)
     ceiling = [section.pop("load_generator_ceiling") for section in configurations.values()][0]
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return {
-        "machine": {"cpus": CPUS, "platform": platform.platform(), "device": device},
+        "machine": {"cpus": CPUS, "platform": platform.platform(), "device": device, "device_name": device_name},
         "note": f"{CPUS} CPU cores shared by the servers, wrk and other work"
         f" (1-minute load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after); "
-        + ("CPU only, no GPU was available for this run." if device == "cpu" else f"device {device}."),
+        + ("CPU only, no GPU was available for this run." if device == "cpu" else f"GPU: {device_name}."),
+        "serving": serving,
         "duration_s_per_run": args.duration,
         "batch_runs": args.batch_runs,
         "naive_workers": CPUS,
@@ -527,19 +565,31 @@ def main() -> None:
         " rewritten from the committed folder, benchmarks/results)"
     )  # fmt: skip
     parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=0,
+        help="the service's worker processes (default: serving.api_workers of deployments/local.yaml); the naive"
+        " server always runs one per core",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
-        help="measure nothing: rewrite serving.md (and the README's summary) from the folder's serving.json",
+        help="measure nothing: rewrite serving.md (and the README's summary) from the folder's serving.json, with its"
+        " stored ratios and targets computed again from its measurements",
     )
     args = parser.parse_args()
-    if args.duration < 1 or args.batch_runs < 1:
-        parser.error("--duration and --batch-runs must be at least 1.")
+    if args.duration < 1 or args.batch_runs < 1 or args.api_workers < 0:
+        parser.error("--duration and --batch-runs must be at least 1, --api-workers at least 0.")
     if args.report_only:
-        report = json.loads((args.results / "serving.json").read_text())
+        stored = (args.results / "serving.json").read_text()
+        report = json.loads(stored)
         try:
             check_schema(report)
         except StaleReportError as error:
             sys.exit(str(error))
+        # Only derived values change (after the targets changed): the measurements are written back as they were.
+        if refresh_derived(report) != json.loads(stored):
+            (args.results / "serving.json").write_text(json.dumps(report, indent=1))
     else:
         report = run_benchmark(args)
         args.results.mkdir(parents=True, exist_ok=True)

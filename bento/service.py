@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 
 import bentoml
+from bentoml._internal.context import trace_context
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,11 +27,13 @@ with bentoml.importing():
     from mlops_assets.lib.errors import InvalidImageError
     from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
     from mlops_assets.lib.serving.connection_rebalancer import ConnectionRebalancer
+    from mlops_assets.lib.serving.direct_dispatch import DirectDispatch
+    from mlops_assets.lib.serving.disabled_tracing import skip_disabled_tracing
     from mlops_assets.lib.serving.error_responses import ErrorShape
     from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads, inference_context
     from mlops_assets.lib.serving.micro_batcher import MicroBatcher, Overloaded
     from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
-    from mlops_assets.lib.serving.request_guard import GuardedRoute, RequestGuard
+    from mlops_assets.lib.serving.request_guard import GuardedBody, GuardedRoute, RequestGuard
     from mlops_assets.lib.serving.request_timeout_fix import cancel_request_timers
     from mlops_assets.lib.serving.serving_arguments import ServiceArguments
     from mlops_assets.lib.serving.upload_files import InMemoryFile
@@ -55,7 +58,10 @@ GUARDED_ROUTES = {
         file_field="images",
     ),
     "/predict_image": GuardedRoute(
-        ("image/*",), MAX_UPLOAD_BYTES, "curl -H 'Content-Type: image/png' --data-binary @digit.png .../predict_image"
+        ("image/*",),
+        MAX_UPLOAD_BYTES,
+        "curl -H 'Content-Type: image/png' --data-binary @digit.png .../predict_image",
+        body_is_file=True,
     ),
     "/predict_base64": GuardedRoute(("application/json",), MAX_JSON_BYTES, '{"images": ["<base64 PNG>"]}'),
 }
@@ -116,6 +122,44 @@ def _log_event(event: str, **fields: typing.Any) -> None:
     logger.info(json.dumps({"event": event, **fields}))
 
 
+def _base64_request(body: bytes) -> list[str] | None:
+    """The `images` of a `/predict_base64` body that is exactly `{"images": [<string>, ...]}`, else None (BentoML's
+    validation then answers it, with its message naming the wrong field)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or list(document) != ["images"] or not isinstance(document["images"], list):
+        return None
+    images = document["images"]
+    return images if all(isinstance(image, str) for image in images) else None
+
+
+def _base64_files(images: list[str]) -> list[bytes] | JSONResponse:
+    """The decoded files, or a refusal naming the first string that is not base64."""
+    files = []
+    for index, text in enumerate(images):
+        try:
+            files.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError) as error:
+            return _refusal(
+                f"images[{index}] is not valid base64 ({error}); encode the file's bytes with standard base64."
+            )
+    return files
+
+
+def _direct_handler() -> typing.Callable:
+    return bentoml.get_current_service().answer_guarded
+
+
+def _answer_headers() -> dict[str, str]:
+    """The headers BentoML's API layer puts on its answers, for answers given without it (`DirectDispatch`)."""
+    headers = {"server": f"BentoML Service/{ImageClassifier.name}"}
+    if trace_context.request_id is not None:  # set only while tracing is on
+        headers["x-bentoml-request-id"] = format(trace_context.request_id, "016x")
+    return headers
+
+
 @bentoml.service(
     workers=ARGUMENTS.api_workers,
     traffic={"timeout": 30},
@@ -133,8 +177,10 @@ class ImageClassifier:
     model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
 
     def __init__(self) -> None:
-        # Before the first request: BentoML's request timeout otherwise keeps a live timer per request (see module).
+        # Before the first request: BentoML's request timeout otherwise keeps a live timer per request, and
+        # OpenTelemetry's middleware does its per-request work even with tracing off (see the modules).
         cancel_request_timers()
+        skip_disabled_tracing()
         configure_cpu_threads(ARGUMENTS.torch_threads)
         document = read_package_document(Path(self.model_ref.path))
         self.spec = ImageSpec.from_dict(document["spec"])
@@ -175,8 +221,14 @@ class ImageClassifier:
             documentation="Time the oldest request of a batch waited for the model.",
             labelnames=["model_version"],
         ).labels(model_version=self.version)
+        # On CPU a lone client's forward passes run on the event loop: the hand-off to the inference thread and back
+        # costs about as much as a small model's pass. A GPU pass stays on the thread, so the loop decodes meanwhile.
         self.batcher = MicroBatcher(
-            self._forward, ARGUMENTS.max_batch_size, ARGUMENTS.max_latency_ms, on_batch=self._record_batch
+            self._forward,
+            ARGUMENTS.max_batch_size,
+            ARGUMENTS.max_latency_ms,
+            on_batch=self._record_batch,
+            inline_when_idle=self.device == "cpu",
         )
         self.rebalancer = ConnectionRebalancer(ARGUMENTS.rebalance_interval_ms / 1000)
         self.rebalanced = bentoml.metrics.Counter(
@@ -237,7 +289,9 @@ class ImageClassifier:
                 raise bentoml.exceptions.InvalidArgument(f"image {index}: {error}") from error
         return decoded
 
-    async def _classify(self, endpoint: str, uploads: list[bytes]) -> Response:
+    async def _classify(self, endpoint: str, uploads: list[bytes], client: object = None) -> Response:
+        """Decode, batch and answer `uploads`; `client` (the connection, `(host, port)`) lets a lone client's forward
+        pass run inline (see `MicroBatcher`)."""
         sampled = self.prediction_log.should_sample()
         try:
             decoded = await self._decode_all(endpoint, uploads, sampled)
@@ -245,7 +299,7 @@ class ImageClassifier:
             return _refusal(str(error))
         pixels = np.stack([image for image, _ in decoded])
         try:
-            probabilities = await self.batcher.predict(pixels)
+            probabilities = await self.batcher.predict(pixels, source=client)
         except Overloaded as error:
             # BentoML hides the message of every 5xx it raises; an overloaded service should say so and when to retry.
             _log_event("overloaded", endpoint=endpoint, reason=str(error))
@@ -288,6 +342,22 @@ class ImageClassifier:
             if count:
                 self.per_label[index].inc(count)
 
+    async def answer_guarded(self, scope: dict, guarded: GuardedBody) -> Response | None:
+        """The answer to a request the guard let through, from what it read (see `DirectDispatch`); None for a
+        `/predict_base64` body that is not exactly `{"images": [<string>, ...]}`, left to BentoML's validation.
+
+        The same answers as the API methods below give the same requests, which BentoML calls after parsing the body
+        again; they serve what this returns None for.
+        """
+        endpoint, client = scope["path"], scope.get("client")
+        if guarded.files is not None:
+            return await self._classify(endpoint, guarded.files, client)
+        images = _base64_request(guarded.body)
+        if images is None:
+            return None
+        files = _base64_files(images)
+        return files if isinstance(files, Response) else await self._classify(endpoint, files, client)
+
     @bentoml.api(route="/predict")
     async def predict(self, images: list[InMemoryFile]) -> PredictionResponse:
         """Classify one image or a batch: each file in the multipart field `images`, answers in the same order."""
@@ -305,17 +375,12 @@ class ImageClassifier:
         self, images: typing.Annotated[list[str], Field(description="Base64-encoded PNG or JPEG files.")]
     ) -> PredictionResponse:
         """Classify images sent as base64 strings in JSON, for clients that cannot send multipart."""
-        uploads = []
-        for index, text in enumerate(images):
-            try:
-                uploads.append(base64.b64decode(text, validate=True))
-            except (binascii.Error, ValueError) as error:
-                return _refusal(
-                    f"images[{index}] is not valid base64 ({error}); encode the file's bytes with standard base64."
-                )
-        return await self._classify("/predict_base64", uploads)
+        files = _base64_files(images)
+        return files if isinstance(files, Response) else await self._classify("/predict_base64", files)
 
 
 # Added first, so it wraps the guard and BentoML's app: every error answer leaves in the `{"error": ...}` shape.
 ImageClassifier.add_asgi_middleware(ErrorShape, examples={path: r.example for path, r in GUARDED_ROUTES.items()})
 ImageClassifier.add_asgi_middleware(RequestGuard, routes=GUARDED_ROUTES, api_key_env=ARGUMENTS.api_key_env)
+# Inside the guard: what it let through is answered from what it read, without BentoML's per-request API layer.
+ImageClassifier.add_asgi_middleware(DirectDispatch, handler=_direct_handler, headers=_answer_headers)

@@ -7,18 +7,31 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from mlops_assets import settings
 from mlops_assets.cli_models import add_models_parser, deployable_bento
-from mlops_assets.lib.errors import MLOpsError
+from mlops_assets.lib.environment_settings import EnvironmentSettings, load_environment_settings
+from mlops_assets.lib.errors import DEBUG_VARIABLE, MLOpsError
+from mlops_assets.lib.settings_validation import ConfigError, read_yaml
+
+
+def load_run_config(path: str | Path) -> dict:
+    """A `--config` file: a YAML mapping of run config; a ConfigError names the file and what is wrong with it (its
+    settings are checked by the run's preflight, `config_checks.check_before_run`)."""
+    source = f"--config {path}"
+    content = read_yaml(Path(path), source)
+    if not isinstance(content, dict):
+        raise ConfigError(source, [f"expected a mapping of run config (ops: ...), not {content!r}"])
+    return content
+
+
+def _run_config(args: argparse.Namespace) -> dict | None:
+    return load_run_config(args.config) if args.config else None
 
 
 def command_run(args: argparse.Namespace) -> int:
     from mlops_assets.runner import format_summary, run_pipeline
 
-    run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else None
-    summary = run_pipeline(Path(args.dataset) if args.dataset else None, run_config)
+    summary = run_pipeline(args.dataset, _run_config(args))
     print(format_summary(summary))
     return 0 if summary.success else 1
 
@@ -26,15 +39,27 @@ def command_run(args: argparse.Namespace) -> int:
 def command_rebuild(args: argparse.Namespace) -> int:
     from mlops_assets.runner import format_rebuild, rebuild_pipeline
 
-    run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else None
-    summary = rebuild_pipeline(Path(args.dataset) if args.dataset else None, run_config)
+    summary = rebuild_pipeline(args.dataset, _run_config(args))
     print(format_rebuild(summary))
     return 0 if summary.success else 1
+
+
+def _check_port(port: int | None) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError("command line", [f"--port = {port}: expected an integer from 1 to 65535"])
+
+
+def _local_settings() -> EnvironmentSettings:
+    """The checked settings of the local environment (deployments/local.yaml), which `deploy local` and `predict`
+    use; a ConfigError names any bad setting."""
+    return load_environment_settings(settings.environment_file("local"), "local")
 
 
 def command_deploy(args: argparse.Namespace) -> int:
     from mlops_assets.resources.local_deployer import deploy_local
 
+    _local_settings()  # the `server:` section, and the rest of the file, before a server is started
+    _check_port(args.port)
     settings.export_environment()
     deployment = deploy_local(deployable_bento(args.bento), port=args.port)
     print(f"Serving {deployment.bento_tag} at {deployment.url} (pid {deployment.pid}, log {deployment.log_path})")
@@ -64,10 +89,7 @@ def _sample_files(dataset_root: Path, count: int) -> list[Path]:
 
 def _service_api_key() -> str | None:
     """The key the local service requires, from the variable `serving.api_key_env` names (None when unset)."""
-    from mlops_assets.resources.local_deployer import load_local_config
-
-    variable = load_local_config().get("serving", {}).get("api_key_env", "MLOPS_API_KEY")
-    return os.environ.get(variable) or None
+    return os.environ.get(_local_settings().serving.api_key_env) or None
 
 
 def predict_files(url: str, files: list[Path], api_key: str | None = None) -> list[dict]:
@@ -119,16 +141,17 @@ def command_predict(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from mlops_assets.resources.dataset import DatasetSource
+    from mlops_assets.resources.dataset import FolderDatasetSource
     from mlops_assets.resources.local_deployer import deploy_local
     from mlops_assets.runner import format_summary, run_pipeline
 
+    _check_port(args.port)
     summary = run_pipeline(Path(args.dataset) if args.dataset else None)
     print(format_summary(summary))
     if not summary.success:
         return 1
     deployment = deploy_local(summary.value("bento", "bento_tag"), port=args.port)
-    root = Path(args.dataset) if args.dataset else DatasetSource().resolve_root()
+    root = Path(args.dataset) if args.dataset else FolderDatasetSource().resolve_root()
     files = _sample_files(root, args.samples)
     print(f"\nLocal server {deployment.url} answering {len(files)} requests for held-out test images:")
     for path, answer in zip(files, predict_files(deployment.url, files, _service_api_key()), strict=True):
@@ -145,7 +168,13 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_dev(args: argparse.Namespace) -> int:
+    from mlops_assets.housekeeping import tidy
+
     env = settings.export_environment()
+    # Created here under the home's lock (not by the three processes `dagster dev` starts), and tidied.
+    with settings.open_instance() as instance:
+        for note in tidy(instance).notes():
+            print(f"housekeeping: {note}")
     dagster = Path(sys.executable).parent / "dagster"
     command = [str(dagster), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
     os.chdir(settings.PROJECT_ROOT)
@@ -154,10 +183,19 @@ def command_dev(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the stack trace of every error, user errors included (on the console and from Dagster's logger)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="materialize the whole asset chain through Dagster")
-    run.add_argument("--dataset", help="dataset folder <root>/<label>/<image> (default: bundled sample digits)")
+    run.add_argument(
+        "--dataset",
+        help="dataset folder <root>/<label>/<image>, or gs://bucket/prefix where the environment reads GCS "
+        "(default: bundled sample digits)",
+    )
     run.add_argument("--config", help="YAML run config (ops: {trained_model: {config: {epochs: 10}}} ...)")
     run.set_defaults(handler=command_run)
 
@@ -195,13 +233,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit codes: 1 when something ran and failed (a failed run or check, a refused registry action, a damaged file),
+# 2 when a setting was refused before anything ran (as argparse does for bad arguments).
+FAILED = 1
+BAD_SETTINGS = 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one `mlops` command; a user error is one `error: ...` line on stderr, without a stack trace (--debug or
+    MLOPS_DEBUG=1 shows it). Anything else, a bug, keeps its traceback."""
     args = build_parser().parse_args(argv)
+    if args.debug:
+        os.environ[DEBUG_VARIABLE] = "1"
+    debug = bool(os.environ.get(DEBUG_VARIABLE))
     try:
         return args.handler(args)
-    except (FileNotFoundError, RuntimeError, ValueError, MLOpsError) as error:
+    except ConfigError as error:
+        if debug:
+            raise
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return BAD_SETTINGS
+    except (FileNotFoundError, RuntimeError, ValueError, MLOpsError) as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return FAILED
 
 
 if __name__ == "__main__":

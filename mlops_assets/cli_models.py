@@ -30,9 +30,10 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 
 
 def open_registry() -> ModelRegistry:
-    from mlops_assets.environments import get_environment
+    """The environment's registry; an empty or unreadable registry file is refused by name (RegistryFileError)."""
+    from mlops_assets.registry_home import open_registry as open_home_registry
 
-    return ModelRegistry(settings.registry_url(), get_environment())
+    return open_home_registry()
 
 
 def _actor() -> str:
@@ -127,12 +128,12 @@ def command_history(_: argparse.Namespace) -> int:
 
 def command_compare(args: argparse.Namespace) -> int:
     from mlops_assets.lib.models.evaluation import evaluate_champion
-    from mlops_assets.packaging import stored_model_path
+    from mlops_assets.model_store import version_model_path
 
     data = _latest_validated_images()
     with open_registry() as models:
         views = [models.version(args.version_a), models.version(args.version_b)]
-    results = [evaluate_champion(v.number, v.model_tag, str(stored_model_path(v.model_tag)), data) for v in views]
+    results = [evaluate_champion(v.number, v.model_tag, str(version_model_path(v)), data) for v in views]
     a, b = views
     print(f"Both evaluated now on the test split of data version {data.data_version[:12]}:\n")
     rows: list[list[object]] = [
@@ -205,6 +206,26 @@ def command_enable(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_restore(args: argparse.Namespace) -> int:
+    from mlops_assets.model_store import restore_version
+
+    settings.export_environment()
+    with open_registry() as models:
+        view = models.version(args.version)
+    outcome = restore_version(view)
+    if outcome.restored:
+        print(
+            f"Restored version {view.number}'s model {outcome.model_tag} into the BentoML store from "
+            f"{view.package_path} (weights SHA-256 {view.weights_sha256[:16]}... verified)."
+        )
+    else:
+        print(
+            f"Version {view.number}'s model {outcome.model_tag} is already in the BentoML store with the recorded "
+            f"weights (SHA-256 {view.weights_sha256[:16]}...); nothing to restore."
+        )
+    return 0
+
+
 def deployable_bento(bento_tag: str | None) -> str:
     """The bento to deploy: the production version's by default; a disabled version's bento is refused."""
     from mlops_assets.packaging import bento_model_tag
@@ -260,6 +281,13 @@ def add_models_parser(commands: argparse._SubParsersAction) -> None:
     disable.add_argument("version", type=int)
     disable.add_argument("--reason", required=True)
     disable.set_defaults(handler=command_disable)
+
+    restore = actions.add_parser(
+        "restore",
+        help="put a version's model back in the BentoML store from its recorded model package (weights verified)",
+    )
+    restore.add_argument("version", type=int)
+    restore.set_defaults(handler=command_restore)
 
     enable = actions.add_parser("enable", help="undo disable")
     enable.add_argument("version", type=int)

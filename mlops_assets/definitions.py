@@ -4,6 +4,7 @@ from dataclasses import asdict
 
 import dagster as dg
 
+from mlops_assets.defs.console_logger import console_logger
 from mlops_assets.defs.evaluation.assets import model_evaluation
 from mlops_assets.defs.ingest.assets import raw_images
 from mlops_assets.defs.ingest.sensors import raw_data_sensor
@@ -12,16 +13,15 @@ from mlops_assets.defs.packaging.assets import BentoConfig, bento
 from mlops_assets.defs.promotion.assets import model_promotion
 from mlops_assets.defs.promotion.checks import promotion_gate
 from mlops_assets.defs.promotion.jobs import REGISTRY_JOBS
-from mlops_assets.defs.training.assets import TrainingConfig, trained_model
+from mlops_assets.defs.training.assets import TrainingConfig, build_trained_model, trained_model, training_config_for
 from mlops_assets.defs.validation.assets import ValidatedImagesConfig, validated_images
 from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.defs.versioning import with_derived_code_versions
 from mlops_assets.environments import get_environment, resources_for
+from mlops_assets.lib.models.plugins import available_plugins, import_paths_allowed
 from mlops_assets.lib.registry.policy import load_policy
 from mlops_assets.packaging import serving_arguments
 from mlops_assets.settings import environment_file
-
-ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento, model_promotion]
 
 
 def promotion_settings(environment: str) -> dict:
@@ -38,9 +38,18 @@ def config_defaults() -> dict[str, dict]:
     }
 
 
+def launchable_trained_model() -> dg.AssetsDefinition:
+    """trained_model whose `plugin` is an enumeration of the built-in and installed plug-ins, read now; free text
+    only where the operator allows import paths (MLOPS_ALLOW_PLUGIN_IMPORT_PATHS)."""
+    if import_paths_allowed():
+        return trained_model
+    return build_trained_model(training_config_for(sorted(available_plugins())))
+
+
 def versioned_assets() -> list[dg.AssetsDefinition]:
     """The asset chain with code versions derived from its source (read from disk, so built on demand)."""
-    return with_derived_code_versions(ASSETS, config_defaults())
+    assets = [raw_images, validated_images, launchable_trained_model(), model_evaluation, bento, model_promotion]
+    return with_derived_code_versions(assets, config_defaults())
 
 
 def build_definitions(environment: str | None = None) -> dg.Definitions:
@@ -52,10 +61,16 @@ def build_definitions(environment: str | None = None) -> dg.Definitions:
         resources=resources_for(environment or get_environment()),
         # Every job runs its steps in the run's own process: one torch import per run, not one per step.
         executor=dg.in_process_executor,
+        # Dagster's console logger, without the stack trace of a user error (the event log keeps it).
+        loggers={"console": console_logger},
     )
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     """Loaded lazily by Dagster when the code location starts, not at import."""
+    from mlops_assets.housekeeping import at_code_location_load
+
+    # A code location (re)starting is a start: runs whose process died are failed, leftovers removed.
+    at_code_location_load()
     return build_definitions()

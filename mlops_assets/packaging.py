@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,16 +44,110 @@ def _bentoml():
     return bentoml
 
 
-def store_model(package_dir: Path, name: str, version: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
-    """Copy a model package into the BentoML model store as `name:version` (reused if already there)."""
-    bentoml = _bentoml()
-    tag = f"{name}:{version}"
+# BentoML writes a store item in place (a folder at its final path, then filled) and works in temporary folders: one
+# writer per home at a time, and a journal of the item being written, so what a killed writer left is recognised.
+STORE_LOCK = "bentoml-store"
+PENDING_WRITE = "bentoml-store-write.json"
+# Temporary folders under BENTOML_HOME/tmp: a bento being built (BentoML), a model being created (BentoML, sent there
+# by `store_writes`), a merged bentofile (this module).
+TEMPORARY_PREFIXES = ("bentoml_bento_", "bentoml-model-", "bentofile-")
+
+
+def _temporary_root() -> Path:
+    return settings.bentoml_home() / "tmp"
+
+
+def _pending_write() -> Path:
+    return settings.locks_dir() / PENDING_WRITE
+
+
+def remove_interrupted_store_writes() -> list[Path]:
+    """Remove what a killed store writer left: the item it was writing and its temporary folders.
+
+    Call only while holding the store lock (no live process is writing then). Returns the paths removed.
+    """
+    removed: list[Path] = []
+    journal = _pending_write()
+    if journal.exists():
+        try:
+            pending = json.loads(journal.read_text())
+        except ValueError:
+            pending = None  # torn while being written: the write it announced had not started
+        if pending:
+            kind, tag = pending["kind"], pending["tag"]
+            name, _, version = tag.partition(":")
+            item = settings.bentoml_home() / kind / name / version
+            if item.exists():
+                shutil.rmtree(item)
+                removed.append(item)
+            latest = item.parent / "latest"
+            if latest.is_file() and latest.read_text().strip() == version:
+                latest.unlink()  # BentoML writes it again with the next version stored
+        journal.unlink()
+    root = _temporary_root()
+    if root.is_dir():
+        for entry in root.iterdir():
+            if not entry.name.startswith(TEMPORARY_PREFIXES):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def tidy_store() -> list[Path]:
+    """Start-up housekeeping: remove a dead writer's leftovers unless a live process is writing now (then it will)."""
     try:
-        return str(bentoml.models.get(tag).tag)
-    except bentoml.exceptions.NotFound:
-        pass
-    with bentoml.models.create(name=tag, labels=labels, metadata=metadata) as model:
-        shutil.copytree(package_dir, model.path, dirs_exist_ok=True)
+        with settings.home_lock(STORE_LOCK, timeout_s=0):
+            return remove_interrupted_store_writes()
+    except settings.HomeLockTimeout:
+        return []
+
+
+@contextmanager
+def store_writes() -> Iterator[None]:
+    """Hold the store for writing: what a killed writer left is removed first; temporary folders go to BENTOML_HOME."""
+    with settings.home_lock(STORE_LOCK):
+        remove_interrupted_store_writes()
+        _temporary_root().mkdir(parents=True, exist_ok=True)
+        # bentoml.models.create makes its working copy in the default temporary directory; send it under the home,
+        # where it is recognised and removed if this process is killed. Steps run one at a time in this process.
+        previous, tempfile.tempdir = tempfile.tempdir, str(_temporary_root())
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
+@contextmanager
+def _journal(kind: str, tag: str) -> Iterator[None]:
+    """Announce the store item being written; a journal left behind means its writer died mid-write."""
+    from mlops_assets.lib.atomic import atomic_write_text
+
+    atomic_write_text(_pending_write(), json.dumps({"kind": kind, "tag": tag, "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        # BentoML removes a half-written item itself when an exception interrupts the write.
+        _pending_write().unlink(missing_ok=True)
+
+
+def store_model(package_dir: Path, name: str, version: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+    """Copy a model package into the BentoML model store as `name:version` (reused if already there).
+
+    Another process storing the same model at the same time is waited for, and its model reused.
+    """
+    bentoml = _bentoml()
+    tag = str(bentoml.Tag(name, version))  # as BentoML names it (lower case)
+    with store_writes():
+        try:
+            return str(bentoml.models.get(tag).tag)
+        except bentoml.exceptions.NotFound:
+            pass
+        with _journal("models", tag), bentoml.models.create(name=tag, labels=labels, metadata=metadata) as model:
+            shutil.copytree(package_dir, model.path, dirs_exist_ok=True)
     return str(model.tag)
 
 
@@ -124,8 +220,8 @@ def build_service_bento(
 
     The bento's Python packages are the bentofile's plus the `requirements` of the model `plugin` (a plug-in
     name or `module:Class`), merged by `merge_python_packages` (a conflicting pin raises MLOpsError). With a
-    `version`, the bento is `<name>:<version>` and an existing one is reused; returns the artifact and whether
-    it was reused (a cache hit: nothing rebuilt).
+    `version`, the bento is `<name>:<version>` and an existing one is reused (also when another process is building
+    it right now: it is waited for); returns the artifact and whether it was reused (a cache hit: nothing rebuilt).
     """
     bentoml = _bentoml()
     serving = serving_arguments() if serving is None else serving
@@ -136,37 +232,31 @@ def build_service_bento(
     python = dict(bentofile.get("python") or {})
     requirements = resolve_plugin(plugin).requirements if plugin else ()
     python["packages"] = merge_python_packages(python.get("packages") or [], requirements, plugin or "")
-    if version is not None:
-        try:
-            existing = bentoml.bentos.get(f"{bentofile['name']}:{version}")
-            return BentoArtifact(model_tag, str(existing.tag), str(existing.path)), True
-        except bentoml.exceptions.NotFound:
-            pass
-    # BentoML takes packages only from a bentofile, so the merged one is written next to nothing else; paths in it
-    # (include/exclude) are relative to the build context, not to the file.
-    with tempfile.TemporaryDirectory(prefix="bentofile-") as directory:
-        merged = Path(directory) / "bentofile.yaml"
-        merged.write_text(yaml.safe_dump({**bentofile, "python": python}, sort_keys=False))
-        bento = bentoml.bentos.build_bentofile(
-            str(merged),
-            build_ctx=str(settings.PROJECT_ROOT),
-            labels=labels,
-            args={**serving, "model_tag": model_tag},
-            version=version,
-        )
+    # Named up front, so the journal can say which item a killed build was writing.
+    tag = str(bentoml.Tag(bentofile["name"], version) if version else bentoml.Tag(bentofile["name"]).make_new_version())
+    with store_writes():
+        if version is not None:
+            try:
+                existing = bentoml.bentos.get(tag)
+                return BentoArtifact(model_tag, str(existing.tag), str(existing.path)), True
+            except bentoml.exceptions.NotFound:
+                pass
+        # BentoML takes packages only from a bentofile, so the merged one is written next to nothing else; paths in
+        # it (include/exclude) are relative to the build context, not to the file.
+        with (
+            _journal("bentos", tag),
+            tempfile.TemporaryDirectory(prefix="bentofile-", dir=_temporary_root()) as directory,
+        ):
+            merged = Path(directory) / "bentofile.yaml"
+            merged.write_text(yaml.safe_dump({**bentofile, "python": python}, sort_keys=False))
+            bento = bentoml.bentos.build_bentofile(
+                str(merged),
+                build_ctx=str(settings.PROJECT_ROOT),
+                labels=labels,
+                args={**serving, "model_tag": model_tag},
+                version=tag.partition(":")[2],
+            )
     return BentoArtifact(model_tag=model_tag, bento_tag=str(bento.tag), bento_path=str(bento.path)), False
-
-
-def stored_model_path(model_tag: str) -> Path:
-    """The model package of `model_tag` in the BentoML store (how a registered version's model is reached)."""
-    bentoml = _bentoml()
-    try:
-        return Path(bentoml.models.get(model_tag).path)
-    except bentoml.exceptions.NotFound as error:
-        raise FileNotFoundError(
-            f"Model {model_tag} is not in the BentoML store at {settings.bentoml_home()}; restore the store or "
-            "point MLOPS_HOME at the project that built it."
-        ) from error
 
 
 def bento_model_tag(bento_tag: str) -> str:
@@ -176,3 +266,39 @@ def bento_model_tag(bento_tag: str) -> str:
         return bentoml.bentos.get(bento_tag).info.args["model_tag"]
     except bentoml.exceptions.NotFound as error:
         raise FileNotFoundError(f"Bento {bento_tag} is not in the BentoML store; see `bentoml list`.") from error
+
+
+def export_store_item(kind: str, tag: str, path: Path) -> Path:
+    """Export a model (`kind` "models") or a bento ("bentos") from the store to one file at `path` with BentoML's
+    export API (a bento's file carries its models too). Raises FileNotFoundError when the store lacks it."""
+    bentoml = _bentoml()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Exporting a bento writes its models into the stored bento's folder for the time of the export: a store write.
+    with store_writes():
+        try:
+            if kind == "models":
+                bentoml.models.export_model(tag, str(path), output_format="bentomodel")
+            else:
+                bentoml.bentos.export_bento(tag, str(path), output_format="bento")
+        except bentoml.exceptions.NotFound as error:
+            raise FileNotFoundError(f"{kind[:-1].capitalize()} {tag} is not in the BentoML store: {error}") from error
+    return path
+
+
+def import_store_item(kind: str, tag: str, path: Path) -> bool:
+    """Import the model or bento `tag` exported at `path` into the store, unless it is there already (then returns
+    False). A killed import is recognised and removed like a killed build (the journal)."""
+    bentoml = _bentoml()
+    with store_writes():
+        getter = bentoml.models.get if kind == "models" else bentoml.bentos.get
+        try:
+            getter(tag)
+            return False
+        except bentoml.exceptions.NotFound:
+            pass
+        with _journal(kind, tag):
+            if kind == "models":
+                bentoml.models.import_model(str(path), input_format="bentomodel")
+            else:
+                bentoml.bentos.import_bento(str(path), input_format="bento")
+    return True

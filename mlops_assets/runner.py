@@ -6,9 +6,13 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets import settings
+from mlops_assets.housekeeping import process_tags, tidy
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 # INFO logs: the CLI prints a summary, not Dagster's debug log. (Steps run in this process: the code location's
 # executor is in-process.)
@@ -22,6 +26,8 @@ class RunSummary:
     materialized: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # What start-up housekeeping did before the run (runs of dead processes failed, leftovers removed).
+    housekeeping: list[str] = field(default_factory=list)
 
     def value(self, asset: str, key: str) -> Any:
         return self.materialized.get(asset, {}).get(key)
@@ -31,12 +37,20 @@ def _metadata_values(metadata: dict) -> dict[str, Any]:
     return {key: getattr(value, "value", value) for key, value in metadata.items()}
 
 
-def _prepare(dataset: Path | None) -> None:
+def _prepare(dataset: str | Path | None) -> None:
+    """Point the run at `dataset` (a folder, or a gs:// URL where the environment reads GCS); the preflight checks
+    that it can be read."""
     settings.export_environment()
     if dataset is not None:
-        if not dataset.is_dir():
-            raise FileNotFoundError(f"Dataset folder {dataset} does not exist.")
-        os.environ["MLOPS_DATASET"] = str(dataset.resolve())
+        dataset = str(dataset)
+        os.environ["MLOPS_DATASET"] = dataset if "://" in dataset else str(Path(dataset).resolve())
+
+
+def _open_instance() -> tuple[DagsterInstance, list[str]]:
+    """The home's instance (created under its lock, see settings.open_instance) and what start-up housekeeping did:
+    runs left in progress by dead processes are failed and their leftovers removed before this run starts."""
+    instance = settings.open_instance()
+    return instance, tidy(instance).notes()
 
 
 def _execute(instance, run_config: dict | None, asset_selection: list[str] | None, tags: dict) -> RunSummary:
@@ -56,7 +70,8 @@ def _execute(instance, run_config: dict | None, asset_selection: list[str] | Non
     run = instance.create_run_for_job(
         job_def=job_def,
         run_config={**CLI_RUN_CONFIG, **(run_config or {})},
-        tags={**job_def.run_tags, **tags},
+        # The process is recorded so a later start can tell whether a run left STARTED is still running.
+        tags={**job_def.run_tags, **tags, **process_tags()},
         asset_selection=frozenset(dg.AssetKey(name) for name in asset_selection) if asset_selection else None,
         remote_job_origin=located.remote_origin,
         job_code_origin=located.job.get_python_origin(),
@@ -89,14 +104,18 @@ def _execute(instance, run_config: dict | None, asset_selection: list[str] | Non
     return summary
 
 
-def run_pipeline(dataset: Path | None, run_config: dict | None = None) -> RunSummary:
+def run_pipeline(dataset: str | Path | None, run_config: dict | None = None) -> RunSummary:
     """Materialize every asset in one run of the code location's pipeline job, in this process (MLOPS_HOME's
     instance; the UI lists the run under the job)."""
     _prepare(dataset)
-    import dagster as dg
+    from mlops_assets.config_checks import check_before_run
 
-    with dg.DagsterInstance.get() as instance:
-        return _execute(instance, run_config, None, {"launched_by": "mlops run"})
+    check_before_run(run_config)  # settings, registry file, run config: refused before any run or asset exists
+    instance, tidied = _open_instance()
+    with instance:
+        summary = _execute(instance, run_config, None, {"launched_by": "mlops run"})
+    summary.housekeeping = tidied
+    return summary
 
 
 @dataclass
@@ -104,6 +123,7 @@ class RebuildSummary:
     """Each round: the stale assets with their reasons, and the run that rebuilt them."""
 
     rounds: list[tuple[dict[str, list[str]], RunSummary]] = field(default_factory=list)
+    housekeeping: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
@@ -114,18 +134,23 @@ class RebuildSummary:
         return [name for _, run in self.rounds for name in run.materialized]
 
 
-def rebuild_pipeline(dataset: Path | None, run_config: dict | None = None, max_rounds: int = 10) -> RebuildSummary:
+def rebuild_pipeline(
+    dataset: str | Path | None, run_config: dict | None = None, max_rounds: int = 10
+) -> RebuildSummary:
     """Materialize only what is stale, round after round, until nothing is (staleness does not propagate by itself)."""
     _prepare(dataset)
-    import dagster as dg
+    from mlops_assets.config_checks import check_before_run
 
+    check_before_run(run_config)  # settings, registry file, run config: refused before any run or asset exists
     from mlops_assets.definitions import build_definitions
-    from mlops_assets.resources.dataset import DatasetSource
+    from mlops_assets.environments import get_environment, storage_resources
     from mlops_assets.staleness import stale_assets
 
-    current = DatasetSource(root=os.environ.get("MLOPS_DATASET", "")).scan().data_version
-    summary = RebuildSummary()
-    with dg.DagsterInstance.get() as instance:
+    # The environment's dataset source (a folder or GCS), as the run's raw_images step reads it.
+    current = storage_resources(get_environment())["dataset"].process_config_and_initialize().scan().data_version
+    instance, tidied = _open_instance()
+    summary = RebuildSummary(housekeeping=tidied)
+    with instance:
         for _ in range(max_rounds):
             # Code versions are read from the source each round, as each round's run reads them: a source file
             # edited while a rebuild runs is then one more round, not a mismatch that never settles.
@@ -140,9 +165,9 @@ def rebuild_pipeline(dataset: Path | None, run_config: dict | None = None, max_r
 
 
 def format_rebuild(summary: RebuildSummary) -> str:
+    lines = [f"housekeeping: {note}" for note in summary.housekeeping]
     if not summary.rounds:
-        return "Everything is up to date: nothing materialized."
-    lines = []
+        return "\n".join([*lines, "Everything is up to date: nothing materialized."])
     for stale, run in summary.rounds:
         lines.append(f"Dagster run {run.run_id}: {'SUCCESS' if run.success else 'FAILED'}")
         for name, reasons in stale.items():
@@ -156,6 +181,7 @@ def format_rebuild(summary: RebuildSummary) -> str:
 
 def format_summary(summary: RunSummary) -> str:
     lines = [f"Dagster run {summary.run_id}: {'SUCCESS' if summary.success else 'FAILED'}"]
+    lines += [f"  housekeeping:  {note}" for note in summary.housekeeping]
     if "raw_images" in summary.materialized:
         lines.append(
             f"  dataset:       {summary.value('raw_images', 'num_images')} images, "

@@ -7,7 +7,8 @@ import numpy as np
 
 from mlops_assets.definitions import versioned_assets
 from mlops_assets.resources.artifacts import LocalArtifactStore
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.bento_store import LocalBentoStore
+from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import write_png
 
@@ -23,8 +24,9 @@ def test_new_raw_data_requests_the_chain_below_it_and_a_settled_graph_requests_n
             write_png(tmp_path / "data" / label / f"{index}.png", rng.integers(0, 255, (6, 6)))
     assets = {asset.key.to_user_string(): asset for asset in versioned_assets()}
     resources = {
-        "dataset": DatasetSource(root=str(tmp_path / "data")),
+        "dataset": FolderDatasetSource(root=str(tmp_path / "data")),
         "artifacts": LocalArtifactStore(root=str(tmp_path / "artifacts")),
+        "bento_store": LocalBentoStore(),
         "registry": ModelRegistryResource(url=f"sqlite:///{tmp_path}/registry.db"),
     }
     defs = dg.Definitions(assets=list(assets.values()), resources=resources)

@@ -11,11 +11,13 @@ from mlops_assets.defs.packaging.assets import bento
 from mlops_assets.defs.training.assets import trained_model
 from mlops_assets.defs.validation.assets import validated_images
 from mlops_assets.lib.errors import MLOpsError
+from mlops_assets.lib.models.plugins import ALLOW_IMPORT_PATHS_ENV
 from mlops_assets.lib.models.plugins.softmax import SoftmaxRegressionPlugin
 from mlops_assets.lib.registry.registry import ModelRegistry
 from mlops_assets.packaging import merge_python_packages
 from mlops_assets.resources.artifacts import LocalArtifactStore
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.bento_store import LocalBentoStore
+from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 
 BENTOFILE_PACKAGES = ["torch==2.13.0", "numpy>=1.26,<3", "pillow>=11,<14"]
@@ -61,12 +63,15 @@ def test_the_bento_asset_installs_the_plugin_requirements_and_records_an_unknown
 
     # Not a git checkout as far as git can tell: the commit and the dirty flag are unknown, never "clean".
     monkeypatch.setenv("GIT_DIR", str(tmp_path / "no-such-git-dir"))
+    # The plug-in is given by import path, which only the operator setting allows.
+    monkeypatch.setenv(ALLOW_IMPORT_PATHS_ENV, "1")
     registry_url = f"sqlite:///{tmp_path}/registry.db"
     result = dg.materialize(
         [raw_images, validated_images, trained_model, model_evaluation, bento],
         resources={
-            "dataset": DatasetSource(root=str(digits_subset)),
+            "dataset": FolderDatasetSource(root=str(digits_subset)),
             "artifacts": LocalArtifactStore(root=str(tmp_path / "artifacts")),
+            "bento_store": LocalBentoStore(),
             "registry": ModelRegistryResource(url=registry_url),
         },
         run_config={"ops": {"trained_model": {"config": {"plugin": YamlSoftmaxPlugin.name, "epochs": 1}}}},

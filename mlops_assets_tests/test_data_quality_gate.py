@@ -21,7 +21,8 @@ from mlops_assets.defs.validation.checks import (
     validated_images_quality,
 )
 from mlops_assets.resources.artifacts import LocalArtifactStore
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.bento_store import LocalBentoStore
+from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import write_png
 
@@ -32,9 +33,10 @@ def _materialize(dataset: Path, artifacts: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [raw_images, validated_images, trained_model, model_evaluation, validated_images_quality],
         resources={
-            "dataset": DatasetSource(root=str(dataset)),
+            "dataset": FolderDatasetSource(root=str(dataset)),
             "artifacts": LocalArtifactStore(root=str(artifacts)),
             "registry": ModelRegistryResource(url=f"sqlite:///{artifacts}/registry.db"),
+            "bento_store": LocalBentoStore(),
         },
         run_config=FAST_TRAINING,
         raise_on_error=False,
@@ -98,7 +100,10 @@ VALIDATION_ONLY = [raw_images, validated_images, validated_images_quality]
 def _validate_in_dagster(dataset: Path, artifacts: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         VALIDATION_ONLY,
-        resources={"dataset": DatasetSource(root=str(dataset)), "artifacts": LocalArtifactStore(root=str(artifacts))},
+        resources={
+            "dataset": FolderDatasetSource(root=str(dataset)),
+            "artifacts": LocalArtifactStore(root=str(artifacts)),
+        },
         raise_on_error=False,
     )
 
@@ -170,7 +175,7 @@ def test_a_new_label_after_the_first_accepted_run_blocks(clean_dataset: Path, tm
     rng = np.random.default_rng(9)
     for index in range(30):
         write_png(clean_dataset / "medium" / f"{index}.png", 120 + rng.integers(-30, 30, (8, 8)))
-    evaluation = _evaluations(_validate_in_dagster(clean_dataset, tmp_path / "b"))[LABEL_SET_CHECK]
+    evaluation = _evaluations(_validate_in_dagster(clean_dataset, tmp_path / "a"))[LABEL_SET_CHECK]
     assert not evaluation.passed
     assert "unexpected ['medium'], missing []" in evaluation.description
 

@@ -15,7 +15,7 @@ from mlops_assets.defs.validation.assets import validated_images
 from mlops_assets.defs.validation.checks import CLASS_COVERAGE_CHECK, QUARANTINE_CHECK, validated_images_quality
 from mlops_assets.lib.data.validated_data import ValidatedDataset, load_validated_dataset
 from mlops_assets.resources.artifacts import LocalArtifactStore
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets_tests import image_inputs as inputs
 
 SHORT_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 3, "learning_rate": 0.003}}}}
@@ -25,7 +25,10 @@ PIPELINE = [raw_images, validated_images, validated_images_quality, trained_mode
 def _run(dataset: Path, artifacts: Path, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         PIPELINE,
-        resources={"dataset": DatasetSource(root=str(dataset)), "artifacts": LocalArtifactStore(root=str(artifacts))},
+        resources={
+            "dataset": FolderDatasetSource(root=str(dataset)),
+            "artifacts": LocalArtifactStore(root=str(artifacts)),
+        },
         run_config=SHORT_TRAINING,
         instance=instance,
         raise_on_error=False,

@@ -67,9 +67,15 @@ def test_policy_file_rejects_unknown_keys_and_bad_values(tmp_path) -> None:
     path = tmp_path / "env.yaml"
     path.write_text("promotion: {floor: 0.9, staging_to_production: automatic}\n")
     assert load_policy(path) == PromotionPolicy(floor=0.9, staging_to_production="automatic")
-    path.write_text("promotion: {flor: 0.9}\n")
-    with pytest.raises(MLOpsError, match=r"Unknown keys \['flor'\] in .*env\.yaml promotion:; known: \['floor'"):
-        load_policy(path)
-    path.write_text("promotion: {tolerance: 5}\n")
-    with pytest.raises(MLOpsError, match=r"promotion\.tolerance must be a fraction in \[0, 1\], not 5\."):
-        load_policy(path)
+    known = "primary_metric, floor, tolerance, per_class_margin, staging_to_production"
+    for written, problem in [
+        ("{flor: 0.9}", f"promotion.flor = 0.9: unknown setting (known: {known})"),
+        ("{tolerance: 5}", "promotion.tolerance = 5: expected a number from 0 to 1"),
+        ("{floor: high}", "promotion.floor = 'high': expected a number from 0 to 1"),
+        ("{floor: '0.9'}", "promotion.floor = '0.9': expected a number from 0 to 1"),
+        ("{primary_metric: f1}", "promotion.primary_metric = 'f1': expected one of 'accuracy', 'macro_f1'"),
+    ]:
+        path.write_text(f"promotion: {written}\n")
+        with pytest.raises(MLOpsError) as refused:
+            load_policy(path)
+        assert str(refused.value) == f"{path}: {problem}"

@@ -275,3 +275,137 @@ def test_pending_work_is_reported_while_a_pass_runs_or_requests_wait_and_not_whe
         assert asyncio.run(run()) == [False, True, False]
     finally:
         batcher.close()
+
+
+# With `inline_when_idle`: a lone client's requests are computed on the event loop, what batches goes to the thread.
+CLIENT = ("127.0.0.1", 50000)
+
+
+class ThreadRecordingForward:
+    """Doubles its input and records each pass's size and thread."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[int, int]] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.passes.append((len(batch), threading.get_ident()))
+        return batch * 2
+
+
+def test_requests_from_the_same_client_in_a_row_are_computed_on_the_event_loop() -> None:
+    forward = ThreadRecordingForward()
+    recorded: list[int] = []
+    batcher = MicroBatcher(
+        forward, 64, 30_000, on_batch=lambda size, waited_s: recorded.append(size), inline_when_idle=True
+    )
+
+    async def run() -> tuple[list[np.ndarray], int]:
+        results = [await batcher.predict(_inputs(10 * i, 3), source=CLIENT) for i in range(3)]
+        return results, threading.get_ident()
+
+    try:
+        results, loop_thread = asyncio.run(run())
+    finally:
+        batcher.close()
+    for i, result in enumerate(results):
+        assert np.array_equal(result, _inputs(10 * i, 3) * 2)
+    # The first request of a connection goes to the thread (nothing says it is alone yet); the next ones run inline.
+    assert [thread == loop_thread for _, thread in forward.passes] == [False, True, True]
+    assert recorded == [3, 3, 3]
+    assert not batcher.has_pending_work
+
+
+def test_requests_from_alternating_clients_or_without_a_source_go_to_the_worker_thread() -> None:
+    forward = ThreadRecordingForward()
+    batcher = MicroBatcher(forward, 64, 30_000, inline_when_idle=True)
+    other = ("127.0.0.1", 50001)
+
+    async def run() -> int:
+        for source in (CLIENT, other, CLIENT, other, None, None):
+            await batcher.predict(_inputs(0, 1), source=source)
+        return threading.get_ident()
+
+    try:
+        loop_thread = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert len(forward.passes) == 6
+    assert all(thread != loop_thread for _, thread in forward.passes)
+
+
+def test_without_the_option_a_lone_client_is_computed_on_the_worker_thread() -> None:
+    forward = ThreadRecordingForward()
+    batcher = MicroBatcher(forward, 64, 30_000)
+
+    async def run() -> int:
+        for _ in range(3):
+            await batcher.predict(_inputs(0, 1), source=CLIENT)
+        return threading.get_ident()
+
+    try:
+        loop_thread = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert [thread == loop_thread for _, thread in forward.passes] == [False, False, False]
+
+
+def test_requests_ready_in_the_same_pass_of_the_loop_batch_on_the_worker_thread() -> None:
+    forward = ThreadRecordingForward()
+    batcher = MicroBatcher(forward, 64, 30_000, inline_when_idle=True)
+
+    async def run() -> tuple[list[np.ndarray], int]:
+        await batcher.predict(_inputs(0, 1), source=CLIENT)  # now the batcher has seen this client before
+        forward.passes.clear()
+        results = await asyncio.gather(*(batcher.predict(_inputs(10 * i, 1), source=CLIENT) for i in range(4)))
+        return results, threading.get_ident()
+
+    try:
+        results, loop_thread = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert [size for size, _ in forward.passes] == [4]
+    assert forward.passes[0][1] != loop_thread
+    for i, result in enumerate(results):
+        assert np.array_equal(result, _inputs(10 * i, 1) * 2)
+
+
+def test_an_inline_pass_that_fails_fails_its_request_and_leaves_the_batcher_idle() -> None:
+    def broken(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("forward pass failed")
+
+    batcher = MicroBatcher(broken, 64, 30_000, inline_when_idle=True)
+
+    async def run() -> None:
+        for _ in range(2):  # the first on the thread, the second inline
+            with pytest.raises(RuntimeError, match="forward pass failed"):
+                await batcher.predict(_inputs(0, 1), source=CLIENT)
+
+    try:
+        asyncio.run(run())
+        assert not batcher.has_pending_work
+    finally:
+        batcher.close()
+
+
+def test_a_request_cancelled_while_others_join_it_leaves_them_served() -> None:
+    forward = ThreadRecordingForward()
+    batcher = MicroBatcher(forward, 64, 30_000, inline_when_idle=True)
+
+    async def run() -> list[np.ndarray]:
+        await batcher.predict(_inputs(0, 1), source=CLIENT)
+        forward.passes.clear()
+        first = asyncio.create_task(batcher.predict(_inputs(0, 1), source=CLIENT))
+        others = [asyncio.create_task(batcher.predict(_inputs(10 * i, 1), source=CLIENT)) for i in range(1, 3)]
+        await asyncio.sleep(0)  # the first request is now waiting for the others to join
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await asyncio.gather(*others)
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert [size for size, _ in forward.passes] == [2]
+    for i, result in enumerate(results, start=1):
+        assert np.array_equal(result, _inputs(10 * i, 1) * 2)

@@ -16,7 +16,8 @@ from mlops_assets.defs.validation.assets import validated_images
 from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.lib.data.manifest import scan_dataset
 from mlops_assets.resources.artifacts import LocalArtifactStore
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.bento_store import LocalBentoStore
+from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import free_port
 
@@ -113,8 +114,9 @@ def test_sample_data_reaches_the_target_accuracy(tmp_path: Path) -> None:
     result = dg.materialize(
         [raw_images, validated_images, trained_model, model_evaluation, validated_images_quality],
         resources={
-            "dataset": DatasetSource(),
+            "dataset": FolderDatasetSource(),
             "artifacts": LocalArtifactStore(root=str(tmp_path)),
+            "bento_store": LocalBentoStore(),
             "registry": ModelRegistryResource(url=f"sqlite:///{tmp_path}/registry.db"),
         },
     )

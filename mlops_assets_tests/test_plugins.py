@@ -2,15 +2,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.utils.deterministic
 
 from mlops_assets.lib.data.manifest import scan_dataset
-from mlops_assets.lib.data.preprocessing import normalize
+from mlops_assets.lib.data.preprocessing import ImageSpec, normalize
 from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets.lib.errors import PluginError
 from mlops_assets.lib.models.evaluation import evaluate_package
 from mlops_assets.lib.models.model_package import directory_sha256, load_package
-from mlops_assets.lib.models.plugins import resolve_plugin
-from mlops_assets.lib.models.plugins.base import TrainSettings
+from mlops_assets.lib.models.plugins import ALLOW_IMPORT_PATHS_ENV, resolve_plugin
+from mlops_assets.lib.models.plugins.base import ArrayDataset, TrainSettings
+from mlops_assets.lib.models.plugins.cnn import SmallCNNPlugin, _Batches
 from mlops_assets.lib.models.plugins.softmax import SoftmaxRegressionPlugin
 from mlops_assets.lib.models.training import train_model
 
@@ -45,9 +48,22 @@ def test_same_data_code_and_seed_give_bit_identical_cnn_weights(validated, tmp_p
     assert directory_sha256(Path(first.directory) / "model") == first.weights_sha256
 
 
-def test_unknown_plugin_and_non_plugin_classes_are_refused() -> None:
-    with pytest.raises(PluginError, match=r"Unknown model plug-in 'does-not-exist'\. Use one of \[.*'cnn'"):
+def test_unknown_plugin_and_non_plugin_classes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_IMPORT_PATHS_ENV, raising=False)
+    with pytest.raises(PluginError) as unknown:
         resolve_plugin("does-not-exist")
+    assert str(unknown.value) == (
+        "Unknown model plug-in 'does-not-exist'. Use one of ['cnn', 'softmax'], or install it under the "
+        "'mlops_assets.model_plugins' entry points."
+    )
+    # Import paths (allowed by the operator here) must name an importable ModelPlugin subclass.
+    monkeypatch.setenv(ALLOW_IMPORT_PATHS_ENV, "1")
+    with pytest.raises(PluginError) as malformed:
+        resolve_plugin(".relative:Model")
+    assert (
+        str(malformed.value)
+        == "Model plug-in '.relative:Model' is not an import path of the form 'package.module:Class'."
+    )
     with pytest.raises(PluginError, match=r"'pathlib:Path' is not a subclass of .*ModelPlugin"):
         resolve_plugin("pathlib:Path")
     with pytest.raises(PluginError, match=r"Cannot import model plug-in 'no_such_module:Model': No module named"):
@@ -59,3 +75,64 @@ def test_unknown_plugin_and_non_plugin_classes_are_refused() -> None:
 def test_unknown_cnn_parameters_are_refused() -> None:
     with pytest.raises(ValueError, match="Unknown cnn parameters.*wdith"):
         resolve_plugin("cnn").build((1, 8, 8), 10, {"wdith": 8}, "cpu")
+
+
+def test_cnn_deterministic_parameter_must_be_0_or_1() -> None:
+    with pytest.raises(ValueError) as error:
+        resolve_plugin("cnn").build((1, 8, 8), 10, {"deterministic": 0.5}, "cpu")
+    assert str(error.value) == (
+        "cnn parameter 'deterministic' must be 1 (bit-identical weights on CPU for the same data, code and seed) or 0"
+        " (fastest algorithms, e.g. cuDNN autotuning on a GPU); got 0.5."
+    )
+
+
+def test_cnn_trains_on_exactly_the_inputs_serving_normalizes_to() -> None:
+    # Training looks pixels up in a table that `normalize` built; serving calls `normalize` itself. Every level of
+    # every channel appears, so any rounding difference between the two would show.
+    rng = np.random.default_rng(3)
+    spec = ImageSpec(16, 16, 3, mean=(0.1, 0.5, 0.9), std=(0.07, 0.3, 1.1))
+    images = rng.integers(0, 256, (40, 3, 16, 16), dtype=np.uint8)
+    images[7] = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    labels = np.arange(40) % 10
+    order = rng.permutation(40)
+    batches = list(_Batches(ArrayDataset(images, labels, spec), "cpu").iterate(order, 16))
+    assert [len(targets) for _, targets in batches] == [16, 16, 8]
+    assert all(inputs.is_contiguous(memory_format=torch.channels_last) for inputs, _ in batches)
+    inputs = torch.cat([inputs for inputs, _ in batches]).contiguous().numpy()
+    assert inputs.dtype == np.float32
+    np.testing.assert_array_equal(inputs.view(np.uint32), normalize(images[order], spec).view(np.uint32))
+    assert torch.cat([targets for _, targets in batches]).tolist() == labels[order].tolist()
+
+
+def _torch_flags() -> tuple[int, bool, bool]:
+    return (
+        torch.get_deterministic_debug_mode(),
+        torch.backends.cudnn.benchmark,
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+
+
+def test_cnn_training_sets_torch_flags_only_while_it_runs(validated) -> None:
+    train, validation = validated.load_split("train"), validated.load_split("val")
+    settings = TrainSettings(epochs=1, batch_size=64, seed=0, device="cpu")
+    before = _torch_flags()
+    during = []
+    for params in ({}, {"deterministic": 0}):
+        plugin = SmallCNNPlugin.build(train.spec.input_shape, len(validated.labels), params, "cpu")
+        plugin.train(train, validation, settings, lambda _record: during.append(_torch_flags()))
+        assert _torch_flags() == before
+    # (deterministic mode 1 = warn, cuDNN autotuning, NaN-filling of new tensors)
+    assert during == [(1, False, False), (0, True, False)]
+
+
+def test_cnn_epoch_figures_are_those_of_the_trained_network(validated) -> None:
+    # Losses and hits are summed on the device over the epoch; the validation figures must be what the trained
+    # network predicts for the validation split.
+    train, validation = validated.load_split("train"), validated.load_split("val")
+    plugin = SmallCNNPlugin.build(train.spec.input_shape, len(validated.labels), {}, "cpu")
+    history = plugin.train(train, validation, TrainSettings(epochs=2, batch_size=32, seed=1, device="cpu"))
+    assert [record.epoch for record in history] == [1, 2]
+    probabilities = plugin.predict_proba(normalize(validation.images, validation.spec))
+    assert history[-1].val_accuracy == float(np.mean(probabilities.argmax(axis=1) == validation.labels))
+    picked = probabilities[np.arange(len(validation)), validation.labels]
+    assert history[-1].val_loss == pytest.approx(float(-np.log(picked).mean()), rel=1e-4)

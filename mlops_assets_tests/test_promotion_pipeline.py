@@ -16,7 +16,8 @@ from mlops_assets.defs.validation.assets import validated_images
 from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.lib.registry.registry import ModelRegistry
 from mlops_assets.resources.artifacts import LocalArtifactStore
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.bento_store import LocalBentoStore
+from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 
 pytestmark = pytest.mark.e2e
@@ -36,8 +37,9 @@ class Pipeline:
         return dg.materialize(
             [*ASSETS, *CHECKS],
             resources={
-                "dataset": DatasetSource(root=str(self.dataset)),
+                "dataset": FolderDatasetSource(root=str(self.dataset)),
                 "artifacts": LocalArtifactStore(root=str(self.root / "artifacts")),
+                "bento_store": LocalBentoStore(),
                 "registry": ModelRegistryResource(url=self.url, policy_file=str(self.root / "local.yaml")),
             },
             run_config={"ops": {"trained_model": {"config": {"epochs": epochs}}}},

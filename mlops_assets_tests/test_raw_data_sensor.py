@@ -6,13 +6,13 @@ import numpy as np
 from mlops_assets.defs.ingest.assets import raw_images
 from mlops_assets.defs.ingest.sensors import raw_data_sensor
 from mlops_assets.lib.data.manifest import scan_dataset
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets_tests.conftest import write_png
 
 
 def _evaluate(instance: dg.DagsterInstance, dataset: Path, cursor: str | None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"dataset": DatasetSource(root=str(dataset))}
+        instance=instance, cursor=cursor, resources={"dataset": FolderDatasetSource(root=str(dataset))}
     )
     return raw_data_sensor.evaluate_tick(context)
 
@@ -29,7 +29,7 @@ def test_sensor_requests_a_rebuild_only_when_the_data_version_changes(tmp_path: 
         again = _evaluate(instance, dataset, first.cursor)
         assert again.run_requests == [], "the same version is requested once"
 
-        dg.materialize([raw_images], instance=instance, resources={"dataset": DatasetSource(root=str(dataset))})
+        dg.materialize([raw_images], instance=instance, resources={"dataset": FolderDatasetSource(root=str(dataset))})
         assert _evaluate(instance, dataset, None).run_requests == [], "materialized version is current"
 
         write_png(dataset / "a" / "new.png", rng.integers(0, 255, (6, 6)))

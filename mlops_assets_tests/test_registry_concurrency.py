@@ -1,8 +1,11 @@
-"""Two real processes promoting different versions at once on one SQLite file: one production version, always."""
+"""Two real processes promoting different versions at once on one registry (a SQLite file, a PostgreSQL database):
+one production version, always."""
 
 import multiprocessing
 import time
 from pathlib import Path
+
+import pytest
 
 from mlops_assets.lib.registry.registry import ModelRegistry, RegistryError
 from mlops_assets_tests.registry_helpers import registered
@@ -26,8 +29,15 @@ def _promote_repeatedly(url: str, number: int, barrier, results) -> None:
         results.put((number, done))
 
 
-def test_two_processes_promoting_at_once_leave_exactly_one_production_version(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/registry.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/registry.db"
+    return request.getfixturevalue("postgres_server").new_database("race")
+
+
+def test_two_processes_promoting_at_once_leave_exactly_one_production_version(registry_url: str) -> None:
+    url = registry_url
     with ModelRegistry(url, "local") as models:
         one, two = registered(models, 1), registered(models, 2)
     context = multiprocessing.get_context("spawn")

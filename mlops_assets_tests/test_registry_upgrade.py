@@ -1,6 +1,7 @@
 """A registry.db written before `git_dirty` became nullable keeps working: upgraded in place, nothing lost."""
 
 import dataclasses
+import re
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mlops_assets.lib.registry.registry import ModelRegistry
 from mlops_assets_tests.registry_helpers import new_version
 
 OLD_REGISTRY = Path(__file__).parent / "data" / "registry_git_dirty_not_null.sql"
+MIGRATIONS_LOGGER = "mlops_assets.lib.registry.migrations"
 TABLES = ("model_versions", "version_states", "gate_decisions", "audit_log", "registry_environments")
 
 
@@ -59,5 +61,28 @@ def test_an_old_registry_is_upgraded_keeping_every_row_reference_and_guard(tmp_p
 
     # Opening it again changes nothing: the upgrade runs once.
     upgraded = _rows(path)
-    with ModelRegistry(url, "local"):
+    with ModelRegistry(url, "local") as again:
         assert _rows(path) == upgraded
+        assert again.schema_backup is None
+    assert len(list(tmp_path.glob("registry.db.bak-*"))) == 1
+
+
+def test_the_registry_is_backed_up_before_its_schema_changes_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "registry.db"
+    url = _old_registry(path)
+    before = _rows(path)
+
+    with caplog.at_level("WARNING", logger=MIGRATIONS_LOGGER), ModelRegistry(url, "local") as models:
+        backup = models.schema_backup
+
+    assert [backup] == list(tmp_path.glob("registry.db.bak-*"))
+    assert re.fullmatch(r"registry\.db\.bak-\d{8}T\d{6}\.\d{6}Z", backup.name)
+    # The copy is the database as it was: every row, and the old NOT NULL column.
+    assert (_rows(backup), _git_dirty_not_null(backup)) == (before, 1)
+    assert _git_dirty_not_null(path) == 0
+    assert caplog.messages == [
+        f"Upgrading the model registry {path} to the current schema (model_versions.git_dirty may be unknown); the "
+        f"database as it was is kept at {backup}."
+    ]

@@ -75,8 +75,34 @@ def test_with_the_fix_a_failing_request_fails_at_once_instead_of_waiting_for_the
         raise RuntimeError("broken handler")
 
     async def run() -> None:
-        # Without the wake-up on task completion this would sit out the 30 s timeout; 10 s is only a hang guard.
+        # A middleware that only woke on an answer or the timer would sit out the 30 s; 10 s is only a hang guard.
         await asyncio.wait_for(_serve(TimeoutMiddleware(fails, timeout=30), 1), 10)
 
     with pytest.raises(RuntimeError, match="broken handler"):
         asyncio.run(run())
+
+
+def test_with_the_fix_an_answer_that_has_started_is_not_cut_by_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in BentoML: the timeout bounds the wait for an answer to start, not a stream's length.
+    monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
+
+    async def slow_stream(scope: dict, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.body", "body": b"late but whole"})
+
+    sent = asyncio.run(_serve(TimeoutMiddleware(slow_stream, timeout=0.05), 1))
+    assert [message.get("status") for message in sent] == [200, None]
+    assert sent[1]["body"] == b"late but whole"
+
+
+def test_with_the_fix_a_timeout_error_raised_by_the_app_is_not_taken_for_the_request_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
+
+    async def times_out_itself(scope: dict, receive, send) -> None:
+        raise TimeoutError("the model store did not answer")
+
+    with pytest.raises(TimeoutError, match="the model store did not answer"):
+        asyncio.run(_serve(TimeoutMiddleware(times_out_itself, timeout=30), 1))

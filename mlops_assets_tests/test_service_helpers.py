@@ -73,6 +73,40 @@ def test_prediction_log_samples_at_its_rate_and_writes_json_lines(tmp_path) -> N
         PredictionLog(tmp_path, 1.5)
 
 
+def _logged(directory) -> list[dict]:
+    return [json.loads(line) for path in directory.glob("*.jsonl") for line in path.read_text().splitlines()]
+
+
+def test_prediction_log_writes_every_flush_interval_without_being_closed(tmp_path) -> None:
+    log = PredictionLog(tmp_path, 1.0, flush_interval_s=0.05)
+    stats = {"width": 8, "height": 8, "mode": "L", "brightness": 0.3, "contrast": 0.2}
+    try:
+        for label in ("1", "2"):
+            assert log.submit([prediction_record("m:1", label, 0.5, stats, "/predict")])
+        deadline = time.monotonic() + 10
+        while len(_logged(tmp_path)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [record["label"] for record in _logged(tmp_path)] == ["1", "2"]
+    finally:
+        log.close()
+
+
+def test_prediction_log_drops_and_counts_records_beyond_its_backlog_bound(tmp_path, monkeypatch) -> None:
+    from mlops_assets.lib.serving import prediction_log
+
+    monkeypatch.setattr(prediction_log, "_QUEUE_LIMIT", 2)
+    # The writer does not wake before close(), so the backlog only grows here.
+    log = PredictionLog(tmp_path, 1.0, flush_interval_s=3600)
+    stats = {"width": 8, "height": 8, "mode": "L", "brightness": 0.3, "contrast": 0.2}
+    accepted = [log.submit([prediction_record("m:1", str(i), 0.5, stats, "/predict")] * 2) for i in range(4)]
+    log.close()
+    assert accepted == [True, True, False, False]
+    assert log.dropped == 4
+    assert [record["label"] for record in _logged(tmp_path)] == ["0", "0", "1", "1"]
+    with pytest.raises(ValueError, match="flush_interval_s must be positive"):
+        PredictionLog(tmp_path, 1.0, flush_interval_s=0)
+
+
 def test_inference_context_disables_autograd_and_picks_mixed_precision_only_on_cuda() -> None:
     assert uses_mixed_precision("cuda:0") and not uses_mixed_precision("cpu")
     layer = torch.nn.Linear(2, 2)

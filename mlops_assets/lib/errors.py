@@ -1,5 +1,9 @@
 """Errors the library raises; each message tells the user what to do."""
 
+# Set (e.g. by `mlops --debug`) to print a user error's stack trace too; without it, a user error (an MLOpsError) is
+# shown as its message alone.
+DEBUG_VARIABLE = "MLOPS_DEBUG"
+
 
 class MLOpsError(Exception):
     """Base class for errors a user can act on."""

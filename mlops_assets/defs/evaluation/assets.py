@@ -6,6 +6,7 @@ import dagster as dg
 
 from mlops_assets.defs.metadata import markdown_table, png_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
+from mlops_assets.lib.atomic import atomic_directory
 from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.data.validated_data import ValidatedDataset
 from mlops_assets.lib.models.evaluation import (
@@ -18,9 +19,12 @@ from mlops_assets.lib.models.evaluation import (
 from mlops_assets.lib.models.plots import confusion_matrix_png
 from mlops_assets.lib.models.training import TrainedModel
 from mlops_assets.lib.registry.gate import class_regressions
-from mlops_assets.packaging import stored_model_path
-from mlops_assets.resources.artifacts import LocalArtifactStore
+from mlops_assets.model_store import version_model_path
+from mlops_assets.resources.artifacts import ArtifactStore
+from mlops_assets.resources.bento_store import BentoStore
 from mlops_assets.resources.registry import ModelRegistryResource
+
+REPORT_FILE = "report.json"
 
 
 def _champion_metadata(report: EvaluationReport) -> dict[str, object]:
@@ -54,27 +58,36 @@ def model_evaluation(
     trained_model: TrainedModel,
     validated_images: ValidatedDataset,
     registry: ModelRegistryResource,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
+    bento_store: BentoStore,
 ) -> dg.Output[EvaluationReport]:
     """Test-split metrics of the trained model and, evaluated now on the same split, of the production model."""
     with registry.open() as models:
         production = models.production()
-    champion_model = str(stored_model_path(production.model_tag)) if production is not None else None
+    if production is not None:
+        # Brought back from the environment's store when this machine's BentoML store lacks it.
+        bento_store.ensure_model(production.model_tag)
+    # A production model missing from the store is an error naming `mlops models restore N`, never skipped.
+    champion_model = str(version_model_path(production)) if production is not None else None
     champion_weights = production.weights_sha256 if production is not None else "none"
     version = derived_version(
         trained_model.version, validated_images.version, own_code_version(context), champion_weights
     )
-    report_path = artifacts.path_for("model_evaluation", version) / "report.json"
-    cache_hit = report_path.exists()
+    stored = artifacts.fetch("model_evaluation", version)
+    cache_hit = stored is not None and (stored / REPORT_FILE).exists()
     if cache_hit:
-        report = load_report(report_path)
+        report = load_report(stored / REPORT_FILE)
     else:
-        report = evaluate_package(trained_model.directory, validated_images, version=version)
+        # Read locally; the step may run where the upstream steps did not (another run or machine).
+        package = artifacts.local_copy(trained_model, "trained_model").directory
+        validated_images = artifacts.local_copy(validated_images, "validated_images")
+        report = evaluate_package(package, validated_images, version=version)
         if production is not None:
             # The champion is re-evaluated on today's test split, never judged by numbers stored when it was built.
             champion = evaluate_champion(production.number, production.model_tag, champion_model, validated_images)
             report = dataclasses.replace(report, champion=champion)
-        save_report(report, report_path)
+        with artifacts.publishing("model_evaluation", version) as destination, atomic_directory(destination) as staging:
+            save_report(report, staging / REPORT_FILE)
     metrics = report.metrics
     return dg.Output(
         report,

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 
 from mlops_assets import settings
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
@@ -13,13 +14,21 @@ from mlops_assets.lib.models.training import TrainedModel
 from mlops_assets.lib.provenance import UNKNOWN, GitState, git_state
 from mlops_assets.lib.registry.registry import NewVersion, Registration
 from mlops_assets.packaging import BentoArtifact, build_service_bento, serving_arguments, store_model
+from mlops_assets.resources.artifacts import ArtifactStore
+from mlops_assets.resources.bento_store import BentoStore
 from mlops_assets.resources.registry import ModelRegistryResource
 
 
 class BentoConfig(dg.Config):
     """Name of the model in the BentoML store."""
 
-    model_name: str = "image-classifier"
+    model_name: str = pydantic.Field(
+        default="image-classifier",
+        max_length=63,
+        pattern=r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$",
+        description="A BentoML name: lowercase letters, digits, '-', '_' and '.', at most 63 characters.",
+        json_schema_extra={"allowed": "lowercase letters, digits, '-', '_' and '.' (at most 63, alphanumeric ends)"},
+    )
 
 
 @dg.asset(
@@ -33,10 +42,14 @@ def bento(
     trained_model: TrainedModel,
     model_evaluation: EvaluationReport,
     registry: ModelRegistryResource,
+    artifacts: ArtifactStore,
+    bento_store: BentoStore,
 ) -> dg.Output[BentoArtifact]:
-    """The trained model saved with its lineage in the BentoML store, built into a bento and registered."""
+    """The trained model with its lineage built into a bento, kept in the environment's bento store, registered."""
     if model_evaluation.weights_sha256 != trained_model.weights_sha256:
         raise ValueError("model_evaluation evaluated a different model than trained_model; rematerialize both.")
+    package_uri = artifacts.uri("trained_model", trained_model.version)
+    trained_model = artifacts.local_copy(trained_model, "trained_model")
     git = git_state(settings.PROJECT_ROOT)
     graph = context.job_def.asset_layer.asset_graph
     # BentoML model metadata takes no None: assets without a code version are left out.
@@ -86,7 +99,11 @@ def bento(
         plugin=trained_model.plugin,
     )
     context.log.info(f"{'Reusing' if cache_hit else 'Built'} bento {artifact.bento_tag} serving model {model_tag}")
-    registration = _register(context, config, trained_model, model_evaluation, artifact, lineage, git, registry)
+    # Kept where every machine of the environment finds it before the registry may name it.
+    bento_uri = bento_store.publish(model_tag, artifact.bento_tag)
+    registration = _register(
+        context, config, trained_model, model_evaluation, artifact, lineage, git, registry, package_uri
+    )
     return dg.Output(
         artifact,
         data_version=dg.DataVersion(version),
@@ -97,6 +114,7 @@ def bento(
             "git_commit": git.commit,
             "git_dirty": git.dirty_label,
             "bento_path": dg.MetadataValue.path(artifact.bento_path),
+            "bento_uri": bento_uri,
             "lineage": dg.MetadataValue.json(lineage),
             "serve_command": f"mlops deploy local --bento {artifact.bento_tag}",
             **code_version_metadata(context, cache_hit, version),
@@ -121,6 +139,7 @@ def _register(
     lineage: dict,
     git: GitState,
     registry: ModelRegistryResource,
+    package_uri: str,
 ) -> Registration:
     """One transaction, only once the model and the bento exist: a crash before this leaves the registry untouched."""
     package = read_package_document(Path(trained_model.directory))
@@ -130,7 +149,7 @@ def _register(
         model_name=config.model_name,
         model_tag=artifact.model_tag,
         bento_tag=artifact.bento_tag,
-        package_path=trained_model.directory,
+        package_path=package_uri,
         weights_sha256=trained_model.weights_sha256,
         plugin=trained_model.plugin,
         labels=list(package["labels"]),

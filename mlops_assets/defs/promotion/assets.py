@@ -4,7 +4,7 @@ import dagster as dg
 
 from mlops_assets.defs.promotion.state import registry_state_metadata
 from mlops_assets.lib.registry.registry import ModelRegistry, PromotionHold, VersionView
-from mlops_assets.lib.registry.schema import ARCHIVED, CANDIDATE, PRODUCTION, STAGING
+from mlops_assets.lib.registry.schema import PRODUCTION
 from mlops_assets.packaging import BentoArtifact
 from mlops_assets.resources.registry import ModelRegistryResource
 
@@ -24,13 +24,15 @@ def model_promotion(
         version = models.find_by_model_tag(bento.model_tag)
         if version is None:
             raise ValueError(f"Model {bento.model_tag} is not in the registry; rematerialize the bento asset.")
-        hold = None if version.status == PRODUCTION else models.promotion_hold(version.number)
-        if hold is None:
-            if version.status in (CANDIDATE, ARCHIVED):
-                version = models.promote(version.number, STAGING, actor, "passed the promotion gate", automatic=True)
-            if version.status == STAGING and policy.automatic_production:
-                reason = f"staging_to_production is automatic in {models.environment}"
-                version = models.promote(version.number, PRODUCTION, actor, reason, automatic=True)
+        # One transaction that also checks production is still the model the gate compared this version with; a
+        # run that promoted the same model meanwhile leaves nothing to do.
+        promoted = models.promote_after_gate(
+            version.number,
+            _gate_champion(models, version.number, context.run.run_id),
+            policy.automatic_production,
+            actor,
+        )
+        version, hold = promoted.version, promoted.hold
         outcome = _outcome(models, version, hold)
         context.log.info(outcome)
         state = registry_state_metadata(models)
@@ -46,6 +48,17 @@ def model_promotion(
             **state,
         },
     )
+
+
+def _gate_champion(models: ModelRegistry, number: int, run_id: str) -> int | None:
+    """The production version the promotion gate compared this version with (None: there was none).
+
+    This run's verdict when it has one (another run may have judged the same version against another champion);
+    otherwise the latest, which is the one the registry requires to have passed (none: the registry refuses).
+    """
+    decisions = models.gate_decisions(number)
+    ours = [decision for decision in decisions if decision.dagster_run_id == run_id] or decisions
+    return ours[-1].details.get("champion_version") if ours else None
 
 
 def _outcome(models: ModelRegistry, version: VersionView, hold: PromotionHold | None) -> str:

@@ -1,6 +1,10 @@
 """Training: fit the configured model plug-in on the validated training split."""
 
+from collections.abc import Sequence
+from typing import Literal
+
 import dagster as dg
+import pydantic
 
 from mlops_assets.defs.metadata import markdown_table, png_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
@@ -8,40 +12,86 @@ from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.data.validated_data import ValidatedDataset
 from mlops_assets.lib.models.model_package import PACKAGE_FILE
 from mlops_assets.lib.models.plots import training_curves_png
+from mlops_assets.lib.models.plugins import resolve_plugin
 from mlops_assets.lib.models.plugins.base import EpochRecord, TrainSettings
 from mlops_assets.lib.models.training import TrainedModel, load_trained_model, train_model
-from mlops_assets.resources.artifacts import LocalArtifactStore
+from mlops_assets.resources.artifacts import ArtifactStore
 
 
 class TrainingConfig(dg.Config):
     """Hyper-parameters; `plugin` names the model plug-in, `plugin_params` its own knobs."""
 
-    plugin: str = "cnn"
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
+    # Free text only where the operator allows import paths; the code location otherwise binds an enumeration
+    # (`training_config_for`).
+    plugin: str = pydantic.Field(
+        default="cnn", description="A built-in or installed model plug-in (an import path only where allowed)."
+    )
+    # Bounds are checked before a CLI run starts (config_checks) and when a step starts; the launchpad shows the
+    # descriptions.
+    epochs: int = pydantic.Field(default=20, ge=1, description="Passes over the training split: an integer >= 1.")
+    batch_size: int = pydantic.Field(default=64, ge=1, description="Images per training step: an integer >= 1.")
+    learning_rate: float = pydantic.Field(
+        default=1e-3, gt=0, allow_inf_nan=False, description="Optimizer step size: a number > 0."
+    )
+    seed: int = pydantic.Field(
+        default=0, ge=0, le=2**32 - 1, description="Seed of every random choice: an integer from 0 to 4294967295."
+    )
+    device: str = pydantic.Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:<index>' or 'mps'.",
+        json_schema_extra={"allowed": "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"},
+    )
     plugin_params: dict[str, float] = {}
 
 
-@dg.asset(
-    group_name="training",
-    kinds={"pytorch"},
-    automation_condition=(dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed())
-    & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-)
-def trained_model(
+def training_config_for(plugins: Sequence[str]) -> type[TrainingConfig]:
+    """TrainingConfig whose `plugin` must be one of `plugins`: the launchpad offers them as an enumeration and any
+    other value is a config error at launch."""
+    default = TrainingConfig.model_fields["plugin"]
+    return pydantic.create_model(
+        TrainingConfig.__name__,
+        __base__=TrainingConfig,
+        __module__=__name__,
+        plugin=(Literal[tuple(plugins)], pydantic.Field(default=default.default, description=default.description)),
+    )
+
+
+def build_trained_model(config_class: type[TrainingConfig] = TrainingConfig) -> dg.AssetsDefinition:
+    """The trained_model asset configured by `config_class` (TrainingConfig or one from `training_config_for`)."""
+
+    @dg.asset(
+        name="trained_model",
+        group_name="training",
+        kinds={"pytorch"},
+        automation_condition=(dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed())
+        & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+    )
+    def trained_model(
+        context: dg.AssetExecutionContext,
+        config: config_class,
+        validated_images: ValidatedDataset,
+        artifacts: ArtifactStore,
+    ) -> dg.Output[TrainedModel]:
+        """The model plug-in trained with fixed seeds on the training split, with per-epoch history."""
+        return train_and_describe(context, config, validated_images, artifacts)
+
+    return trained_model
+
+
+def train_and_describe(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
     validated_images: ValidatedDataset,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
 ) -> dg.Output[TrainedModel]:
-    """The model plug-in trained with fixed seeds on the training split, with per-epoch history."""
+    """Train (or reuse the stored package for this version) and describe the model in the output's metadata."""
+    # Before anything is read: a plug-in outside the allowed set is refused without importing it.
+    resolve_plugin(config.plugin)
     settings = TrainSettings(config.epochs, config.batch_size, config.learning_rate, config.seed, config.device)
     version = derived_version(validated_images.version, own_code_version(context), config.model_dump())
-    destination = artifacts.path_for("trained_model", version)
-    cache_hit = (destination / PACKAGE_FILE).exists()
+    stored = artifacts.fetch("trained_model", version)
+    cache_hit = stored is not None and (stored / PACKAGE_FILE).exists()
 
     def log_epoch(record: EpochRecord) -> None:
         context.log.info(
@@ -50,12 +100,18 @@ def trained_model(
         )
 
     if cache_hit:
-        model = load_trained_model(destination)
-        context.log.info(f"Cache hit: reusing model package {destination} (weights {model.weights_sha256[:12]})")
-    else:
-        model = train_model(
-            validated_images, config.plugin, config.plugin_params, settings, destination, log_epoch, version
+        model = load_trained_model(stored)
+        context.log.info(
+            f"Cache hit: reusing model package {artifacts.uri('trained_model', version)} "
+            f"(weights {model.weights_sha256[:12]})"
         )
+    else:
+        # The arrays are read locally; the step may run where validated_images did not (another run or machine).
+        validated_images = artifacts.local_copy(validated_images, "validated_images")
+        with artifacts.publishing("trained_model", version) as destination:
+            model = train_model(
+                validated_images, config.plugin, config.plugin_params, settings, destination, log_epoch, version
+            )
     history = model.history
     return dg.Output(
         model,
@@ -78,5 +134,10 @@ def trained_model(
                 ],
             ),
             "package_path": dg.MetadataValue.path(model.directory),
+            "stored_at": artifacts.uri("trained_model", version),
         },
     )
+
+
+# The asset with `plugin` as free text, for code that binds its own resources (tests, notebooks).
+trained_model = build_trained_model()

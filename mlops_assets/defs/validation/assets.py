@@ -4,8 +4,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 
-from mlops_assets.defs.validation.checks import BLOCKING_CHECKS, CHECK_NAMES, label_memory
+from mlops_assets.defs.validation.checks import BLOCKING_CHECKS, CHECK_NAMES
 from mlops_assets.defs.validation.report import validation_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
@@ -19,17 +20,42 @@ from mlops_assets.lib.data.validated_data import (
     build_validated_dataset,
     load_validated_dataset,
 )
-from mlops_assets.resources.artifacts import LocalArtifactStore
+from mlops_assets.resources import label_sets
+from mlops_assets.resources.artifacts import ArtifactStore
+from mlops_assets.resources.dataset import DatasetSource
 
 
 class ValidatedImagesConfig(dg.Config):
     """Model input geometry (0 = infer from the data) and the expectation profile (a name or a YAML path)."""
 
-    image_height: int = 0
-    image_width: int = 0
-    channels: int = 0
-    max_side: int = 64
-    expectations: str = DEFAULT_PROFILE
+    # Bounds are checked before a CLI run starts (config_checks) and when a step starts; the launchpad shows the
+    # descriptions.
+    image_height: int = pydantic.Field(
+        default=0, ge=0, le=65_535, description="Model input height in pixels, 0 to 65535; 0 = infer from the data."
+    )
+    image_width: int = pydantic.Field(
+        default=0, ge=0, le=65_535, description="Model input width in pixels, 0 to 65535; 0 = infer from the data."
+    )
+    channels: int = pydantic.Field(
+        default=0,
+        description="Model input channels: 1 (grey) or 3 (colour); 0 = infer from the data.",
+        json_schema_extra={"allowed": "0 (infer from the data), 1 or 3"},
+    )
+    max_side: int = pydantic.Field(
+        default=64, ge=1, le=65_535, description="Longest side of an inferred input size in pixels, 1 to 65535."
+    )
+    expectations: str = pydantic.Field(
+        default=DEFAULT_PROFILE,
+        min_length=1,
+        description="Expectation profile: a name in mlops_assets/expectations/ or the path of a YAML file.",
+    )
+
+    @pydantic.field_validator("channels")
+    @classmethod
+    def _channel_count(cls, value: int) -> int:
+        if value not in (0, 1, 3):
+            raise ValueError("not a channel count")
+        return value
 
 
 def _previous_build(context: dg.AssetExecutionContext) -> ValidatedDataset | None:
@@ -50,7 +76,8 @@ def validated_images(
     context: dg.AssetExecutionContext,
     config: ValidatedImagesConfig,
     raw_images: DatasetManifest,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
+    dataset: DatasetSource,
 ) -> dg.Output[ValidatedDataset]:
     """Decoded, resized uint8 arrays, per-image statistics, quarantine report, baseline and Data Docs."""
     geometry = GeometryConfig(config.image_height, config.image_width, config.channels, config.max_side)
@@ -58,27 +85,28 @@ def validated_images(
     if profile.labels:
         expected, source = profile.labels, f"configured in profile {profile.name!r}"
     else:
-        memory = label_memory()
-        expected = memory.recall(raw_images.root) or ()
-        source = f"recorded when this dataset first passed ({memory.path_for(raw_images.root)})"
+        expected = label_sets.recall(artifacts, raw_images.root) or ()
+        source = f"recorded when this dataset first passed ({label_sets.where(artifacts, raw_images.root)})"
     # The expected label set is left out: it only becomes known once the same data first passes, and then agrees.
     version = derived_version(raw_images.data_version, own_code_version(context), asdict(geometry), profile.fingerprint)
-    destination = artifacts.path_for("validated_images", version)
-    cache_hit = (destination / "dataset.json").exists()
+    stored = artifacts.fetch("validated_images", version)
+    cache_hit = stored is not None and (stored / "dataset.json").exists()
     if cache_hit:
-        validated = load_validated_dataset(destination)
-        context.log.info(f"Cache hit: reusing validated data {destination}")
+        validated = load_validated_dataset(stored)
+        context.log.info(f"Cache hit: reusing validated data {artifacts.uri('validated_images', version)}")
     else:
-        validated = build_validated_dataset(
-            raw_images,
-            geometry,
-            destination,
-            profile=profile,
-            expected_labels=tuple(expected),
-            labels_source=source,
-            previous=_previous_build(context),
-            version=version,
-        )
+        with artifacts.publishing("validated_images", version) as destination:
+            validated = build_validated_dataset(
+                raw_images,
+                geometry,
+                destination,
+                profile=profile,
+                expected_labels=tuple(expected),
+                labels_source=source,
+                previous=_previous_build(context),
+                version=version,
+                files_root=dataset.local_root(raw_images),
+            )
         context.log.info(f"Decoded {validated.num_decoded_now} images; the others were reused by content hash.")
     report = validated.quarantine()
     quarantined = report[report["status"] == "quarantined"]
@@ -95,6 +123,7 @@ def validated_images(
             **code_version_metadata(context, cache_hit, version),
             "num_decoded_now": 0 if cache_hit else validated.num_decoded_now,
             "storage_path": dg.MetadataValue.path(validated.directory),
+            "stored_at": artifacts.uri("validated_images", version),
             "input_shape": f"{spec.channels}x{spec.height}x{spec.width} (channels x height x width)",
             "expectation_profile": profile.name,
             "num_images_kept": int(sum(validated.split_counts.values())),

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from mlops_assets import settings
 from mlops_assets.defs.validation.report import check_markdown
 from mlops_assets.lib.data import data_validation as roles
-from mlops_assets.lib.data.label_memory import LabelMemory
 from mlops_assets.lib.data.validated_data import ValidatedDataset
+from mlops_assets.resources import label_sets
+from mlops_assets.resources.artifacts import ArtifactStore
 
 QUARANTINE_CHECK = "quarantine_within_limit"
 CLASS_COVERAGE_CHECK = "class_coverage"
@@ -33,24 +33,21 @@ DESCRIPTIONS = {
 }
 
 
-def label_memory() -> LabelMemory:
-    """Where each dataset root's first accepted label set is remembered (under MLOPS_HOME)."""
-    return LabelMemory(settings.mlops_home() / "validation" / "label_sets")
-
-
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(name, asset="validated_images", blocking=name in BLOCKING_CHECKS, description=description)
         for name, description in DESCRIPTIONS.items()
     ],
 )
-def validated_images_quality(context: dg.AssetCheckExecutionContext, validated_images: ValidatedDataset):
+def validated_images_quality(
+    context: dg.AssetCheckExecutionContext, validated_images: ValidatedDataset, artifacts: ArtifactStore
+):
     """Report the Great Expectations suite's outcomes; blocking failures stop training, warnings do not."""
     outcomes = validated_images.outcomes()
     blocking_passed = all(o.passed for o in outcomes if CHECK_NAMES[o.role] in BLOCKING_CHECKS)
     if blocking_passed and validated_images.dataset_root:
-        recorded = label_memory().remember(
-            validated_images.dataset_root, validated_images.labels, validated_images.data_version
+        recorded = label_sets.remember(
+            artifacts, validated_images.dataset_root, validated_images.labels, validated_images.data_version
         )
         context.log.info(f"Label set of {validated_images.dataset_root} is recorded in {recorded}.")
     for outcome in outcomes:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
-import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from mlops_assets.lib.data.image_conversion import ALL_MODES
 from mlops_assets.lib.data.image_policy import DEFAULT_FORMATS, ImagePolicy
 from mlops_assets.lib.errors import DatasetError
+from mlops_assets.lib.settings_validation import ConfigError, problems, read_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "expectations"
 DEFAULT_PROFILE = "default"
@@ -62,37 +64,88 @@ class ExpectationProfile:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+_Text = Annotated[str, BeforeValidator(lambda value: str(value) if type(value) is int else value)]
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ProfileSettings(BaseModel):
+    """A profile file's settings as written (sections flattened): names, types and ranges checked, so a bad value is
+    refused by name when the profile is read, never by an error from inside the validation library."""
+
+    # Numbers must be numbers ("0.05" is refused, not guessed at); a label or mode written as a bare integer (`1`)
+    # is read as the text it stands for.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    name: str = Field(DEFAULT_PROFILE, min_length=1)
+    allowed_formats: list[_Text] = Field(list(DEFAULT_FORMATS), min_length=1)
+    allowed_modes: list[_Text] = Field(list(ALL_MODES), min_length=1)
+    min_side: int = Field(4, ge=1)
+    max_side: int = Field(65_535, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_bytes: int = Field(20_000_000, ge=1)
+    min_bytes: int = Field(1, ge=0)
+    min_contrast: _Fraction = 0.01
+    max_quarantined_fraction: _Fraction = 0.05
+    min_classes: int = Field(2, ge=1)
+    min_images_per_class: int = Field(5, ge=1)
+    max_class_imbalance: float = Field(20.0, ge=1.0)
+    labels: list[_Text] = []
+    max_duplicate_fraction: _Fraction = 0.0
+
+
+class ProfileError(ConfigError, DatasetError):
+    """An expectation profile cannot be used as written."""
+
+
 def _from_mapping(data: dict, source: str) -> ExpectationProfile:
-    known = {field.name for field in fields(ExpectationProfile)}
-    flat = {}
+    flat: dict = {}
+    written_in: dict[str, str] = {}  # setting -> where it was written ("dataset.min_classes"), for messages
     for section in _SECTIONS:
-        flat.update(data.get(section) or {})
+        content = data.get(section)
+        if content is None:
+            continue
+        if not isinstance(content, dict):
+            raise ProfileError(source, [f"{section} = {content!r}: expected a mapping of settings"])
+        flat.update(content)
+        written_in.update({key: f"{section}.{key}" for key in content})
     flat.update({key: value for key, value in data.items() if key not in _SECTIONS})
-    unknown = sorted(set(flat) - known)
-    if unknown:
-        raise DatasetError(f"Expectation profile {source} has unknown settings {unknown}; known: {sorted(known)}.")
-    for key in ("allowed_formats", "allowed_modes", "labels"):
-        if key in flat:
-            flat[key] = tuple(str(value) for value in flat[key] or ())
-    profile = ExpectationProfile(**flat)
+    for key in data:
+        if key not in _SECTIONS:
+            written_in.pop(key, None)
+    try:
+        settings = ProfileSettings.model_validate(flat)
+    except ValidationError as error:
+        raise ProfileError(source, problems(error, ProfileSettings, written_in)) from error
+    profile = ExpectationProfile(
+        **{key: tuple(value) if isinstance(value, list) else value for key, value in settings.model_dump().items()}
+    )
     try:
         profile.image_policy()
     except ValueError as error:
-        raise DatasetError(f"Expectation profile {source} has an image policy that cannot work: {error}.") from error
+        raise ProfileError(source, [f"an image policy that cannot work: {error}"]) from error
     return profile
 
 
 def load_profile(name_or_path: str = DEFAULT_PROFILE) -> ExpectationProfile:
-    """A profile by name (a file in mlops_assets/expectations/) or by path to a YAML file."""
+    """A profile by name (a file in mlops_assets/expectations/) or by path to a YAML file.
+
+    Raises ProfileError (a DatasetError) naming the file, each bad setting, its value and what is allowed.
+    """
     candidate = Path(name_or_path).expanduser()
     path = candidate if candidate.suffix in {".yaml", ".yml"} else PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        available = sorted(item.stem for item in PROFILES_DIR.glob("*.yaml"))
-        raise DatasetError(
-            f"Expectation profile {name_or_path!r} not found (looked for {path}); use one of {available} "
-            "or the path of a YAML file."
+        available = ", ".join(repr(item.stem) for item in sorted(PROFILES_DIR.glob("*.yaml")))
+        raise ProfileError(
+            "validated_images config",
+            [
+                f"expectations = {name_or_path!r}: expectation profile not found (looked for {path}); expected one of "
+                f"{available} or the path of a YAML file"
+            ],
         )
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = read_yaml(path)
+    except ConfigError as error:
+        raise ProfileError(error.source, error.problems) from error
     if not isinstance(data, dict):
-        raise DatasetError(f"Expectation profile {path} must be a YAML mapping.")
+        raise ProfileError(str(path), [f"expected a mapping of sections ({', '.join(_SECTIONS)}), not {data!r}"])
     return _from_mapping(data, str(path))

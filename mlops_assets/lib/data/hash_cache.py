@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from mlops_assets.lib.atomic import atomic_write_text
+
 
 class FileHashCache:
     """SHA-256 of files, reused while a file's size, mtime and inode are unchanged."""
@@ -37,7 +39,5 @@ class FileHashCache:
         """Keep only files seen in this scan; write atomically."""
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._path.with_suffix(".partial")
-        partial.write_text(json.dumps(self._seen))
-        partial.replace(self._path)
+        # A partial file of this process: two scans of one dataset at once never write the same temporary file.
+        atomic_write_text(self._path, json.dumps(self._seen))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+from mlops_assets.lib.atomic import atomic_write_text
 
 
 class LabelMemory:
@@ -30,15 +30,11 @@ class LabelMemory:
         path = self.path_for(dataset_root)
         if path.exists():
             return path
-        self.directory.mkdir(parents=True, exist_ok=True)
         record = {
             "dataset_root": dataset_root,
             "labels": sorted(labels),
             "data_version": data_version,
             "recorded_at": datetime.now(UTC).isoformat(),
         }
-        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=1)
-        os.replace(temporary, path)
+        atomic_write_text(path, json.dumps(record, indent=1))
         return path

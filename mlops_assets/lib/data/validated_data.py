@@ -349,6 +349,7 @@ def build_validated_dataset(
     previous: ValidatedDataset | None = None,
     version: str = "",
     parallel_threshold: int = PARALLEL_THRESHOLD,
+    files_root: Path | None = None,
 ) -> ValidatedDataset:
     """Decode every manifest entry once through the profile's image policy, quarantine files it refuses or that
     fail the per-file quality expectations, run the dataset expectations, and write arrays, statistics, quarantine
@@ -356,12 +357,14 @@ def build_validated_dataset(
 
     With `previous` (an earlier build), headers are reused by content hash, and decoded arrays too when the geometry
     and the policy are the same, so adding one image decodes one image. From `parallel_threshold` files to read or
-    decode on, `workers` processes (default: one per core) do it; the result is identical either way.
+    decode on, `workers` processes (default: one per core) do it; the result is identical either way. Files are read
+    below `files_root` (default: the manifest's root; a local copy where the dataset lies in object storage).
     """
     profile = profile or ExpectationProfile()
     policy = profile.image_policy()
     cache = DecodedCache(previous, policy)
-    paths = [str(manifest.absolute_path(entry)) for entry in manifest.entries]
+    root = Path(files_root if files_root is not None else manifest.root)
+    paths = [str(root / entry.path) for entry in manifest.entries]
     with _FileMapper(workers, parallel_threshold) as mapper:
         headers = _headers(mapper, cache, manifest, paths, policy)
         geometry_key = _input_geometry(headers, geometry, manifest, profile)

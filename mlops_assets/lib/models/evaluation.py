@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mlops_assets.lib.atomic import atomic_write_text
 from mlops_assets.lib.data.validated_data import ValidatedDataset
 from mlops_assets.lib.models.metrics import classification_report
 from mlops_assets.lib.models.model_package import load_package, read_package_document
@@ -46,10 +47,7 @@ def evaluate_package(
 
 def save_report(report: EvaluationReport, path: Path) -> None:
     """Write atomically, so an interrupted run never leaves a half report that looks like a cache hit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(asdict(report), indent=1))
-    partial.replace(path)
+    atomic_write_text(path, json.dumps(asdict(report), indent=1))
 
 
 def load_report(path: Path) -> EvaluationReport:

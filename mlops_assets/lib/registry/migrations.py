@@ -1,32 +1,76 @@
-"""Upgrades for registry databases written by earlier releases: idempotent, run whenever a registry is opened."""
+"""Upgrades for registry databases written by earlier releases: idempotent, run whenever a registry is opened.
+
+Before a SQLite registry is changed, a copy of it as it was is written next to it (`registry.db.bak-<UTC time>`). A
+PostgreSQL registry is changed in place, in one transaction, with a warning that backups are the operator's (pg_dump).
+"""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, inspect
 from sqlalchemy.schema import CreateTable
 
 from mlops_assets.lib.errors import MLOpsError
+from mlops_assets.lib.registry.database import BACKUP_INFIX, sqlite_file
 from mlops_assets.lib.registry.schema import ModelVersion, sqlite_guard_statements
 
 _REBUILT = "model_versions_rebuilt"
+log = logging.getLogger(__name__)
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring an existing registry to the current schema; a current one is left as it is.
+def upgrade_schema(engine: Engine) -> Path | None:
+    """Bring an existing registry to the current schema; a current one is left as it is. Returns the backup written
+    before a SQLite registry was changed (None when nothing changed, and for PostgreSQL).
 
     Today's one step: `model_versions.git_dirty` became nullable (NULL = git could not tell). PostgreSQL drops the
-    NOT NULL in place; SQLite cannot alter a column, so the table is rebuilt in one transaction (its rows, ids,
-    references and delete/update guards are kept).
+    NOT NULL in place, in one transaction (back it up with the database's own tools, e.g. pg_dump); SQLite cannot
+    alter a column, so the file is first copied to `<file>.bak-<UTC time>` and the table is rebuilt in one
+    transaction (its rows, ids, references and delete/update guards are kept).
     """
     if _git_dirty_nullable(engine):
-        return
-    if engine.dialect.name == "sqlite":
-        _rebuild_sqlite_model_versions(engine)
-    else:
+        return None
+    path = sqlite_file(engine)
+    if engine.dialect.name != "sqlite":
+        log.warning(
+            "Upgrading the model registry %s to the current schema (model_versions.git_dirty may be unknown) in one "
+            "transaction. mlops keeps no copy of a PostgreSQL registry: back it up with `pg_dump` before each upgrade "
+            "of mlops (README, Backups).",
+            engine.url.render_as_string(hide_password=True),
+        )
         with engine.begin() as connection:
             connection.exec_driver_sql("ALTER TABLE model_versions ALTER COLUMN git_dirty DROP NOT NULL")
+        return None
+    backup = backup_sqlite(path) if path is not None else None
+    if backup is not None:
+        log.warning(
+            "Upgrading the model registry %s to the current schema (model_versions.git_dirty may be unknown); "
+            "the database as it was is kept at %s.",
+            path,
+            backup,
+        )
+    _rebuild_sqlite_model_versions(engine)
+    return backup
+
+
+def backup_sqlite(path: Path) -> Path:
+    """A consistent copy of a SQLite database (committed content, the write-ahead log's included) next to it, named
+    `<file>.bak-<UTC time>`; returns its path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    backup = path.with_name(f"{path.name}{BACKUP_INFIX}{stamp}")
+    source = sqlite3.connect(path)
+    try:
+        target = sqlite3.connect(backup)
+        try:
+            source.backup(target)  # SQLite's online backup: a snapshot even while other processes read
+        finally:
+            target.close()
+    finally:
+        source.close()
+    return backup
 
 
 def _git_dirty_nullable(engine: Engine) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets.lib.errors import MLOpsError
+from mlops_assets.lib.settings_validation import ConfigError, read_yaml, validate
 
 AUTOMATIC = "automatic"
 MANUAL = "manual"
@@ -38,13 +40,28 @@ class PromotionPolicy:
         return self.staging_to_production == AUTOMATIC
 
 
+class PromotionSettings(BaseModel):
+    """The `promotion:` section of an environment file, as written: names, types and ranges checked."""
+
+    # A quoted number ("0.8") is refused rather than guessed at, and a misspelt key is not silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    primary_metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    floor: float = Field(0.8, ge=0.0, le=1.0)
+    tolerance: float = Field(0.01, ge=0.0, le=1.0)
+    per_class_margin: float = Field(0.05, ge=0.0, le=1.0)
+    staging_to_production: Literal["automatic", "manual"] = MANUAL
+
+    def policy(self) -> PromotionPolicy:
+        return PromotionPolicy(**self.model_dump())
+
+
 def load_policy(environment_file: Path) -> PromotionPolicy:
-    """Read the `promotion:` section of an environment file; unknown keys are an error, not ignored."""
+    """Read the `promotion:` section of an environment file; a ConfigError names any unknown or bad setting."""
     if not environment_file.is_file():
-        raise MLOpsError(f"Environment file {environment_file} is missing; it holds the promotion policy.")
-    section = (yaml.safe_load(environment_file.read_text()) or {}).get("promotion") or {}
-    known = {field.name for field in fields(PromotionPolicy)}
-    unknown = set(section) - known
-    if unknown:
-        raise MLOpsError(f"Unknown keys {sorted(unknown)} in {environment_file} promotion:; known: {sorted(known)}.")
-    return PromotionPolicy(**section)
+        raise ConfigError(str(environment_file), ["missing; it holds the promotion policy"])
+    content = read_yaml(environment_file)
+    if not isinstance(content, dict):
+        raise ConfigError(str(environment_file), [f"expected a mapping of sections, not {content!r}"])
+    section = content.get("promotion")
+    return validate(PromotionSettings, {} if section is None else section, str(environment_file), "promotion").policy()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mlops_assets.lib.errors import MLOpsError
-from mlops_assets.lib.registry.database import create_registry_engine
+from mlops_assets.lib.registry.database import create_registry_engine, opening
 from mlops_assets.lib.registry.gate import GateDecision
 from mlops_assets.lib.registry.migrations import upgrade_schema
 from mlops_assets.lib.registry.schema import (
@@ -145,17 +145,44 @@ class Registration:
     created: bool
 
 
+@dataclass(frozen=True)
+class GatedPromotion:
+    """Where the pipeline's promotion left a version, and the rollback or disable that held it back, if any."""
+
+    version: VersionView
+    hold: PromotionHold | None
+
+
+# The pipeline's promotion refuses with this when production moved after its gate compared the candidate with it.
+PRODUCTION_CHANGED = "production changed since the gate; rerun"
+
+
 class ModelRegistry:
     """Model versions of one model name and their statuses in one environment."""
 
-    def __init__(self, url: str, environment: str, model_name: str = "image-classifier") -> None:
+    def __init__(
+        self,
+        url: str,
+        environment: str,
+        model_name: str = "image-classifier",
+        home_history: Sequence[str] | None = None,
+    ) -> None:
+        """Open (creating or upgrading) the registry at `url`. `home_history` lists what else the home holds (bentos,
+        runs, ...; [] for nothing, None where the caller cannot tell): an empty SQLite file is started anew only when
+        it is []. Raises RegistryFileError naming an empty or unreadable file and how to restore it."""
         self.url = url
         self.environment = environment
         self.model_name = model_name
         self.engine = create_registry_engine(url)
-        Base.metadata.create_all(self.engine)
-        upgrade_schema(self.engine)
-        self._ensure_environment_row()
+        try:
+            with opening(self.engine, home_history):
+                Base.metadata.create_all(self.engine)
+                # The copy kept before a schema upgrade changed the file (None when nothing changed).
+                self.schema_backup = upgrade_schema(self.engine)
+                self._ensure_environment_row()
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -423,16 +450,71 @@ class ModelRegistry:
             action = "promote"
             if state.status == CANDIDATE and self._gate_passed(session, version) is None:
                 if not force:
-                    raise RegistryError(
-                        f"Version {number} has not passed the promotion gate in {self.environment} "
-                        f"(`mlops models show {number}` says why); pass --force with --reason to promote it anyway."
-                    )
+                    raise self._gate_not_passed(number)
                 action = "force-promote"
-            incumbent = self._holder(session, to)
-            if incumbent is not None:
-                self._move(session, *incumbent, ARCHIVED, "replaced", actor, f"replaced by version {number}")
-            self._move(session, version, state, to, action, actor, reason)
+            self._take_over(session, version, state, to, action, actor, reason)
             return self._view(version, state)
+
+    def _gate_not_passed(self, number: int) -> RegistryError:
+        return RegistryError(
+            f"Version {number} has not passed the promotion gate in {self.environment} "
+            f"(`mlops models show {number}` says why); pass --force with --reason to promote it anyway."
+        )
+
+    def _take_over(
+        self,
+        session: Session,
+        version: ModelVersion,
+        state: VersionState,
+        to: str,
+        action: str,
+        actor: str,
+        reason: str,
+    ) -> None:
+        """Move `version` to `to`, archiving the version that held it."""
+        incumbent = self._holder(session, to)
+        if incumbent is not None:
+            self._move(session, *incumbent, ARCHIVED, "replaced", actor, f"replaced by version {version.number}")
+        self._move(session, version, state, to, action, actor, reason)
+
+    def promote_after_gate(
+        self, number: int, compared_with: int | None, to_production: bool, actor: str
+    ) -> GatedPromotion:
+        """The pipeline's promotion of a version whose gate passed against production version `compared_with` (None:
+        nothing was in production): to staging and, with `to_production`, on to production, in one transaction.
+
+        Nothing moves when the version is already there (another run promoting the same model got there first: not
+        an error), or when a rollback or disable holds it (returned; see `promotion_hold`). Raises RegistryError
+        ("... production changed since the gate; rerun ...") when production is no longer `compared_with`: the gate's
+        verdict was about a model that is not the one it would replace.
+        """
+        with self._transition() as session:
+            version = self._version_row(session, number)
+            state = self._require_state(session, version)
+            target = PRODUCTION if to_production else STAGING
+            if state.status in (target, PRODUCTION):
+                return GatedPromotion(self._view(version, state), None)
+            hold = self._promotion_hold(session, version)
+            if hold is not None:
+                return GatedPromotion(self._view(version, state), hold)
+            if state.status == CANDIDATE and self._gate_passed(session, version) is None:
+                raise self._gate_not_passed(number)
+            current = self._holder(session, PRODUCTION)
+            now = current[0].number if current is not None else None
+            if now != compared_with:
+                then = f"production version {compared_with}" if compared_with is not None else "no production model"
+                holder = f"version {now} is" if now is not None else "no version is"
+                raise RegistryError(
+                    f"Version {number} was not promoted: {PRODUCTION_CHANGED} (`mlops run`), so that the gate "
+                    f"compares it with what is in production now. The gate compared it with {then}; {holder} in "
+                    f"production in {self.environment} now."
+                )
+            if state.status in (CANDIDATE, ARCHIVED):
+                self._take_over(session, version, state, STAGING, "promote", actor, "passed the promotion gate")
+            if to_production:
+                reason = f"staging_to_production is automatic in {self.environment}"
+                self._take_over(session, version, state, PRODUCTION, "promote", actor, reason)
+            return GatedPromotion(self._view(version, state), None)
 
     def rollback(self, actor: str, reason: str = "", to_number: int | None = None) -> VersionView:
         """Return production to the previous production version (or a named one that was in production before)."""

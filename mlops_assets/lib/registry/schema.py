@@ -148,9 +148,10 @@ _IMMUTABLE = {
     "version_states": ("DELETE",),
 }
 
+# `%%`: DDL statements are %-formatted by SQLAlchemy; PL/pgSQL's RAISE placeholders are single `%` in the database.
 _POSTGRES_REFUSE_FUNCTION = DDL(
     "CREATE OR REPLACE FUNCTION registry_refuse_change() RETURNS trigger AS $$ BEGIN "
-    "RAISE EXCEPTION 'the model registry never deletes or rewrites history (% on %); disable a version instead', "
+    "RAISE EXCEPTION 'the model registry never deletes or rewrites history (%% on %%); disable a version instead', "
     "TG_OP, TG_TABLE_NAME; END; $$ LANGUAGE plpgsql"
 )
 

@@ -2,7 +2,9 @@
 
 The headers are checked before the body is read; the body is then read with its size counted as it arrives (a
 declared Content-Length or a chunked stream alike), and multipart bodies are parsed with python-multipart, the
-parser Starlette (so BentoML) uses afterwards, so the guard and the service see the same parts.
+parser Starlette (so BentoML) uses afterwards, so the guard and the service see the same parts. A request that
+passes goes on with what the guard read attached to its scope (`GuardedBody`, under `GUARDED_BODY`): the body, and
+the image files it carries, so nothing downstream has to read or parse it again.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -33,6 +35,8 @@ class GuardedRoute:
     # For multipart routes: the only field allowed, and only as files (BentoML would otherwise fetch URLs given
     # as text fields, and answers 500 to binary parts under other names).
     file_field: str | None = None
+    # For routes whose whole body is one file (an image sent as the raw body).
+    body_is_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,22 @@ class FormPart:
 
     name: str | None
     filename: str | None
+    # The part's content, exactly the bytes between its headers and the next boundary. Parts compare by their header
+    # alone, which is what decides whether a request is accepted.
+    data: bytes = field(default=b"", compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class GuardedBody:
+    """What the guard read of a request it let through: the whole body, and for file routes the image files in it
+    (each form part of the file field, in order, or the body itself); `files` is None for other routes (JSON)."""
+
+    body: bytes
+    files: list[bytes] | None
+
+
+# The scope key a guarded request's `GuardedBody` travels under (ASGI lets middleware add keys to the scope).
+GUARDED_BODY = "mlops_assets.guarded_body"
 
 
 def media_type(headers: Mapping[str, str]) -> str:
@@ -130,22 +150,23 @@ def form_parts(content_type: str, body: bytes) -> list[FormPart]:
     boundary = options.get(b"boundary")
     if not boundary:
         raise ValueError("The multipart Content-Type has no boundary; let your HTTP client build the form.")
-    parts: list[FormPart] = []
+    # Each part as (name, filename, content so far); the content arrives in pieces between its headers and the next
+    # boundary.
+    parts: list[tuple[str | None, str | None, bytearray]] = []
     headers: list[tuple[bytes, bytes]] = []
-    field, value = bytearray(), bytearray()
+    header_field, header_value = bytearray(), bytearray()
     finished = False
 
     def on_header_end() -> None:
-        headers.append((bytes(field).strip().lower(), bytes(value).strip()))
-        field.clear()
-        value.clear()
+        headers.append((bytes(header_field).strip().lower(), bytes(header_value).strip()))
+        header_field.clear()
+        header_value.clear()
 
     def on_headers_finished() -> None:
         # The last Content-Disposition wins, as in Starlette.
         disposition = next((value for name, value in reversed(headers) if name == b"content-disposition"), b"")
         _, parameters = parse_options_header(disposition)
-        name, filename = parameters.get(b"name"), parameters.get(b"filename")
-        parts.append(FormPart(_text(name), _text(filename)))
+        parts.append((_text(parameters.get(b"name")), _text(parameters.get(b"filename")), bytearray()))
         headers.clear()
 
     def on_end() -> None:
@@ -155,10 +176,11 @@ def form_parts(content_type: str, body: bytes) -> list[FormPart]:
     parser = MultipartParser(
         boundary,
         {
-            "on_header_field": lambda data, start, end: field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: value.extend(data[start:end]),
+            "on_header_field": lambda data, start, end: header_field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: header_value.extend(data[start:end]),
             "on_header_end": on_header_end,
             "on_headers_finished": on_headers_finished,
+            "on_part_data": lambda data, start, end: parts[-1][2].extend(data[start:end]),
             "on_end": on_end,
         },
     )
@@ -170,7 +192,7 @@ def form_parts(content_type: str, body: bytes) -> list[FormPart]:
         raise ValueError(
             "The multipart body ends before its closing boundary; send the whole form (let your HTTP client build it)."
         )
-    return parts
+    return [FormPart(name, filename, bytes(data)) for name, filename, data in parts]
 
 
 def _text(value: bytes | None) -> str | None:
@@ -185,12 +207,18 @@ def _text(value: bytes | None) -> str | None:
 
 def check_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -> Refusal | None:
     """Refuses bodies BentoML would mishandle: empty, URLs instead of image bytes, stray or non-file form parts."""
+    outcome = guarded_body(route, headers, body)
+    return outcome if isinstance(outcome, Refusal) else None
+
+
+def guarded_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -> GuardedBody | Refusal:
+    """`check_body`'s refusal, or the body with the image files it carries (see `GuardedBody`)."""
     if not body:
         return _empty_body(route)
     if body[:8].lower().startswith((b"http://", b"https://")):
         return Refusal(400, "The body is a URL; send the image bytes themselves (this service does not fetch URLs).")
     if route.file_field is None:
-        return None
+        return GuardedBody(body, [body] if route.body_is_file else None)
     try:
         parts = form_parts(headers.get("content-type", ""), body)
     except ValueError as error:
@@ -213,7 +241,7 @@ def check_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -> 
                 f"Form part {index} of {route.file_field!r} is not a file: its Content-Disposition has no filename "
                 "parameter (a filename* alone does not count, RFC 7578 section 4.2); send each image as a file.",
             )
-    return None
+    return GuardedBody(body, [part.data for part in parts])
 
 
 def _empty_body(route: GuardedRoute) -> Refusal:
@@ -222,7 +250,8 @@ def _empty_body(route: GuardedRoute) -> Refusal:
 
 class RequestGuard:
     """Applies `check_request`, `read_body` and `check_body` to the guarded routes (POST only); every other
-    request, health checks included, passes untouched."""
+    request, health checks included, passes untouched. A request that passes carries its `GuardedBody` in the scope
+    under `GUARDED_BODY`, and its body is replayed to the app."""
 
     def __init__(self, app: ASGIApp, routes: Mapping[str, GuardedRoute], api_key_env: str) -> None:
         self.app = app
@@ -238,10 +267,9 @@ class RequestGuard:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         outcome = check_request(route, headers, self.api_key) or await read_body(receive, route.max_body_bytes)
         if isinstance(outcome, bytes):
-            body = outcome
-            outcome = check_body(route, headers, body)
-            if outcome is None:
-                await self.app(scope, _replay(body, receive), send)
+            outcome = guarded_body(route, headers, outcome)
+            if isinstance(outcome, GuardedBody):
+                await self.app({**scope, GUARDED_BODY: outcome}, _replay(outcome.body, receive), send)
                 return
         await _send_refusal(send, outcome)
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Everything the GPU measurements need, in one call on a machine with an NVIDIA GPU:
+#   1. the project installed into .venv (torch==2.13.0: pip takes its CUDA build on Linux x86_64);
+#   2. wrk (benchmarks/setup.sh);
+#   3. the serving benchmark (benchmarks/bench_serving.py): it generates its datasets, trains both models on the GPU,
+#      serves this service and the naive server (one worker per core each, every worker on the GPU) and loads them with
+#      wrk at concurrency 1, 16 and 64 and with 64-image batches;
+#   4. the training benchmark (benchmarks/bench_training.py, when present) on the GPU, with bf16 autocast as well.
+# Results, with the GPU named, go to benchmarks/results/gpu/ (serving.json/.md, training.json/.md).
+#
+#   benchmarks/gpu/run.sh                       # on the GPU machine
+#   benchmarks/gpu/run.sh --smoke --allow-cpu   # the same steps, minutes long, on a machine without a GPU
+#
+# Without a GPU the script stops before measuring anything unless --allow-cpu is given; --smoke shortens every run.
+# Only a full-length run on a GPU writes to benchmarks/results/gpu/; the others write to a temporary folder. BENCH_ARGS adds arguments to the serving
+# benchmark, TRAINING_ARGS to the training one.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+smoke=0
+allow_cpu=0
+results=benchmarks/results/gpu
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) smoke=1 ;;
+        --allow-cpu) allow_cpu=1 ;;
+        --results) results="$2"; shift ;;
+        *) echo "unknown argument $1; use --smoke, --allow-cpu or --results DIR" >&2; exit 64 ;;
+    esac
+    shift
+done
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "Python environment"
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+if ! .venv/bin/python -c "import mlops_assets, torch, bentoml" 2>/dev/null; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+fi
+.venv/bin/python -c "import torch; print('torch', torch.__version__, '| CUDA build', torch.version.cuda)"
+
+step "Device"
+device_name=$(.venv/bin/python -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')")
+if [ -n "$device_name" ]; then
+    echo "GPU: $device_name"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+    training_device=(--device cuda --amp)
+elif [ "$allow_cpu" = 1 ]; then
+    echo "No GPU visible to torch: running on the CPU (--allow-cpu); the results say 'CPU only'."
+    training_device=(--device cpu)
+else
+    echo "No GPU is visible to torch (torch.cuda.is_available() is False: no NVIDIA driver, or a CPU-only torch" \
+        "build). Run this on a GPU machine, or pass --allow-cpu to run the same steps on the CPU." >&2
+    exit 2
+fi
+# Only a GPU run of full length writes to the committed folder; a smoke or CPU run goes to a temporary one.
+if { [ "$smoke" = 1 ] || [ -z "$device_name" ]; } && [ "$results" = benchmarks/results/gpu ]; then
+    results=$(mktemp -d -t gpu-benchmarks-XXXXXX)
+fi
+
+step "wrk"
+if ! sh benchmarks/setup.sh; then
+    echo "wrk is missing and could not be installed (benchmarks/setup.sh uses apt-get); install wrk and run again." >&2
+    exit 3
+fi
+
+mkdir -p "$results"
+workers=$(nproc)
+if [ "$smoke" = 1 ]; then
+    serving_args=(--duration 1 --batch-runs 1 --configurations digits)
+    training_args=(--repeats 1 --datasets digits --digits-epochs 2)
+else
+    serving_args=(--duration 4 --batch-runs 2)
+    training_args=()
+fi
+
+step "Serving benchmark: this service and the naive server, $workers workers each"
+# One worker per core for both servers, as the service's settings advise (serving.api_workers) and as the naive
+# server is deployed; each worker holds its own copy of the model on the GPU.
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+.venv/bin/python benchmarks/bench_serving.py --results "$results" --api-workers "$workers" "${serving_args[@]}" ${BENCH_ARGS:-}
+
+if [ -f benchmarks/bench_training.py ]; then
+    step "Training benchmark"
+    # shellcheck disable=SC2086  # TRAINING_ARGS is a list of arguments
+    .venv/bin/python benchmarks/bench_training.py --results "$results" "${training_device[@]}" "${training_args[@]}" \
+        ${TRAINING_ARGS:-}
+else
+    step "Training benchmark: benchmarks/bench_training.py is not in this checkout, skipped"
+fi
+
+step "Done"
+echo "Results in $results:"
+ls -l "$results"
