@@ -22,6 +22,7 @@ from starlette.routing import Route
 with bentoml.importing():
     import numpy as np
 
+    from mlops_assets.lib.data.image_policy import ImagePolicy, OpenedInput
     from mlops_assets.lib.data.image_stats import image_statistics
     from mlops_assets.lib.data.preprocessing import ImageSpec
     from mlops_assets.lib.errors import InvalidImageError
@@ -33,6 +34,7 @@ with bentoml.importing():
     from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads, inference_context
     from mlops_assets.lib.serving.micro_batcher import MicroBatcher, Overloaded
     from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
+    from mlops_assets.lib.serving.prediction_store import store_from_environment
     from mlops_assets.lib.serving.request_guard import GuardedBody, GuardedRoute, RequestGuard
     from mlops_assets.lib.serving.request_timeout_fix import cancel_request_timers
     from mlops_assets.lib.serving.serving_arguments import ServiceArguments
@@ -41,42 +43,42 @@ with bentoml.importing():
 
 # Set at build time (`bentoml build --arg ...`, from deployments/<env>.yaml) and stored in the bento.
 ARGUMENTS = bentoml.use_arguments(ServiceArguments)
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_BATCH_IMAGES = 256
-# A whole multipart request is held in memory once; this bounds it.
+# A whole multipart request is held in memory once; this bounds it (raised to fit one image of the largest size the
+# model's image policy accepts, if that is larger).
 MAX_MULTIPART_BYTES = 64 * 1024 * 1024
-# Base64 inflates by 4/3; the JSON around it is small.
-MAX_JSON_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024
-# Above this many bytes an upload is decoded in a worker thread so a big image cannot stall the event loop;
-# below it the thread hop costs more than the decode.
-INLINE_DECODE_BYTES = 256 * 1024
-GUARDED_ROUTES = {
-    "/predict": GuardedRoute(
-        ("multipart/form-data",),
-        MAX_MULTIPART_BYTES,
-        "curl -F images=@digit.png .../predict",
-        file_field="images",
-    ),
-    "/predict_image": GuardedRoute(
-        ("image/*",),
-        MAX_UPLOAD_BYTES,
-        "curl -H 'Content-Type: image/png' --data-binary @digit.png .../predict_image",
-        body_is_file=True,
-    ),
-    "/predict_base64": GuardedRoute(("application/json",), MAX_JSON_BYTES, '{"images": ["<base64 PNG>"]}'),
+# Room for the form's or the JSON's own syntax around the files.
+ENVELOPE_BYTES = 64 * 1024
+# Decoding costs what it produces: the pixels, read from each file's header before any is decoded, not the bytes
+# uploaded (a few kilobytes of PNG can hold 40 million pixels). A request whose images decode to at most this many
+# pixels together is decoded on the event loop, where that costs less than handing it to a thread; any other is
+# decoded image by image in worker threads, so the loop goes on answering other requests and health checks, and a
+# request cancelled by the timeout stops after the image in progress.
+INLINE_DECODE_PIXELS = 64 * 1024
+# Reading headers costs in proportion to the bytes: a request with more than this is read in worker threads too.
+INLINE_READ_BYTES = 1024 * 1024
+# The most pixels the images of one request may decode to together (or the policy's max_pixels, if that is larger,
+# so that any image training accepts can be sent alone); a request over it is refused with 413 before any decoding.
+MAX_REQUEST_PIXELS = 100_000_000
+# What a valid request to each prediction route looks like, quoted in refusals.
+ROUTE_EXAMPLES = {
+    "/predict": "curl -F images=@digit.png .../predict",
+    "/predict_image": "curl -H 'Content-Type: image/png' --data-binary @digit.png .../predict_image",
+    "/predict_base64": '{"images": ["<base64 PNG>"]}',
 }
 # Defaults for the server processes' environment; a variable already set where the server starts wins.
 SERVER_ENVIRONMENT = [
     # Tracing off unless the operator turns it on (OTEL_SDK_DISABLED=false, plus BentoML's `tracing` exporter
-    # settings): with no exporter configured, spans were a quarter of a small request's CPU time.
+    # settings): with no exporter configured, spans cost CPU time on every request and record nothing.
     {"name": "OTEL_SDK_DISABLED", "value": "true"},
     # With torch_threads above 1, idle OpenMP threads sleep instead of spinning: with several workers per machine a
-    # spinning thread burns the core another worker's event loop needs (concurrency 64 fell ~20 % with two each).
+    # spinning thread burns the core another worker's event loop needs.
     {"name": "OMP_WAIT_POLICY", "value": "PASSIVE"},
 ]
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 logger = logging.getLogger("bentoml.image_classifier")
+T = typing.TypeVar("T")
 
 
 class Prediction(BaseModel):
@@ -88,6 +90,33 @@ class Prediction(BaseModel):
 class PredictionResponse(BaseModel):
     model_version: str = Field(description="The model tag that answered.")
     predictions: list[Prediction]
+
+
+@functools.cache
+def _served_policy() -> ImagePolicy:
+    """The image policy recorded in the served model's package: what its training accepted as an image."""
+    return package_policy(read_package_document(Path(bentoml.models.get(ARGUMENTS.model_tag).path)))
+
+
+def _guarded_routes() -> dict[str, GuardedRoute]:
+    """The prediction routes and their size limits: one image at most the policy's `max_bytes` (the raw body, each
+    multipart part, each base64 image once decoded), a multipart request at most MAX_MULTIPART_BYTES, a base64 body
+    one image's worth of base64. Called when a server process builds its app (the policy is the served model's)."""
+    max_bytes = _served_policy().max_bytes
+    return {
+        "/predict": GuardedRoute(
+            ("multipart/form-data",),
+            max(MAX_MULTIPART_BYTES, max_bytes + ENVELOPE_BYTES),
+            ROUTE_EXAMPLES["/predict"],
+            file_field="images",
+            max_part_bytes=max_bytes,
+        ),
+        "/predict_image": GuardedRoute(("image/*",), max_bytes, ROUTE_EXAMPLES["/predict_image"], body_is_file=True),
+        # Base64 inflates by 4/3.
+        "/predict_base64": GuardedRoute(
+            ("application/json",), -(-max_bytes // 3) * 4 + ENVELOPE_BYTES, ROUTE_EXAMPLES["/predict_base64"]
+        ),
+    }
 
 
 @functools.cache
@@ -107,6 +136,14 @@ async def metadata_endpoint(_: Request) -> JSONResponse:
 
 
 metadata_app = Starlette(routes=[Route("/metadata", metadata_endpoint, methods=["GET"])])
+
+
+class Refused(Exception):
+    """A request refused with a client error: `status` and the message saying what to do."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _refusal(message: str, status: int = 400, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -146,6 +183,11 @@ def _base64_files(images: list[str]) -> list[bytes] | JSONResponse:
                 f"images[{index}] is not valid base64 ({error}); encode the file's bytes with standard base64."
             )
     return files
+
+
+async def _on_thread_if(in_thread: bool, function: typing.Callable[..., T], *args: object) -> T:
+    """`function(*args)`, in a worker thread when `in_thread` (awaiting it, so the event loop runs meanwhile)."""
+    return await asyncio.to_thread(function, *args) if in_thread else function(*args)
 
 
 def _direct_handler() -> typing.Callable:
@@ -191,7 +233,9 @@ class ImageClassifier:
         self.model = load_package(Path(self.model_ref.path), device="auto")
         self.device = self.model.plugin.device
         home = Path(os.environ.get("MLOPS_HOME", ".mlops"))
-        self.prediction_log = PredictionLog(home / "predictions", ARGUMENTS.prediction_log_sample_rate)
+        # A folder, or GCS where the server was started with MLOPS_PREDICTIONS_URL=gs://... (staging, production).
+        store = store_from_environment(home)
+        self.prediction_log = PredictionLog(store, ARGUMENTS.prediction_log_sample_rate)
         # Series whose labels are fixed for the process's life are bound once here, not looked up per request.
         self.confidence = bentoml.metrics.Histogram(
             name="prediction_confidence",
@@ -210,6 +254,13 @@ class ImageClassifier:
             documentation="Uploads refused as invalid images, by endpoint.",
             labelnames=["endpoint"],
         )
+        decoded = bentoml.metrics.Counter(
+            name="decoded_images",
+            documentation="Images decoded, by where: on the event loop (requests of few pixels) or in a worker thread.",
+            labelnames=["where"],
+        )
+        self.decoded = {where: decoded.labels(where=where) for where in ("event_loop", "worker_thread")}
+        self.max_request_pixels = max(MAX_REQUEST_PIXELS, self.policy.max_pixels)
         self.batch_size = bentoml.metrics.Histogram(
             name="inference_batch_size",
             documentation="Images per forward pass (adaptive batching).",
@@ -237,8 +288,8 @@ class ImageClassifier:
         )
         _log_event("inference_ready", model_version=self.version, device=self.device, pid=os.getpid())
         # Everything loaded so far (torch, BentoML, the model) lives as long as the process. Moving it out of the
-        # collector's generations keeps each full collection from re-scanning it: that scan was a 100-250 ms stall
-        # every few hundred requests (p99 at concurrency 1 went from ~120 ms to a few ms).
+        # collector's generations keeps each full collection from re-scanning it: that scan stalled the event loop
+        # every few hundred requests, which showed as p99 outliers at low load.
         gc.collect()
         gc.freeze()
 
@@ -256,38 +307,72 @@ class ImageClassifier:
         self.batcher.close()
         self.prediction_log.close()
 
-    def _decode(self, data: bytes, with_statistics: bool) -> tuple[np.ndarray, dict | None]:
-        """Training's path to uint8 pixels under the model's own image policy (the same refusals, raised as
-        InvalidImageError with training's quarantine reason) and, when sampled, validation's statistics."""
-        pixels, header = self.policy.model_input(data, self.spec.height, self.spec.width, self.spec.channels)
-        return pixels, image_statistics(header, pixels) if with_statistics else None
+    def _open(self, endpoint: str, index: int, data: bytes) -> OpenedInput:
+        """Image `index` of the request read up to its header and checked under the model's image policy (training's
+        refusals, with training's quarantine reason), its pixels not decoded yet; raises Refused."""
+        try:
+            return self.policy.open_input(data, self.spec.height, self.spec.width, self.spec.channels)
+        except InvalidImageError as error:
+            raise self._invalid(endpoint, index, str(error)) from error
+
+    def _decode(
+        self, endpoint: str, index: int, opened: OpenedInput, with_statistics: bool
+    ) -> tuple[np.ndarray, dict | None]:
+        """Training's path to uint8 pixels for an opened image and, when sampled, validation's statistics; raises
+        Refused for a file damaged past its header."""
+        try:
+            pixels = self.policy.decode_input(opened)
+        except InvalidImageError as error:
+            raise self._invalid(endpoint, index, str(error)) from error
+        return pixels, image_statistics(opened.header, pixels) if with_statistics else None
+
+    def _invalid(self, endpoint: str, index: int, reason: str, status: int = 400) -> Refused:
+        self.rejected.labels(endpoint=endpoint).inc()
+        _log_event("invalid_image", endpoint=endpoint, index=index, reason=reason)
+        return Refused(status, f"image {index}: {reason}")
 
     async def _decode_all(self, endpoint: str, uploads: list[bytes], with_statistics: bool) -> list[tuple]:
-        """Every image of the request decoded, or a 400 naming the first bad one: nothing invalid reaches a batch."""
+        """Every image of the request decoded, or Refused naming the first bad one or the limit the request passes:
+        nothing invalid reaches a batch. Costly requests are read and decoded in worker threads (INLINE_READ_BYTES,
+        INLINE_DECODE_PIXELS), cheap ones on the event loop."""
         if not uploads:
-            raise bentoml.exceptions.InvalidArgument("No image received: send at least one image.")
+            raise Refused(400, "No image received: send at least one image.")
         if len(uploads) > MAX_BATCH_IMAGES:
-            raise bentoml.exceptions.InvalidArgument(
-                f"{len(uploads)} images in one request; send at most {MAX_BATCH_IMAGES} per request."
-            )
-        decoded = []
+            raise Refused(400, f"{len(uploads)} images in one request; send at most {MAX_BATCH_IMAGES} per request.")
         for index, data in enumerate(uploads):
-            if len(data) > MAX_UPLOAD_BYTES:
-                self.rejected.labels(endpoint=endpoint).inc()
-                raise bentoml.exceptions.InvalidArgument(
-                    f"image {index}: {len(data):,} bytes is above the {MAX_UPLOAD_BYTES:,}-byte limit; "
-                    "send a smaller image."
+            if len(data) > self.policy.max_bytes:
+                raise self._invalid(
+                    endpoint,
+                    index,
+                    f"{len(data):,} bytes is above the limit of {self.policy.max_bytes:,} bytes per image; "
+                    "send a smaller image.",
+                    status=413,
                 )
-            try:
-                if len(data) > INLINE_DECODE_BYTES:
-                    decoded.append(await asyncio.to_thread(self._decode, data, with_statistics))
-                else:
-                    decoded.append(self._decode(data, with_statistics))
-            except InvalidImageError as error:
-                self.rejected.labels(endpoint=endpoint).inc()
-                _log_event("invalid_image", endpoint=endpoint, index=index, reason=str(error))
-                raise bentoml.exceptions.InvalidArgument(f"image {index}: {error}") from error
-        return decoded
+        in_thread = sum(len(data) for data in uploads) > INLINE_READ_BYTES
+        opened: list[OpenedInput] = []
+        try:
+            for index, data in enumerate(uploads):
+                opened.append(await _on_thread_if(in_thread, self._open, endpoint, index, data))
+            pixels = sum(image.decoded_pixels for image in opened)
+            if pixels > self.max_request_pixels:
+                raise Refused(
+                    413,
+                    f"The {len(uploads)} images of this request decode to {pixels:,} pixels together, above the limit "
+                    f"of {self.max_request_pixels:,} pixels per request; send fewer or smaller images per request.",
+                )
+            in_thread = in_thread or pixels > INLINE_DECODE_PIXELS
+            self.decoded["worker_thread" if in_thread else "event_loop"].inc(len(opened))
+            decoded = []
+            while opened:
+                # Handed over: decoding closes it, in whichever thread runs it.
+                image = opened.pop(0)
+                decoded.append(
+                    await _on_thread_if(in_thread, self._decode, endpoint, len(decoded), image, with_statistics)
+                )
+            return decoded
+        finally:
+            for image in opened:
+                image.close()  # not decoded: a refusal, or a request cancelled by the timeout
 
     async def _classify(self, endpoint: str, uploads: list[bytes], client: object = None) -> Response:
         """Decode, batch and answer `uploads`; `client` (the connection, `(host, port)`) lets a lone client's forward
@@ -295,8 +380,8 @@ class ImageClassifier:
         sampled = self.prediction_log.should_sample()
         try:
             decoded = await self._decode_all(endpoint, uploads, sampled)
-        except bentoml.exceptions.InvalidArgument as error:
-            return _refusal(str(error))
+        except Refused as error:
+            return _refusal(str(error), status=error.status)
         pixels = np.stack([image for image, _ in decoded])
         try:
             probabilities = await self.batcher.predict(pixels, source=client)
@@ -307,7 +392,7 @@ class ImageClassifier:
         best = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(best)), best].tolist()
         # Built without re-validation: every value comes from the model's own array, and for small images per-image
-        # pydantic checks are a noticeable share of the request next to a ~50 us forward pass.
+        # pydantic checks are a noticeable share of the request next to a small model's forward pass.
         predictions = [
             Prediction.model_construct(
                 label=self.labels[index], confidence=confidence, probabilities=dict(zip(self.labels, row, strict=True))
@@ -323,7 +408,7 @@ class ImageClassifier:
                 ]
             )
         # Serialized here and handed to BentoML as a finished response: its own output path re-validates the whole
-        # model (every probability of every image) before serializing it, ~10 % of a single-image request.
+        # model (every probability of every image) before serializing it.
         body = PredictionResponse.model_construct(model_version=self.version, predictions=predictions).model_dump_json()
         return Response(body, media_type="application/json", headers=self._connection_headers())
 
@@ -380,7 +465,7 @@ class ImageClassifier:
 
 
 # Added first, so it wraps the guard and BentoML's app: every error answer leaves in the `{"error": ...}` shape.
-ImageClassifier.add_asgi_middleware(ErrorShape, examples={path: r.example for path, r in GUARDED_ROUTES.items()})
-ImageClassifier.add_asgi_middleware(RequestGuard, routes=GUARDED_ROUTES, api_key_env=ARGUMENTS.api_key_env)
+ImageClassifier.add_asgi_middleware(ErrorShape, examples=ROUTE_EXAMPLES)
+ImageClassifier.add_asgi_middleware(RequestGuard, routes=_guarded_routes, api_key_env=ARGUMENTS.api_key_env)
 # Inside the guard: what it let through is answered from what it read, without BentoML's per-request API layer.
 ImageClassifier.add_asgi_middleware(DirectDispatch, handler=_direct_handler, headers=_answer_headers)

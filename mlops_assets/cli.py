@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 from mlops_assets import settings
+from mlops_assets.cli_datasets import add_datasets_parser
 from mlops_assets.cli_models import add_models_parser, deployable_bento
-from mlops_assets.lib.environment_settings import EnvironmentSettings, load_environment_settings
+from mlops_assets.cli_monitoring import add_monitor_parser
+from mlops_assets.cli_predict import Predictions, predict_files, report, service_url
+from mlops_assets.lib.environment_settings import EnvironmentSettings
 from mlops_assets.lib.errors import DEBUG_VARIABLE, MLOpsError
+from mlops_assets.lib.foreground import run_in_foreground
 from mlops_assets.lib.settings_validation import ConfigError, read_yaml
 
 
@@ -50,9 +54,10 @@ def _check_port(port: int | None) -> None:
 
 
 def _local_settings() -> EnvironmentSettings:
-    """The checked settings of the local environment (deployments/local.yaml), which `deploy local` and `predict`
-    use; a ConfigError names any bad setting."""
-    return load_environment_settings(settings.environment_file("local"), "local")
+    """The checked settings of the selected environment (MLOPS_ENV, default local: deployments/<env>.yaml), whose
+    `server:` and `serving:` sections `deploy local` and `predict` use on this machine; a ConfigError names any bad
+    setting."""
+    return settings.environment_settings()
 
 
 def command_deploy(args: argparse.Namespace) -> int:
@@ -92,74 +97,33 @@ def _service_api_key() -> str | None:
     return os.environ.get(_local_settings().serving.api_key_env) or None
 
 
-def predict_files(url: str, files: list[Path], api_key: str | None = None) -> list[dict]:
-    """The service's answer to `POST /predict` for each file, in order (one request per file).
-
-    Each file goes with the content type its suffix names. Raises SystemExit naming the file and the service's
-    error message when a request is refused.
-    """
-    import mimetypes
-
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    answers = []
-    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
-        for path in files:
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            response = client.post("/predict", files={"images": (path.name, path.read_bytes(), content_type)})
-            if response.status_code != 200:
-                raise SystemExit(f"{path}: HTTP {response.status_code}: {_error_message(response)}")
-            answers.append(response.json())
-    return answers
-
-
-def _error_message(response) -> str:
-    try:
-        return response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return response.text
-
-
-def format_prediction(path: str | Path, answer: dict) -> str:
-    """One line per file: the top label exactly as the model names it (non-ASCII included), confidence, model."""
-    top = answer["predictions"][0]
-    return f"{path}: label {top['label']}, confidence {top['confidence']:.3f}, model {answer['model_version']}"
-
-
 def command_predict(args: argparse.Namespace) -> int:
-    from mlops_assets.resources.local_deployer import current_deployment
-
-    deployment = current_deployment()
-    url = args.url or (deployment.url if deployment else None)
-    if url is None:
-        raise SystemExit("No local deployment is running; `mlops deploy local` first or pass --url.")
-    answers = predict_files(url, [Path(f) for f in args.files], _service_api_key())
-    for path, answer in zip(args.files, answers, strict=True):
-        print(format_prediction(path, answer))
-    return 0
+    url = service_url(args.url)
+    return report(predict_files(url, [Path(f) for f in args.files], _service_api_key()))
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from mlops_assets.resources.dataset import FolderDatasetSource
     from mlops_assets.resources.local_deployer import deploy_local
     from mlops_assets.runner import format_summary, run_pipeline
 
     _check_port(args.port)
-    summary = run_pipeline(Path(args.dataset) if args.dataset else None)
+    summary = run_pipeline(args.dataset)
     print(format_summary(summary))
     if not summary.success:
         return 1
     deployment = deploy_local(summary.value("bento", "bento_tag"), port=args.port)
-    root = Path(args.dataset) if args.dataset else FolderDatasetSource().resolve_root()
+    root = Path(summary.value("raw_images", "dataset_root"))  # the folder the run read
     files = _sample_files(root, args.samples)
     print(f"\nLocal server {deployment.url} answering {len(files)} requests for held-out test images:")
-    for path, answer in zip(files, predict_files(deployment.url, files, _service_api_key()), strict=True):
+    outcome = predict_files(deployment.url, files, _service_api_key())
+    for path, answer in outcome.answers:
         top = answer["predictions"][0]
         print(
             f"  POST /predict {path.parent.name}/{path.name} (true label {path.parent.name}) -> "
             f"label {top['label']}, confidence {top['confidence']:.3f}, model {answer['model_version']}"
         )
+    if outcome.failed:
+        return report(Predictions(errors=outcome.errors, unreachable=outcome.unreachable))
     print(f"\nServer URL: {deployment.url}  (try: curl -F images=@{files[0]} {deployment.url}/predict)")
     print(f"Model lineage: curl {deployment.url}/metadata")
     print("Stop the server with: mlops undeploy local")
@@ -177,8 +141,16 @@ def command_dev(args: argparse.Namespace) -> int:
             print(f"housekeeping: {note}")
     dagster = Path(sys.executable).parent / "dagster"
     command = [str(dagster), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
-    os.chdir(settings.PROJECT_ROOT)
-    os.execve(command[0], command, {**os.environ, **env})
+    # A child, not exec'd: SIGTERM (and SIGHUP) then stop it and everything it starts as Ctrl-C does, even where
+    # `dagster dev` alone would ignore them (started with SIGINT ignored, it ignores SIGTERM too).
+    return run_in_foreground(command, {**os.environ, **env}, settings.PROJECT_ROOT)
+
+
+DATASET_HELP = (
+    "a dataset of the catalogue (`mlops datasets list`), NAME@VERSION for one recorded version, or a folder "
+    "<root>/<label>/<image> (gs://bucket/prefix where the environment reads GCS); remembered as the current dataset "
+    "(default: the current dataset, else the bundled sample digits)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,16 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="materialize the whole asset chain through Dagster")
-    run.add_argument(
-        "--dataset",
-        help="dataset folder <root>/<label>/<image>, or gs://bucket/prefix where the environment reads GCS "
-        "(default: bundled sample digits)",
-    )
+    run.add_argument("--dataset", metavar="NAME[@VERSION]|PATH", help=DATASET_HELP)
     run.add_argument("--config", help="YAML run config (ops: {trained_model: {config: {epochs: 10}}} ...)")
     run.set_defaults(handler=command_run)
 
     rebuild = commands.add_parser("rebuild", help="materialize only what is stale, until nothing is")
-    rebuild.add_argument("--dataset", help="dataset folder (default: bundled sample digits)")
+    rebuild.add_argument("--dataset", metavar="NAME[@VERSION]|PATH", help=DATASET_HELP)
     rebuild.add_argument("--config", help="YAML run config, as for `run`")
     rebuild.set_defaults(handler=command_rebuild)
 
@@ -226,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=command_demo)
 
     add_models_parser(commands)
+    add_datasets_parser(commands)
+    add_monitor_parser(commands)
 
     dev = commands.add_parser("dev", help="open the Dagster UI on this project's instance")
     dev.add_argument("--port", type=int, default=3000)

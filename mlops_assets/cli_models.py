@@ -71,6 +71,21 @@ def command_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(view: VersionView) -> str:
+    """`NAME@VERSION (source)` of the catalogue version it was trained on, or the folder outside the catalogue."""
+    if view.dataset_reference is not None:
+        return f"{view.dataset_reference} ({view.dataset_source})"
+    if view.dataset_source is not None:
+        return f"the folder {view.dataset_source} (not in the catalogue)"
+    return "not recorded (registered before datasets were)"
+
+
+def _libraries(view: VersionView) -> str:
+    if view.library_versions is None:
+        return "not recorded (registered before they were)"
+    return ", ".join(f"{name} {version}" for name, version in sorted(view.library_versions.items()))
+
+
 def command_show(args: argparse.Namespace) -> int:
     with open_registry() as models:
         view = models.version(args.version)
@@ -83,6 +98,7 @@ def command_show(args: argparse.Namespace) -> int:
         ("bento tag", view.bento_tag),
         ("plugin", view.plugin),
         ("labels", ", ".join(view.labels)),
+        ("dataset", _dataset(view)),
         ("data version", view.data_version),
         ("dataset size", f"{view.dataset_size} images"),
         ("git commit", _commit(view)),
@@ -91,7 +107,8 @@ def command_show(args: argparse.Namespace) -> int:
         ("hyper-parameters", json.dumps(view.hyperparameters, sort_keys=True)),
         ("test accuracy", f"{view.metrics['accuracy']:.4f} on {view.metrics['num_examples']} images"),
         ("test macro F1", f"{view.metrics['macro_f1']:.4f}"),
-        ("training", f"{view.training_seconds:.1f} s on {view.training_device}"),
+        ("training", f"{view.training_seconds:.1f} s on {view.training_hardware or view.training_device}"),
+        ("libraries", _libraries(view)),
         ("compared with", f"version {view.parent_version}" if view.parent_version else "none (first model)"),
         ("Dagster run", view.dagster_run_id),
         ("registered", f"{view.registered_at:%Y-%m-%d %H:%M:%S} by {view.registered_by}"),
@@ -171,11 +188,15 @@ def _latest_validated_images():
     import dagster as dg
 
     from mlops_assets.definitions import build_definitions
+    from mlops_assets.environments import opened
 
     with dg.DagsterInstance.get() as instance:
         if instance.get_latest_materialization_event(dg.AssetKey("validated_images")) is None:
             raise SystemExit("No validated_images yet; run `mlops run` first so there is a test split to compare on.")
-        return build_definitions().load_asset_value("validated_images", instance=instance)
+        stored = build_definitions().load_asset_value("validated_images", instance=instance)
+    # Its arrays as a local copy: the run that wrote them may have run on another machine of the environment.
+    with opened("artifacts") as artifacts:
+        return artifacts.local_copy(stored, "validated_images")
 
 
 def command_promote(args: argparse.Namespace) -> int:
@@ -227,7 +248,9 @@ def command_restore(args: argparse.Namespace) -> int:
 
 
 def deployable_bento(bento_tag: str | None) -> str:
-    """The bento to deploy: the production version's by default; a disabled version's bento is refused."""
+    """The bento to deploy: the production version's by default; a disabled version's bento is refused. It is
+    brought from the environment's bento store when this machine's BentoML store lacks it."""
+    from mlops_assets.environments import fetch_bento
     from mlops_assets.packaging import bento_model_tag
 
     with open_registry() as models:
@@ -235,8 +258,8 @@ def deployable_bento(bento_tag: str | None) -> str:
             production = models.production()
             if production is None:
                 raise SystemExit("No version is in production; `mlops run` or `mlops models promote N` first.")
-            return production.bento_tag
-        view = models.find_by_model_tag(bento_model_tag(bento_tag))
+            return fetch_bento(production.bento_tag)
+        view = models.find_by_model_tag(bento_model_tag(fetch_bento(bento_tag)))
     if view is not None and view.status == DISABLED:
         raise SystemExit(
             f"Bento {bento_tag} serves version {view.number}, which is disabled; "

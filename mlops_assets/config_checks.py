@@ -18,6 +18,8 @@ from mlops_assets.defs.training.assets import TrainingConfig
 from mlops_assets.defs.validation.assets import ValidatedImagesConfig
 from mlops_assets.lib.data.expectation_profiles import DEFAULT_PROFILE, load_profile
 from mlops_assets.lib.environment_settings import EnvironmentSettings, load_environment_settings
+from mlops_assets.lib.errors import PluginError
+from mlops_assets.lib.models.plugins import resolve_plugin
 from mlops_assets.lib.settings_validation import ConfigError, allowed, problems
 from mlops_assets.registry_home import open_registry
 
@@ -55,13 +57,31 @@ def _op_config_problems(run_config: Mapping) -> list[str]:
         config = section.get("config") if isinstance(section, Mapping) else None
         if not isinstance(config, Mapping):
             continue  # absent, or a shape Dagster's own check below names
+        # The plug-in checks its own params (_plugin_params_problems): their names and bounds are its own.
         values = {key: value for key, value in config.items() if key in config_class.model_fields}
+        values.pop("plugin_params", None)
         values = {key: value for key, value in values.items() if not _from_environment(value)}
         try:
             config_class.model_validate(values, strict=True)
         except ValidationError as error:
             found += problems(error, config_class, prefix=f"ops.{name}.config")
     return found
+
+
+def _plugin_params_problems(run_config: Mapping) -> list[str]:
+    """The chosen model plug-in's verdict on `ops.trained_model.config.plugin_params` (ModelPlugin.check_params)."""
+    config = _value_at(run_config, ["ops", "trained_model", "config"])
+    if not isinstance(config, Mapping):
+        return []
+    params, plugin = config.get("plugin_params"), config.get("plugin", TrainingConfig.model_fields["plugin"].default)
+    if not isinstance(params, Mapping) or not isinstance(plugin, str):
+        return []  # a shape Dagster's own check names
+    try:
+        plugin_class = resolve_plugin(plugin)
+    except PluginError:
+        return []  # the plugin setting itself is refused, with its own message
+    given = {name: value for name, value in params.items() if not _from_environment(value)}
+    return [f"ops.trained_model.config.plugin_params.{phrase}" for phrase in plugin_class.check_params(given)]
 
 
 def _config_type_at(root: Any, path: list) -> Any:
@@ -118,7 +138,13 @@ def _dagster_problems(error: dg.DagsterInvalidConfigError, job_def: dg.JobDefini
     root = job_def.run_config_schema.config_type
     found = []
     for item in error.errors:
-        path = [getattr(entry, "field_name", getattr(entry, "list_index", None)) for entry in item.stack.entries]
+        # A field, a list item or (in a map such as plugin_params) the key whose value is wrong.
+        path = [
+            next(
+                (getattr(entry, name) for name in ("field_name", "list_index", "map_key") if hasattr(entry, name)), None
+            )
+            for entry in item.stack.entries
+        ]
         data = item.error_data
         where = ".".join(str(part) for part in path)
         if isinstance(data, FieldNotDefinedErrorData | FieldsNotDefinedErrorData):
@@ -148,14 +174,15 @@ def _dagster_problems(error: dg.DagsterInvalidConfigError, job_def: dg.JobDefini
 
 def check_run_config(run_config: Any, job_def: dg.JobDefinition, source: str = RUN_CONFIG) -> None:
     """Refuse run config the pipeline job cannot run with, before a run exists: unknown or missing settings, wrong
-    types, values outside an asset config's bounds, an expectation profile that does not load or check out.
+    types, values outside an asset config's bounds, model plug-in params the plug-in refuses, an expectation profile
+    that does not load or check out.
 
     Raises ConfigError (one line: the source, then each setting with its value and what is allowed).
     """
     run_config = {} if run_config is None else run_config
     if not isinstance(run_config, Mapping):
         raise ConfigError(source, [f"expected a mapping of run config (ops: ...), not {run_config!r}"])
-    found = _op_config_problems(run_config)
+    found = _op_config_problems(run_config) + _plugin_params_problems(run_config)
     try:
         dg.validate_run_config(job_def, dict(run_config))
     except dg.DagsterInvalidConfigError as error:

@@ -6,14 +6,19 @@ import dagster as dg
 
 from mlops_assets.defs.console_logger import console_logger
 from mlops_assets.defs.evaluation.assets import model_evaluation
-from mlops_assets.defs.ingest.assets import raw_images
+from mlops_assets.defs.ingest.assets import build_raw_images, raw_images, raw_images_config_for
 from mlops_assets.defs.ingest.sensors import raw_data_sensor
 from mlops_assets.defs.jobs import training_pipeline_job
+from mlops_assets.defs.monitoring.assets import monitoring_baseline, prediction_monitoring
+from mlops_assets.defs.monitoring.jobs import prediction_monitoring_job
+from mlops_assets.defs.monitoring.schedules import monitoring_schedules
+from mlops_assets.defs.monitoring.sensors import drift_sensor, run_failure_alert_sensor
 from mlops_assets.defs.packaging.assets import BentoConfig, bento
 from mlops_assets.defs.promotion.assets import model_promotion
 from mlops_assets.defs.promotion.checks import promotion_gate
 from mlops_assets.defs.promotion.jobs import REGISTRY_JOBS
 from mlops_assets.defs.training.assets import TrainingConfig, build_trained_model, trained_model, training_config_for
+from mlops_assets.defs.user_errors import with_user_error_messages
 from mlops_assets.defs.validation.assets import ValidatedImagesConfig, validated_images
 from mlops_assets.defs.validation.checks import validated_images_quality
 from mlops_assets.defs.versioning import with_derived_code_versions
@@ -46,19 +51,41 @@ def launchable_trained_model() -> dg.AssetsDefinition:
     return build_trained_model(training_config_for(sorted(available_plugins())))
 
 
+def launchable_raw_images() -> dg.AssetsDefinition:
+    """raw_images whose `dataset` is an enumeration of the catalogue's datasets (with their sources and latest
+    versions in its description), read now; free text when the catalogue cannot be read."""
+    from mlops_assets.dataset_runs import catalogue_for_launchpad
+
+    found = catalogue_for_launchpad()
+    return raw_images if found is None else build_raw_images(raw_images_config_for(*found))
+
+
 def versioned_assets() -> list[dg.AssetsDefinition]:
     """The asset chain with code versions derived from its source (read from disk, so built on demand)."""
-    assets = [raw_images, validated_images, launchable_trained_model(), model_evaluation, bento, model_promotion]
+    assets = [
+        launchable_raw_images(),
+        validated_images,
+        launchable_trained_model(),
+        model_evaluation,
+        bento,
+        model_promotion,
+        monitoring_baseline,
+    ]
     return with_derived_code_versions(assets, config_defaults())
 
 
 def build_definitions(environment: str | None = None) -> dg.Definitions:
+    environment = environment or get_environment()
     return dg.Definitions(
-        assets=versioned_assets(),
+        # Each asset's user error is one ERROR line in the run's log, however the run was launched.
+        assets=with_user_error_messages(
+            [*versioned_assets(), *with_derived_code_versions([prediction_monitoring], config_defaults())]
+        ),
         asset_checks=[validated_images_quality, promotion_gate],
-        jobs=[training_pipeline_job, *REGISTRY_JOBS],
-        sensors=[raw_data_sensor],
-        resources=resources_for(environment or get_environment()),
+        jobs=[training_pipeline_job, *REGISTRY_JOBS, prediction_monitoring_job],
+        sensors=[raw_data_sensor, drift_sensor, run_failure_alert_sensor],
+        schedules=monitoring_schedules(environment),
+        resources=resources_for(environment),
         # Every job runs its steps in the run's own process: one torch import per run, not one per step.
         executor=dg.in_process_executor,
         # Dagster's console logger, without the stack trace of a user error (the event log keeps it).

@@ -34,12 +34,18 @@ class RestoreOutcome:
 
 
 def version_model_path(view: VersionView) -> Path:
-    """The model package of a registered version in the BentoML store; raises MissingModelError naming
-    `mlops models restore <version>` when the store lost it."""
+    """The model package of a registered version in the BentoML store, brought from the environment's bento store
+    (GCS) when this machine's lacks it; raises MissingModelError naming `mlops models restore <version>` when it is
+    found nowhere."""
+    from mlops_assets.environments import opened
+    from mlops_assets.resources.bento_store import BentoNotFoundError
+
     bentoml = _bentoml()
     try:
+        with opened("bento_store") as store:
+            store.ensure_model(view.model_tag)
         return Path(bentoml.models.get(view.model_tag).path)
-    except bentoml.exceptions.NotFound:
+    except (bentoml.exceptions.NotFound, BentoNotFoundError):
         raise MissingModelError(
             f"The model of version {view.number} ({view.status}), {view.model_tag}, is not in the BentoML store at "
             f"{settings.bentoml_home()}. Re-store it from its recorded model package with "
@@ -62,6 +68,8 @@ def store_lineage(view: VersionView) -> dict:
     """The BentoML metadata (lineage) the `bento` asset gives a version's model, from what the registry recorded."""
     return {
         "data_version": view.data_version,
+        # As the bento asset names it: NAME@NUMBER, else the folder's path, else unknown.
+        "dataset": view.dataset_reference or view.dataset_source or UNKNOWN,
         "weights_sha256": view.weights_sha256,
         "plugin": view.plugin,
         "hyperparameters": view.hyperparameters,
@@ -81,6 +89,28 @@ def store_lineage(view: VersionView) -> dict:
 
 def _weights(package: Path) -> str:
     return directory_sha256(package / MODEL_DIR) if (package / MODEL_DIR).is_dir() else "none (no model/ folder)"
+
+
+def _local_package(view: VersionView) -> Path:
+    """The recorded model package as a local folder: a path as it is; a package kept in the environment's artifact
+    store on GCS (`gs://.../artifacts/trained_model/<key>`) copied to the local cache. Raises RestoreError when it
+    is not published there."""
+    from mlops_assets.lib.storage.gcs import is_gcs_url
+
+    if not is_gcs_url(view.package_path):
+        return Path(view.package_path)
+    from mlops_assets.environments import opened
+
+    key = view.package_path.rstrip("/").rpartition("/")[2]
+    with opened("artifacts") as artifacts:
+        found = artifacts.fetch("trained_model", key)
+    if found is None:
+        raise RestoreError(
+            f"Version {view.number}'s recorded model package {view.package_path} is not in the artifact store, so "
+            f"{view.model_tag} cannot be restored from it. Rebuild the model: `mlops run` on the same data, code and "
+            f"config trains bit-identical weights on the CPU ({view.weights_sha256[:16]})."
+        )
+    return found
 
 
 def restore_version(view: VersionView) -> RestoreOutcome:
@@ -106,7 +136,7 @@ def restore_version(view: VersionView) -> RestoreOutcome:
                 f"`mlops models restore {view.number}` again."
             )
         return RestoreOutcome(view.number, view.model_tag, Path(existing.path), restored=False)
-    package = Path(view.package_path)
+    package = _local_package(view)
     if not (package / PACKAGE_FILE).is_file():
         raise RestoreError(
             f"Version {view.number}'s recorded model package {package} is gone, so {view.model_tag} cannot be "

@@ -23,7 +23,6 @@ from mlops_assets.lib.serving.serving_arguments import validate_service_argument
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
 BENTOFILE_LABEL = "bento/bentofile.yaml"
-SERVING_CONFIG = settings.environment_file("local")
 
 
 @dataclass(frozen=True)
@@ -152,8 +151,9 @@ def store_model(package_dir: Path, name: str, version: str, labels: dict[str, st
 
 
 def serving_arguments() -> dict[str, Any]:
-    """The `serving:` settings (batching bounds, workers, threads, API key variable, log sampling) of the config."""
-    return dict(yaml.safe_load(SERVING_CONFIG.read_text()).get("serving") or {})
+    """The `serving:` settings (batching bounds, workers, threads, API key variable, log sampling) of the selected
+    environment (deployments/<env>.yaml; its defaults where the file has no such section)."""
+    return settings.environment_settings().serving.model_dump()
 
 
 def _parsed(requirement: str, source: str) -> Requirement:

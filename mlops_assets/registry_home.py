@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlops_assets import settings
 from mlops_assets.lib import postgres
+from mlops_assets.lib.environment_settings import POSTGRESQL
 from mlops_assets.lib.registry.registry import ModelRegistry
 
 
@@ -50,9 +51,12 @@ def registry_url(environment: str) -> str:
     """The URL of the environment's registry (its `registry:` settings); a PostgreSQL one is checked first: an unset,
     malformed or unreachable URL is a ConfigError naming the variable to fix."""
     registry = settings.environment_settings(environment).registry
+    purpose = f"the {environment} model registry"
+    if registry.database == POSTGRESQL:
+        return postgres.checked_url(registry.url_env, purpose, plain_allowed=True)
     url = settings.registry_url(registry)
-    if postgres.is_postgres(url):
-        postgres.checked_url(registry.url_env, f"the {environment} model registry", plain_allowed=True)
+    if postgres.is_postgres(url):  # a SQLite environment pointed at a server by its variable
+        postgres.checked_url(registry.url_env, purpose, plain_allowed=True)
     return url
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,8 @@ from mlops_assets.housekeeping import process_tags, tidy
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
+
+    from mlops_assets.dataset_choice import DatasetChoice, ResolvedDataset
 
 # INFO logs: the CLI prints a summary, not Dagster's debug log. (Steps run in this process: the code location's
 # executor is in-process.)
@@ -37,13 +38,32 @@ def _metadata_values(metadata: dict) -> dict[str, Any]:
     return {key: getattr(value, "value", value) for key, value in metadata.items()}
 
 
-def _prepare(dataset: str | Path | None) -> None:
-    """Point the run at `dataset` (a folder, or a gs:// URL where the environment reads GCS); the preflight checks
-    that it can be read."""
+def _prepare(dataset: str | Path | None, run_config: dict | None) -> tuple[DatasetChoice | None, dict | None]:
+    """The dataset choice `--dataset` makes (NAME, NAME@VERSION, a folder, or a gs:// URL where the environment reads
+    GCS; None: the run's default, the current dataset) and the run config carrying it in raw_images' config. Raises
+    ConfigError for an unknown name or a run config that chooses another dataset."""
     settings.export_environment()
-    if dataset is not None:
-        dataset = str(dataset)
-        os.environ["MLOPS_DATASET"] = dataset if "://" in dataset else str(Path(dataset).resolve())
+    from mlops_assets.dataset_runs import choice_from_argument, with_choice
+
+    choice = choice_from_argument(None if dataset is None else str(dataset))
+    return choice, with_choice(run_config, choice)
+
+
+def _choose(choice: DatasetChoice | None) -> ResolvedDataset:
+    """After the preflight: resolve the run's dataset as raw_images will (a pinned version's files missing from the
+    store are refused here)."""
+    from mlops_assets.dataset_runs import check_choice
+
+    return check_choice(choice)
+
+
+def _remember(choice: DatasetChoice | None) -> None:
+    """Once the run has read the dataset (raw_images succeeded, or a rebuild found it current): an explicit choice
+    becomes the project's current dataset. A choice that could not be read changes nothing."""
+    from mlops_assets.dataset_runs import remember
+
+    if choice is not None:
+        remember(choice)
 
 
 def _open_instance() -> tuple[DagsterInstance, list[str]]:
@@ -53,8 +73,11 @@ def _open_instance() -> tuple[DagsterInstance, list[str]]:
     return instance, tidy(instance).notes()
 
 
-def _execute(instance, run_config: dict | None, asset_selection: list[str] | None, tags: dict) -> RunSummary:
-    """Create the run in the code location (the UI lists it under the job) and execute it in this process."""
+def _execute(
+    instance, run_config: dict | None, asset_selection: list[str] | None, tags: dict, job_name: str = ""
+) -> RunSummary:
+    """Create a run of `job_name` (default: the pipeline job) in the code location (the UI lists it under the job)
+    and execute it in this process."""
     import dagster as dg
 
     # What execute_job does, plus the run's origin in the code location, which execute_job cannot set.
@@ -65,7 +88,7 @@ def _execute(instance, run_config: dict | None, asset_selection: list[str] | Non
 
     # Output(data_version=...) is beta in Dagster; used on purpose, so keep the user's console clean.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    located = code_location_job(PIPELINE_JOB_NAME)
+    located = code_location_job(job_name or PIPELINE_JOB_NAME)
     job_def = located.job.get_definition()
     run = instance.create_run_for_job(
         job_def=job_def,
@@ -107,13 +130,16 @@ def _execute(instance, run_config: dict | None, asset_selection: list[str] | Non
 def run_pipeline(dataset: str | Path | None, run_config: dict | None = None) -> RunSummary:
     """Materialize every asset in one run of the code location's pipeline job, in this process (MLOPS_HOME's
     instance; the UI lists the run under the job)."""
-    _prepare(dataset)
+    choice, run_config = _prepare(dataset, run_config)
     from mlops_assets.config_checks import check_before_run
 
     check_before_run(run_config)  # settings, registry file, run config: refused before any run or asset exists
+    _choose(choice)
     instance, tidied = _open_instance()
     with instance:
         summary = _execute(instance, run_config, None, {"launched_by": "mlops run"})
+    if "raw_images" in summary.materialized:
+        _remember(choice)
     summary.housekeeping = tidied
     return summary
 
@@ -138,16 +164,17 @@ def rebuild_pipeline(
     dataset: str | Path | None, run_config: dict | None = None, max_rounds: int = 10
 ) -> RebuildSummary:
     """Materialize only what is stale, round after round, until nothing is (staleness does not propagate by itself)."""
-    _prepare(dataset)
+    choice, run_config = _prepare(dataset, run_config)
     from mlops_assets.config_checks import check_before_run
 
     check_before_run(run_config)  # settings, registry file, run config: refused before any run or asset exists
+    resolved = _choose(choice)
+    from mlops_assets.dataset_runs import data_version_now
     from mlops_assets.definitions import build_definitions
-    from mlops_assets.environments import get_environment, storage_resources
     from mlops_assets.staleness import stale_assets
 
-    # The environment's dataset source (a folder or GCS), as the run's raw_images step reads it.
-    current = storage_resources(get_environment())["dataset"].process_config_and_initialize().scan().data_version
+    # The dataset the run's raw_images step reads (the current one when none is given), as it is now.
+    current = data_version_now(resolved)
     instance, tidied = _open_instance()
     summary = RebuildSummary(housekeeping=tidied)
     with instance:
@@ -156,9 +183,12 @@ def rebuild_pipeline(
             # edited while a rebuild runs is then one more round, not a mismatch that never settles.
             stale = stale_assets(build_definitions(), instance, current)
             if not stale:
+                _remember(choice)
                 return summary
             run = _execute(instance, run_config, list(stale), {"launched_by": "mlops rebuild"})
             summary.rounds.append((stale, run))
+            if "raw_images" in run.materialized:
+                _remember(choice)
             if not run.success:
                 return summary
     raise RuntimeError(f"Assets were still stale after {max_rounds} rebuild rounds; see the Dagster UI.")
@@ -179,13 +209,23 @@ def format_rebuild(summary: RebuildSummary) -> str:
     return "\n".join(lines)
 
 
+def _label_folders(summary: RunSummary) -> str:
+    """The dataset's label folders, counting and naming the empty ones (the class_coverage check reports them)."""
+    empty = list(summary.value("raw_images", "empty_label_folders") or [])
+    folders = (summary.value("raw_images", "num_classes") or 0) + len(empty)
+    text = f"{folders} label folder{'' if folders == 1 else 's'}"
+    return f"{text}, {len(empty)} empty ({', '.join(empty)})" if empty else text
+
+
 def format_summary(summary: RunSummary) -> str:
     lines = [f"Dagster run {summary.run_id}: {'SUCCESS' if summary.success else 'FAILED'}"]
     lines += [f"  housekeeping:  {note}" for note in summary.housekeeping]
     if "raw_images" in summary.materialized:
+        version = summary.value("raw_images", "dataset_version")
         lines.append(
-            f"  dataset:       {summary.value('raw_images', 'num_images')} images, "
-            f"{summary.value('raw_images', 'num_classes')} classes, "
+            f"  dataset:       {version if version and version != '-' else summary.value('raw_images', 'dataset')} "
+            f"({summary.value('raw_images', 'dataset_source')}): {summary.value('raw_images', 'num_images')} images, "
+            f"{_label_folders(summary)}, "
             f"data version {str(summary.value('raw_images', 'data_version'))[:16]}"
         )
     if "model_evaluation" in summary.materialized:

@@ -27,9 +27,22 @@ def mlops_home() -> Path:
     return base / ".mlops"
 
 
+ENVIRONMENT_VARIABLE = "MLOPS_ENV"
+KNOWN_ENVIRONMENTS = ("local", "staging", "production")
+
+
 def environment_name() -> str:
-    """The selected environment: MLOPS_ENV, `local` when unset (its file, deployments/<name>.yaml, must exist)."""
-    return os.environ.get("MLOPS_ENV") or "local"
+    """The selected environment: MLOPS_ENV, `local` when unset; a ConfigError names the variable and the allowed
+    values when it is not a known environment (case matters: each is a file, deployments/<name>.yaml)."""
+    environment = os.environ.get(ENVIRONMENT_VARIABLE) or "local"
+    if environment not in KNOWN_ENVIRONMENTS:
+        from mlops_assets.lib.settings_validation import ConfigError
+
+        choices = ", ".join(repr(name) for name in KNOWN_ENVIRONMENTS)
+        raise ConfigError(
+            "environment", [f"{ENVIRONMENT_VARIABLE} = {environment!r}: expected one of {choices} (deployments/)"]
+        )
+    return environment
 
 
 def environment_settings(environment: str | None = None) -> EnvironmentSettings:
@@ -108,7 +121,8 @@ def home_lock(name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
 def export_environment() -> dict[str, str]:
     """Point Dagster and BentoML at MLOPS_HOME; call before either library is imported."""
     home = mlops_home()
-    for directory in (dagster_home(), bentoml_home(), datasets_dir(), artifacts_dir(), logs_dir()):
+    # artifacts/ and datasets/ are made by their writers: an environment that keeps them on GCS has none here.
+    for directory in (dagster_home(), bentoml_home(), logs_dir()):
         directory.mkdir(parents=True, exist_ok=True)
     values = {
         "MLOPS_HOME": str(home),

@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
+from mlops_assets.dataset_runs import READ_FROM_STORE, storage_check_target
 from mlops_assets.environments import DATASET_VARIABLE, get_environment, storage_resources
 from mlops_assets.lib.environment_settings import GCS
 from mlops_assets.lib.settings_validation import ConfigError
@@ -52,23 +53,28 @@ def check_storage(run_config: Any = None, environment: str | None = None) -> Non
                 "(storage.backend = 'gcs'): set it to gs://bucket/prefix"
             ],
         )
-    source, setting, value = _dataset_setting(run_config)
+    # raw_images' config or the project's current dataset, where either chooses (dataset_runs.py); a pinned version is
+    # read from the dataset store, not its source, and `runner` checks the store holds it.
+    chosen = storage_check_target(run_config)
+    source, setting, value = chosen or _dataset_setting(run_config)
     dataset = found["dataset"]
     if value is not None or source:
         dataset = dataset.model_copy(update={"root": value or ""})
     elif storage.dataset_source == GCS:
         dataset = dataset.model_copy(update={"root": ""})
-    problem = _initialized(dataset).problem()
+    problem = "" if chosen == READ_FROM_STORE else _problem(dataset)
     if problem:
         shown = f" = {value!r}" if value else ""
         raise ConfigError(source or where, [f"{setting}{shown}: {problem}"])
-    problem = _initialized(found["artifacts"]).problem()
+    problem = _problem(found["artifacts"])
     if problem:
         shown = os.environ.get(storage.url_env) if storage.backend == GCS else settings.artifacts_dir()
         setting = storage.url_env if storage.backend == GCS else "MLOPS_HOME"
         raise ConfigError(where, [f"{setting} = {str(shown)!r}: {problem}"])
 
 
-def _initialized(resource: dg.ConfigurableResource) -> Any:
-    """The resource with its environment variables read (their presence is checked by the caller)."""
-    return resource.process_config_and_initialize()
+def _problem(resource: dg.ConfigurableResource) -> str:
+    """The resource's own `problem()`, with its environment variables read (their presence is checked by the caller)
+    and its nested resources (the GCS client) set up and torn down as in a run."""
+    with resource.process_config_and_initialize_cm() as initialized:
+        return initialized.problem()

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from mlops_assets.lib.data.sample_data import export_digits
+from mlops_assets_tests.gcs_emulator import gcs_emulator  # noqa: F401 - one GCS emulator per session
 from mlops_assets_tests.postgres_server import postgres_server  # noqa: F401 - one PostgreSQL server per session
 from mlops_assets_tests.service_fixtures import served_bento  # noqa: F401 - the served bento, shared by service tests
 

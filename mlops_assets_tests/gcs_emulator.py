@@ -81,6 +81,22 @@ class GcsEmulator:
         self.client().create_bucket(name)
         return name
 
+    def upload_folder(self, folder: Path, bucket: str, prefix: str) -> str:
+        """Upload every file below `folder` to gs://bucket/prefix/<relative path>, and a placeholder object
+        (`<name>/`, as cloud consoles make them) for every empty folder; returns the gs:// URL."""
+        target = self.client().bucket(bucket)
+        for path in sorted(folder.rglob("*")):
+            name = f"{prefix}/{path.relative_to(folder).as_posix()}"
+            if path.is_file():
+                target.blob(name).upload_from_filename(str(path))
+            elif path.is_dir() and not any(path.iterdir()):
+                target.blob(f"{name}/").upload_from_string(b"")
+        return f"gs://{bucket}/{prefix}"
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        """The objects of `bucket` below `prefix`: name -> size in bytes."""
+        return {blob.name: blob.size for blob in self.client().list_blobs(bucket, prefix=prefix)}
+
     def stop(self) -> None:
         """SIGTERM the emulator's process group, SIGKILL it if it lingers; remove the log."""
         if self.process is not None and self.process.poll() is None:

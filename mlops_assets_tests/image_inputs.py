@@ -81,6 +81,39 @@ def exif_block_with_bad_orientation(value: int = 9) -> bytes:
     return b"Exif\x00\x00" + b"II*\x00" + struct.pack("<L", 8) + struct.pack("<H", 1) + entry + b"\x00" * 4
 
 
+def exif_block_without_next_pointer() -> bytes:
+    """EXIF whose one-entry directory ends without the 4-byte offset of the next one; Pillow only warns ("Corrupt
+    EXIF data") and reads on."""
+    entry = struct.pack("<HHLL", ORIENTATION, 3, 1, 1)
+    return b"Exif\x00\x00" + b"II*\x00" + struct.pack("<L", 8) + struct.pack("<H", 1) + entry
+
+
+def tiff_with_tag_past_the_end(pixels: np.ndarray) -> bytes:
+    """A TIFF whose ImageDescription tag claims 100,000 bytes, past the end of the file; Pillow only warns ("Tag data
+    larger than file") and skips the tag."""
+    from PIL import TiffImagePlugin
+
+    directory = TiffImagePlugin.ImageFileDirectory_v2()
+    directory[270] = "a description long enough to be stored outside its entry"
+    data = bytearray(encode(Image.fromarray(pixels), "TIFF", tiffinfo=directory))
+    (offset,) = struct.unpack("<L", data[4:8])
+    (count,) = struct.unpack("<H", data[offset : offset + 2])
+    for start in range(offset + 2, offset + 2 + 12 * count, 12):
+        if struct.unpack("<H", data[start : start + 2])[0] == 270:
+            data[start + 4 : start + 8] = struct.pack("<L", 100_000)
+            return bytes(data)
+    raise AssertionError("Pillow wrote no ImageDescription tag")
+
+
+def jpeg_with_malformed_mpo_index(pixels: np.ndarray) -> bytes:
+    """A JPEG whose multi-picture index (an APP2 "MPF" segment, as cameras write) is cut short; Pillow only warns
+    ("malformed MPO file") and reads it as a plain JPEG."""
+    payload = b"MPF\x00" + b"MM\x00*\x00\x00\x00\x08" + b"\x00\x03" + b"\xff" * 20
+    segment = b"\xff\xe2" + struct.pack(">H", len(payload) + 2) + payload
+    data = encode(Image.fromarray(pixels), "JPEG", quality=90)
+    return data[:2] + segment + data[2:]
+
+
 def large_photo(seed: int, base: int = 128, width: int = 6000, height: int = 4000) -> bytes:
     """A camera-sized JPEG (24 megapixels by default): smooth light and shade plus fine noise, so it keeps its
     contrast when shrunk to a small model input, as a photo does."""

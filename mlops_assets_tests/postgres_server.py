@@ -25,6 +25,9 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENSURE_SCRIPT = PROJECT_ROOT / "scripts" / "ensure_postgres.sh"
+# Where Debian's packages put each PostgreSQL version's binaries; the variable moves it (as for the script).
+DEFAULT_LIB_DIR = "/usr/lib/postgresql"
+LIB_DIR_VARIABLE = "POSTGRES_LIB_DIR"
 SERVER_USER = "postgres"  # PostgreSQL's own system account (the Debian package creates it)
 # Seconds `pg_ctl` waits for the server to start or stop.
 PG_CTL_WAIT_S = 60
@@ -37,9 +40,10 @@ def _version_key(path: Path) -> tuple[int, ...]:
 
 
 def find_binaries() -> Path | None:
-    """The newest `/usr/lib/postgresql/<version>/bin` holding initdb and pg_ctl, else the directory of `pg_ctl` on
-    PATH (other layouts), else None."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    """The newest `/usr/lib/postgresql/<version>/bin` (POSTGRES_LIB_DIR, as for the script) holding initdb and pg_ctl,
+    else the directory of `pg_ctl` on PATH (other layouts), else None."""
+    lib_dir = Path(os.environ.get(LIB_DIR_VARIABLE) or DEFAULT_LIB_DIR)
+    candidates = sorted(lib_dir.glob("*/bin"), key=_version_key, reverse=True)
     for directory in candidates:
         if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
             return directory
@@ -174,7 +178,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         """`pg_ctl stop -m fast` (connections are closed, the server shuts down cleanly); kills what is left if that
-        fails, then removes the data directory."""
+        fails, then removes the data directory. Raises RuntimeError naming any server process still alive after that,
+        so a stray server never goes unnoticed."""
         if self.directory is None:
             return
         processes = self.processes()
@@ -185,7 +190,12 @@ class PostgresServer:
                 for process in processes:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         process.send_signal(signal.SIGKILL)
-            psutil.wait_procs(processes, timeout=PG_CTL_WAIT_S)
+            _, alive = psutil.wait_procs(processes, timeout=PG_CTL_WAIT_S)
+            if alive:
+                raise RuntimeError(
+                    f"PostgreSQL processes {sorted(process.pid for process in alive)} of {self.data_dir} survived "
+                    "`pg_ctl stop -m fast` (and SIGKILL where that failed); stop them by hand."
+                )
         self._remove_directory()
 
     def _remove_directory(self) -> None:

@@ -41,6 +41,28 @@ def metric_total(metrics: str, series: str, **labels: str) -> float:
     )
 
 
+def serve_in_own_home(bento_tag: str, home: Path) -> tuple[str, int]:
+    """Start a second server for `bento_tag` (stop it with `stop_process_group(pid)`); returns its URL and pid.
+
+    A starting BentoML server empties $BENTOML_HOME/prometheus_multiproc_dir, which would blank the metrics of the
+    shared server the other service tests read, so this one gets its own `home`, reaching the same store by links.
+    """
+    from mlops_assets.resources.local_deployer import start_bento_server
+    from mlops_assets_tests.conftest import free_port
+
+    store = settings.bentoml_home()
+    (home / "bentoml").mkdir(parents=True)
+    for kind in ("bentos", "models"):
+        (home / "bentoml" / kind).symlink_to(store / kind, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("MLOPS_HOME", "DAGSTER_HOME", "BENTOML_HOME"):
+            patch.setenv(variable, os.environ.get(variable, ""))  # restored on exit, whatever the server start sets
+        patch.setenv("MLOPS_HOME", str(home))
+        port = free_port()
+        process = start_bento_server(bento_tag, "127.0.0.1", port, home / "logs" / "server.log", 120)
+    return f"http://127.0.0.1:{port}", process.pid
+
+
 @pytest.fixture(scope="session")
 def served_bento(digits_subset: Path, isolated_home: Path) -> ServedBento:
     settings.export_environment()

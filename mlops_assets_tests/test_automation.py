@@ -11,6 +11,7 @@ from mlops_assets.resources.bento_store import LocalBentoStore
 from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import write_png
+from mlops_assets_tests.dataset_resources import dataset_store_under
 
 
 def _requested(result) -> set[str]:
@@ -26,6 +27,7 @@ def test_new_raw_data_requests_the_chain_below_it_and_a_settled_graph_requests_n
     resources = {
         "dataset": FolderDatasetSource(root=str(tmp_path / "data")),
         "artifacts": LocalArtifactStore(root=str(tmp_path / "artifacts")),
+        "dataset_store": dataset_store_under(tmp_path),
         "bento_store": LocalBentoStore(),
         "registry": ModelRegistryResource(url=f"sqlite:///{tmp_path}/registry.db"),
     }
@@ -46,4 +48,5 @@ def test_new_raw_data_requests_the_chain_below_it_and_a_settled_graph_requests_n
             "model_evaluation",
             "bento",
             "model_promotion",
+            "monitoring_baseline",
         }

@@ -26,7 +26,7 @@ from mlops_assets.lib.settings_validation import ConfigError
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 ENVIRONMENT = yaml.safe_load(settings.environment_file("local").read_text())
-TRAINING_SETTINGS = "batch_size, device, epochs, learning_rate, plugin, plugin_params, seed"
+TRAINING_SETTINGS = "batch_size, device, epochs, learning_rate, plugin, plugin_params, processes, seed"
 DELETE = object()
 
 
@@ -101,6 +101,12 @@ CASES = [
         environment=_environment("serving", "access_log", "no"),
     ),
     Case(
+        # Unquoted: YAML 1.1 would read `yes` as true; the settings files are read with YAML 1.2's booleans.
+        "flag as an unquoted yes",
+        "error: {env}: serving.access_log = 'yes': expected true or false",
+        environment=_environment("serving", "access_log", "YES-PLACEHOLDER").replace("YES-PLACEHOLDER", "yes"),
+    ),
+    Case(
         "sample rate above 1",
         "error: {env}: serving.prediction_log_sample_rate = 2: expected a number from 0 to 1",
         environment=_environment("serving", "prediction_log_sample_rate", 2),
@@ -148,6 +154,30 @@ CASES = [
         "misspelt training setting",
         f"error: run config: ops.trained_model.config.epoch = 3: unknown setting (known: {TRAINING_SETTINGS})",
         config="ops: {trained_model: {config: {epoch: 3}}}",
+    ),
+    Case(
+        "plug-in params out of range and misspelt",
+        "error: run config: ops.trained_model.config.plugin_params.dropout = 5: expected a number >= 0 and < 1; "
+        "ops.trained_model.config.plugin_params.width = -3: expected an integer from 1 to 1024; "
+        "ops.trained_model.config.plugin_params.typo_param = 1: unknown setting (known: deterministic, dropout, width)",
+        config="ops: {trained_model: {config: {epochs: 1, plugin_params: {dropout: 5, width: -3, typo_param: 1}}}}",
+    ),
+    Case(
+        "plug-in param quoted",
+        "error: run config: ops.trained_model.config.plugin_params.dropout = '0.5': expected a number >= 0 and < 1",
+        config="ops: {trained_model: {config: {plugin_params: {dropout: '0.5'}}}}",
+    ),
+    Case(
+        "plug-in params naming code",
+        "error: run config: ops.trained_model.config.plugin_params.class_path = 'x:Y': unknown setting (known: "
+        "deterministic, dropout, width); ops.trained_model.config.plugin_params.__import__ = 'x': unknown setting "
+        "(known: deterministic, dropout, width)",
+        config="ops: {trained_model: {config: {plugin_params: {class_path: 'x:Y', __import__: x}}}}",
+    ),
+    Case(
+        "softmax param negative",
+        "error: run config: ops.trained_model.config.plugin_params.l2 = -1: expected a number >= 0",
+        config="ops: {trained_model: {config: {plugin: softmax, plugin_params: {l2: -1}}}}",
     ),
     Case(
         "two channels",
@@ -295,3 +325,34 @@ def test_the_real_command_prints_one_line_and_no_traceback(tmp_path: Path) -> No
     ]
     assert completed.stdout == ""
     assert not (home / "dagster" / "history").exists()  # no Dagster instance, let alone a run
+
+
+@pytest.mark.parametrize("environment", ["qa", "Local"])
+@pytest.mark.parametrize("command", [["run"], ["deploy", "local"], ["models", "list"]], ids=" ".join)
+def test_an_unknown_environment_is_named_by_its_variable_on_every_command(
+    environment: str,
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    isolated_cli: None,
+) -> None:
+    if command == ["run"]:
+        (tmp_path / "dataset").mkdir()
+        command = ["run", "--dataset", str(tmp_path / "dataset")]
+    runs_before = _run_count()
+    monkeypatch.setenv("MLOPS_ENV", environment)
+
+    code = main(command)
+
+    captured = capsys.readouterr()
+    assert (code, captured.err.splitlines(), captured.out) == (
+        BAD_SETTINGS,
+        [
+            f"error: environment: MLOPS_ENV = {environment!r}: expected one of 'local', 'staging', 'production' "
+            "(deployments/)"
+        ],
+        "",
+    )
+    monkeypatch.delenv("MLOPS_ENV")
+    assert _run_count() == runs_before

@@ -462,3 +462,23 @@ def test_benchmarks_do_not_import_the_test_package() -> None:
                 continue
             offenders += [f"{path.name}: {m}" for m in modules if m.split(".")[0] == "mlops_assets_tests"]
     assert offenders == []
+
+
+# The dataset store.
+
+
+def test_dataset_store_report_and_readme_are_rendered_from_the_committed_json() -> None:
+    from benchmarks import bench_dataset_store
+
+    report = _json("dataset_store.json")
+    assert bench_dataset_store.markdown(report) == (RESULTS / "dataset_store.md").read_text()
+    assert section(README.read_text(), "dataset_store") == bench_dataset_store.summary(report)
+
+
+def test_adding_one_image_to_the_dataset_adds_one_blob() -> None:
+    rows = {row["scenario"]: row for row in _json("dataset_store.json")["scenarios"]}
+    one = rows["one image added"]
+    assert (one["images"], one["blobs_added"], rows["unchanged folder kept again"]["blobs_added"]) == (20_001, 1, 0)
+    # The image, the manifest's tree and the one chunk of entries it changed; laying a version out adds nothing.
+    assert one["files_added"] == 3
+    assert rows["new version laid out as a folder"]["bytes_added"] == 0

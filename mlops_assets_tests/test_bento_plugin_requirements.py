@@ -19,8 +19,9 @@ from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.bento_store import LocalBentoStore
 from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
+from mlops_assets_tests.dataset_resources import dataset_store_under
 
-BENTOFILE_PACKAGES = ["torch==2.13.0", "numpy>=1.26,<3", "pillow>=11,<14"]
+BENTOFILE_PACKAGES = ["torch==2.13.0", "numpy>=1.26,<3", "pillow>=11,<14", "google-cloud-storage>=3.17,<4"]
 
 
 class YamlSoftmaxPlugin(SoftmaxRegressionPlugin):
@@ -71,6 +72,7 @@ def test_the_bento_asset_installs_the_plugin_requirements_and_records_an_unknown
         resources={
             "dataset": FolderDatasetSource(root=str(digits_subset)),
             "artifacts": LocalArtifactStore(root=str(tmp_path / "artifacts")),
+            "dataset_store": dataset_store_under(tmp_path),
             "bento_store": LocalBentoStore(),
             "registry": ModelRegistryResource(url=registry_url),
         },

@@ -1,5 +1,6 @@
 """`mlops predict` against a real served bento whose model has a non-ASCII label: labels print as the model names
-them, the API key is sent, and a refusal names the file and the service's message."""
+them, the API key is sent, every answered file gets its line and every refusal an `error:` line naming the file and
+the service's message."""
 
 import os
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from mlops_assets import settings
-from mlops_assets.cli import format_prediction, main
+from mlops_assets.cli import main
+from mlops_assets.cli_predict import format_prediction
 from mlops_assets.lib.data.manifest import scan_dataset
 from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
 from mlops_assets.lib.models.plugins.base import TrainSettings
@@ -97,29 +99,59 @@ def test_predict_prints_a_non_ascii_label_as_written(
 
 
 def test_predict_without_the_key_names_the_file_and_the_refusal(
-    non_ascii_server: LabelServer, monkeypatch: pytest.MonkeyPatch
+    non_ascii_server: LabelServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.delenv("MLOPS_API_KEY", raising=False)
     image = non_ascii_server.dark_image
-    with pytest.raises(SystemExit) as raised:
-        main(["predict", str(image), "--url", non_ascii_server.url])
-    assert str(raised.value) == (
-        f"{image}: HTTP 401: Missing or wrong API key: send the header 'Authorization: Bearer <key>'."
+    assert main(["predict", str(image), "--url", non_ascii_server.url]) == 1
+    output = capsys.readouterr()
+    assert output.out == ""
+    assert output.err == (
+        f"error: {image}: HTTP 401: Missing or wrong API key: send the header 'Authorization: Bearer <key>'.\n"
     )
 
 
+def test_every_answered_file_gets_its_line_then_every_other_an_error_line(
+    non_ascii_server: LabelServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLOPS_API_KEY", API_KEY)
+    dark = non_ascii_server.dark_image
+    bright = write_png(tmp_path / "bright.png", np.full((8, 8), 220))
+    text = tmp_path / "notimage.jpg"
+    text.write_text("not an image")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    missing = tmp_path / "missing.png"
+    files = [dark, text, bright, folder, missing]
+
+    assert main(["predict", *map(str, files), "--url", non_ascii_server.url]) == 1
+
+    output = capsys.readouterr()
+    answered = output.out.splitlines()
+    assert [line.split(": label ")[0] for line in answered] == [str(dark), str(bright)]
+    assert answered[0].startswith(f"{dark}: label {NON_ASCII_LABEL}, confidence ")
+    assert answered[1].startswith(f"{bright}: label bright, confidence ")
+    assert all(line.endswith(f", model {non_ascii_server.model_tag}") for line in answered)
+    errors = output.err.splitlines()
+    assert errors[0].startswith(f"error: {text}: HTTP 400: image 0: cannot be decoded: The bytes are not a recognised")
+    assert errors[1:] == [
+        f"error: {folder}: is a folder, not an image file; pass the image files in it (e.g. {folder / '*.png'})",
+        f"error: {missing}: no such file; check the path",
+    ]
+
+
 def test_predict_of_a_non_image_names_the_file_and_the_service_message(
-    non_ascii_server: LabelServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    non_ascii_server: LabelServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setenv("MLOPS_API_KEY", API_KEY)
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
-    with pytest.raises(SystemExit) as raised:
-        main(["predict", str(text), "--url", non_ascii_server.url])
-    message = str(raised.value)
+    assert main(["predict", str(text), "--url", non_ascii_server.url]) == 1
     # The service's own message, not its JSON body.
-    assert message.startswith(f"{text}: HTTP 400: image 0: "), message
-    assert "image" in message.removeprefix(f"{text}: HTTP 400: image 0: ") and "{" not in message
+    assert capsys.readouterr().err == (
+        f"error: {text}: HTTP 400: image 0: cannot be decoded: The bytes are not a recognised image; send an image "
+        "file (PNG, JPEG, WebP, BMP, TIFF or GIF).\n"
+    )
 
 
 def test_format_prediction_keeps_every_character_of_the_label() -> None:

@@ -95,7 +95,8 @@ def test_cli_runs_are_listed_under_the_job_of_the_code_location(
 
     rebuilt = _mlops(home, "rebuild", *common)
     assert rebuilt.splitlines()[-1] == (
-        "Materialized 6 assets: raw_images, validated_images, trained_model, model_evaluation, bento, model_promotion"
+        "Materialized 7 assets: raw_images, validated_images, trained_model, model_evaluation, monitoring_baseline,"
+        " bento, model_promotion"
     )
     ran = _mlops(home, "run", *common)
     assert "SUCCESS" in ran.splitlines()[0]

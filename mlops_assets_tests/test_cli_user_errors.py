@@ -61,6 +61,11 @@ def test_debug_prints_the_stack_trace_and_the_event_log_keeps_it(
     root = _not_images(tmp_path / "dataset")
     monkeypatch.delenv("MLOPS_DATASET", raising=False)
     monkeypatch.setenv(DEBUG_VARIABLE, "")
+    # A home of its own: the run makes its dataset the home's current one, which later tests must not inherit. The
+    # variables the CLI points at the home are restored afterwards.
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    for variable in ("DAGSTER_HOME", "BENTOML_HOME"):
+        monkeypatch.setenv(variable, os.environ.get(variable, ""))
     assert main(["--debug", "run", "--dataset", str(root)]) == FAILED
     err = capsys.readouterr().err
     assert "Stack Trace:" in err and "in validated_images\n" in err

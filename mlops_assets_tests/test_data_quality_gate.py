@@ -25,6 +25,7 @@ from mlops_assets.resources.bento_store import LocalBentoStore
 from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import write_png
+from mlops_assets_tests.dataset_resources import dataset_store_under, registry_under
 
 FAST_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 2}}}}
 
@@ -35,6 +36,7 @@ def _materialize(dataset: Path, artifacts: Path) -> dg.ExecuteInProcessResult:
         resources={
             "dataset": FolderDatasetSource(root=str(dataset)),
             "artifacts": LocalArtifactStore(root=str(artifacts)),
+            "dataset_store": dataset_store_under(artifacts),
             "registry": ModelRegistryResource(url=f"sqlite:///{artifacts}/registry.db"),
             "bento_store": LocalBentoStore(),
         },
@@ -103,6 +105,8 @@ def _validate_in_dagster(dataset: Path, artifacts: Path) -> dg.ExecuteInProcessR
         resources={
             "dataset": FolderDatasetSource(root=str(dataset)),
             "artifacts": LocalArtifactStore(root=str(artifacts)),
+            "dataset_store": dataset_store_under(artifacts),
+            "registry": registry_under(artifacts),
         },
         raise_on_error=False,
     )

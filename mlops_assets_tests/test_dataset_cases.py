@@ -17,6 +17,7 @@ from mlops_assets.lib.data.validated_data import ValidatedDataset, load_validate
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets_tests import image_inputs as inputs
+from mlops_assets_tests.dataset_resources import dataset_store_under, registry_under
 
 SHORT_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 3, "learning_rate": 0.003}}}}
 PIPELINE = [raw_images, validated_images, validated_images_quality, trained_model]
@@ -28,6 +29,8 @@ def _run(dataset: Path, artifacts: Path, instance: dg.DagsterInstance | None = N
         resources={
             "dataset": FolderDatasetSource(root=str(dataset)),
             "artifacts": LocalArtifactStore(root=str(artifacts)),
+            "dataset_store": dataset_store_under(artifacts),
+            "registry": registry_under(artifacts),
         },
         run_config=SHORT_TRAINING,
         instance=instance,

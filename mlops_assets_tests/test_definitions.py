@@ -8,6 +8,8 @@ from mlops_assets.defs.validation.checks import BLOCKING_CHECKS, DESCRIPTIONS, D
 from mlops_assets.environments import KNOWN_ENVIRONMENTS
 
 CHAIN = ["raw_images", "validated_images", "trained_model", "model_evaluation", "bento", "model_promotion"]
+# Built with each model by the pipeline job; prediction_monitoring (one partition per day) has its own job.
+MONITORING = ["monitoring_baseline", "prediction_monitoring"]
 
 
 def test_definitions_load_for_every_environment() -> None:
@@ -15,9 +17,12 @@ def test_definitions_load_for_every_environment() -> None:
         defs = build_definitions(environment)
         dg.Definitions.validate_loadable(defs)
         graph = defs.resolve_asset_graph()
-        assert {key.to_user_string() for key in graph.get_all_asset_keys()} == set(CHAIN)
+        assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {*CHAIN, *MONITORING}
         job = defs.resolve_job_def(PIPELINE_JOB_NAME)
-        assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == set(CHAIN)
+        assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
+            *CHAIN,
+            "monitoring_baseline",
+        }
 
 
 def test_the_chain_is_wired_in_order() -> None:

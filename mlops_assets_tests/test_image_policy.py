@@ -3,6 +3,8 @@ EXIF orientation (from the header alone), big JPEGs decode small, and every dama
 
 import io
 import random
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +194,67 @@ def test_no_damage_anywhere_in_a_file_escapes_as_another_error() -> None:
             outcomes["refused"] += 1
     assert outcomes["accepted"] + outcomes["refused"] == 300
     assert outcomes["refused"] > 0 and outcomes["accepted"] > 0
+
+
+# Damage Pillow steps over with only a warning, and that warning (it becomes the reason).
+PILLOW_WARNS = {
+    "exif without its next-directory offset": (
+        inputs.jpeg_with_exif_block(RGB, inputs.exif_block_without_next_pointer()),
+        "Corrupt EXIF data. Expecting to read 4 bytes but only got 0.",
+    ),
+    "tiff tag past the end of the file": (
+        inputs.tiff_with_tag_past_the_end(RGB),
+        "Tag data larger than file. Skipping tag 270",
+    ),
+    "malformed multi-picture index": (
+        inputs.jpeg_with_malformed_mpo_index(RGB),
+        "Corrupt EXIF data. Expecting to read 12 bytes but only got 8.; Image appears to be a malformed MPO file, it "
+        "will be interpreted as a base JPEG file",
+    ),
+}
+
+
+def _pillow_reason(warning: str) -> str:
+    return f"cannot be decoded: Pillow found it damaged ({warning}); re-save the image with an image editor"
+
+
+@pytest.mark.parametrize("kind", list(PILLOW_WARNS))
+def test_damage_pillow_only_warns_about_is_a_refusal_naming_it_and_nothing_is_printed(
+    kind: str, capsys: pytest.CaptureFixture
+) -> None:
+    data, warning = PILLOW_WARNS[kind]
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        # Twice: a repeat is refused alike (a warning is not shown once and then dropped as already seen).
+        for _ in range(2):
+            assert _refusal(data) == _pillow_reason(warning)
+            with pytest.raises(InvalidImageError) as header_refusal:
+                POLICY.header(data)
+            assert str(header_refusal.value) == _pillow_reason(warning)
+    assert [str(item.message) for item in escaped] == []
+    assert capsys.readouterr().err == ""
+
+
+def test_files_read_in_many_threads_at_once_each_get_their_own_outcome(capsys: pytest.CaptureFixture) -> None:
+    clean = inputs.encode(Image.fromarray(RGB), "PNG")
+    damaged, warning = PILLOW_WARNS["tiff tag past the end of the file"]
+
+    def outcome(index: int) -> str:
+        try:
+            POLICY.model_input(damaged if index % 2 else clean, 8, 8, 3)
+        except InvalidImageError as error:
+            return str(error)
+        return "accepted"
+
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(outcome, range(400)))
+        # Other code's warnings still reach their handler, while files are read and after.
+        warnings.warn("not about a file", UserWarning, stacklevel=1)
+    assert outcomes == [_pillow_reason(warning) if index % 2 else "accepted" for index in range(400)]
+    assert [str(item.message) for item in escaped] == ["not about a file"]
+    assert capsys.readouterr().err == ""
 
 
 def test_limits_are_checked_together_and_named() -> None:

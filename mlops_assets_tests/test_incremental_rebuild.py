@@ -123,7 +123,8 @@ def test_changing_only_evaluation_code_keeps_the_trained_model(project: Project)
 
 def test_changing_the_training_loop_retrains(project: Project) -> None:
     project.edit("mlops_assets/lib/models/plugins/cnn.py", '"dropout": 0.25', '"dropout": 0.2')
-    assert project.rebuilt() == ["trained_model", "model_evaluation", "bento", "model_promotion"]
+    # monitoring_baseline follows the model (its baseline is of that model's answers).
+    assert project.rebuilt() == ["trained_model", "model_evaluation", "monitoring_baseline", "bento", "model_promotion"]
     metadata = project.latest("trained_model")
     assert metadata["cache_hit"] is False
     assert "mlops_assets.lib.models.plugins.cnn" in metadata["code_version_inputs"]
@@ -137,6 +138,7 @@ def test_adding_an_image_rebuilds_the_chain_and_places_it_by_its_hash(project: P
         "validated_images",
         "trained_model",
         "model_evaluation",
+        "monitoring_baseline",
         "bento",
         "model_promotion",
     ]

@@ -25,6 +25,7 @@ from mlops_assets.lib.models.plugins import (
 )
 from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.dataset import FolderDatasetSource
+from mlops_assets_tests.dataset_resources import dataset_store_under, registry_under
 from mlops_assets_tests.plugin_fixtures import MarkerModule, install_entry_point, write_marker_module
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -161,6 +162,8 @@ def test_an_import_path_reaching_training_fails_the_step_without_importing_it(
         resources={
             "dataset": FolderDatasetSource(root=str(dataset)),
             "artifacts": LocalArtifactStore(root=str(artifacts)),
+            "dataset_store": dataset_store_under(artifacts),
+            "registry": registry_under(artifacts),
         },
         run_config=training_config(marker_module.import_path),
         raise_on_error=False,

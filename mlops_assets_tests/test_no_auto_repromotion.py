@@ -21,6 +21,7 @@ from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.bento_store import LocalBentoStore
 from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
+from mlops_assets_tests.dataset_resources import dataset_store_under
 from mlops_assets_tests.registry_helpers import registered
 
 ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento, model_promotion]
@@ -155,6 +156,7 @@ class Pipeline:
             resources={
                 "dataset": FolderDatasetSource(root=str(self.dataset)),
                 "artifacts": LocalArtifactStore(root=str(self.root / "artifacts")),
+                "dataset_store": dataset_store_under(self.root),
                 "bento_store": LocalBentoStore(),
                 "registry": ModelRegistryResource(url=self.url, policy_file=str(self.root / "local.yaml")),
             },

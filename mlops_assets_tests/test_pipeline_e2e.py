@@ -20,6 +20,7 @@ from mlops_assets.resources.bento_store import LocalBentoStore
 from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.conftest import free_port
+from mlops_assets_tests.dataset_resources import dataset_store_under
 
 pytestmark = pytest.mark.e2e
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -116,6 +117,7 @@ def test_sample_data_reaches_the_target_accuracy(tmp_path: Path) -> None:
         resources={
             "dataset": FolderDatasetSource(),
             "artifacts": LocalArtifactStore(root=str(tmp_path)),
+            "dataset_store": dataset_store_under(tmp_path),
             "bento_store": LocalBentoStore(),
             "registry": ModelRegistryResource(url=f"sqlite:///{tmp_path}/registry.db"),
         },

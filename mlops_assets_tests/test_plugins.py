@@ -16,6 +16,7 @@ from mlops_assets.lib.models.plugins.base import ArrayDataset, TrainSettings
 from mlops_assets.lib.models.plugins.cnn import SmallCNNPlugin, _Batches
 from mlops_assets.lib.models.plugins.softmax import SoftmaxRegressionPlugin
 from mlops_assets.lib.models.training import train_model
+from mlops_assets.lib.settings_validation import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +74,59 @@ def test_unknown_plugin_and_non_plugin_classes_are_refused(monkeypatch: pytest.M
 
 
 def test_unknown_cnn_parameters_are_refused() -> None:
-    with pytest.raises(ValueError, match="Unknown cnn parameters.*wdith"):
+    with pytest.raises(ConfigError) as error:
         resolve_plugin("cnn").build((1, 8, 8), 10, {"wdith": 8}, "cpu")
+    assert str(error.value) == (
+        "plugin_params of model plug-in 'cnn': wdith = 8: unknown setting (known: deterministic, dropout, width)"
+    )
 
 
 def test_cnn_deterministic_parameter_must_be_0_or_1() -> None:
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ConfigError) as error:
         resolve_plugin("cnn").build((1, 8, 8), 10, {"deterministic": 0.5}, "cpu")
     assert str(error.value) == (
-        "cnn parameter 'deterministic' must be 1 (bit-identical weights on CPU for the same data, code and seed) or 0"
-        " (fastest algorithms, e.g. cuDNN autotuning on a GPU); got 0.5."
+        "plugin_params of model plug-in 'cnn': deterministic = 0.5: expected 1 (bit-identical weights on CPU for the "
+        "same data, code and seed) or 0 (fastest algorithms)"
     )
+
+
+@pytest.mark.parametrize(
+    ("plugin", "params", "problems"),
+    [
+        ("cnn", {"width": 32.0, "dropout": 0, "deterministic": 1.0}, []),  # run config turns integers into floats
+        (
+            "cnn",
+            {"dropout": 5, "width": -3},
+            ["dropout = 5: expected a number >= 0 and < 1", "width = -3: expected an integer from 1 to 1024"],
+        ),
+        (
+            "cnn",
+            {"width": 8.5, "dropout": "0.5"},
+            ["width = 8.5: expected an integer from 1 to 1024", "dropout = '0.5': expected a number >= 0 and < 1"],
+        ),
+        (
+            "cnn",
+            {"dropout": float("nan"), "width": True},
+            ["dropout = nan: expected a number >= 0 and < 1", "width = True: expected an integer from 1 to 1024"],
+        ),
+        ("softmax", {"l2": 0.0}, []),
+        (
+            "softmax",
+            {"l2": -1, "width": 3},
+            ["l2 = -1: expected a number >= 0", "width = 3: unknown setting (known: l2)"],
+        ),
+    ],
+)
+def test_plugins_check_their_params(plugin: str, params: dict, problems: list[str]) -> None:
+    assert resolve_plugin(plugin).check_params(params) == problems
+
+
+def test_a_plugin_without_declared_params_takes_any_finite_numbers() -> None:
+    class Loose(SoftmaxRegressionPlugin):
+        param_ranges = None
+
+    assert Loose.check_params({"anything": 3, "l2": 0.1}) == []
+    assert Loose.check_params({"anything": "3"}) == ["anything = '3': expected a number"]
 
 
 def test_cnn_trains_on_exactly_the_inputs_serving_normalizes_to() -> None:

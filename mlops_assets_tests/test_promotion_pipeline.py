@@ -19,6 +19,7 @@ from mlops_assets.resources.artifacts import LocalArtifactStore
 from mlops_assets.resources.bento_store import LocalBentoStore
 from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
+from mlops_assets_tests.dataset_resources import dataset_store_under
 
 pytestmark = pytest.mark.e2e
 ASSETS = [raw_images, validated_images, trained_model, model_evaluation, bento, model_promotion]
@@ -39,6 +40,7 @@ class Pipeline:
             resources={
                 "dataset": FolderDatasetSource(root=str(self.dataset)),
                 "artifacts": LocalArtifactStore(root=str(self.root / "artifacts")),
+                "dataset_store": dataset_store_under(self.root),
                 "bento_store": LocalBentoStore(),
                 "registry": ModelRegistryResource(url=self.url, policy_file=str(self.root / "local.yaml")),
             },

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.cli import FAILED, main
+from mlops_assets.cli import BAD_SETTINGS, FAILED, main
 from mlops_assets.lib.errors import DEBUG_VARIABLE
 from mlops_assets.lib.registry.database import SQLITE_HEADER, RegistryFileError
 from mlops_assets.lib.registry.registry import ModelRegistry
@@ -170,3 +170,53 @@ def test_the_real_command_names_the_damaged_file_without_a_traceback(tmp_path: P
     ]
     assert completed.stdout == ""
     assert not (home / "dagster" / "history").exists()
+
+
+ELSEWHERE = "move it away or point the registry elsewhere (MLOPS_HOME, or the registry URL), then run again"
+
+
+@pytest.mark.parametrize(
+    ("layout", "command", "line"),
+    [
+        (
+            "registry is a folder",
+            ["run"],
+            "error: {home}/registry.db: a directory, not the registry file; " + ELSEWHERE,
+        ),
+        (
+            "home is a file",
+            ["models", "list"],
+            "error: {home}: not a folder, so the registry {home}/registry.db cannot be created in it; " + ELSEWHERE,
+        ),
+        (
+            "dangling link",
+            ["models", "list"],
+            "error: {home}/registry.db: a symbolic link to {target}, which does not exist; no registry was created "
+            "there. Point the link at the registry file or remove it, then run again",
+        ),
+    ],
+)
+def test_a_damaged_home_layout_is_one_error_line_and_creates_nothing_elsewhere(
+    home: Path, capsys: pytest.CaptureFixture, layout: str, command: list[str], line: str
+) -> None:
+    target = home.parent / "elsewhere" / "x.db"
+    if layout == "registry is a folder":
+        (home / "registry.db").mkdir(parents=True)
+    elif layout == "home is a file":
+        home.write_text("")
+    else:
+        home.mkdir()
+        (home / "registry.db").symlink_to(target)
+    if command == ["run"]:
+        (home.parent / "dataset").mkdir()
+        command = ["run", "--dataset", str(home.parent / "dataset")]
+
+    code = main(command)
+
+    captured = capsys.readouterr()
+    assert (code, captured.err.splitlines(), captured.out) == (
+        BAD_SETTINGS,
+        [line.format(home=home, target=target)],
+        "",
+    )
+    assert not target.parent.exists()

@@ -56,3 +56,33 @@ def test_jobs_promote_roll_back_disable_and_enable(tmp_path: Path, monkeypatch: 
             (2, "enable"),
         ]
         assert models.history()[-3].reason == "hotfix broke" and models.history()[-3].actor.startswith("dagster run")
+
+
+@pytest.mark.parametrize(
+    ("job", "op", "config", "field"),
+    [
+        ("promote_model_job", "promote_version", {"version": 0}, "version"),
+        ("promote_model_job", "promote_version", {"version": -2}, "version"),
+        ("rollback_model_job", "rollback_production", {"to_version": -1}, "to_version"),
+        ("disable_model_job", "disable_version", {"version": 1, "reason": ""}, "reason"),
+        ("enable_model_job", "enable_version", {"version": 0}, "version"),
+    ],
+)
+def test_out_of_range_registry_job_config_is_refused_naming_the_field_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job: str, op: str, config: dict, field: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/registry.db"
+    monkeypatch.setenv("MLOPS_REGISTRY_URL", url)
+    with ModelRegistry(url, "local") as models:
+        registered(models, 1)
+        before = models.history()
+    result = (
+        build_definitions()
+        .resolve_job_def(job)
+        .execute_in_process(run_config={"ops": {op: {"config": config}}}, raise_on_error=False)
+    )
+    assert not result.success
+    failure = result.failure_data_for_node(op).error.to_string()
+    assert "validation error" in failure and f"\n{field}\n" in failure, failure
+    with ModelRegistry(url, "local") as models:
+        assert models.history() == before

@@ -111,8 +111,8 @@ def test_a_refused_connection_is_named_with_the_server_and_what_to_check() -> No
         ModelRegistry(f"postgresql://mlops:secret@127.0.0.1:{port}/registry", "staging")
     assert str(raised.value) == (
         f"Cannot connect to the model registry at postgresql+psycopg2://mlops:***@127.0.0.1:{port}/registry: "
-        f'connection to server at "127.0.0.1", port {port} failed: Connection refused Is the server running on that '
-        "host and accepting TCP/IP connections?. Check the registry's URL (the variable `registry.url_env` names in "
+        f'connection to server at "127.0.0.1", port {port} failed: Connection refused. Is the server running on that '
+        "host and accepting TCP/IP connections? Check the registry's URL (the variable `registry.url_env` names in "
         "deployments/<environment>.yaml) and that the server runs and the database exists."
     )
 

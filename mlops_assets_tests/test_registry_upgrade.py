@@ -1,4 +1,5 @@
-"""A registry.db written before `git_dirty` became nullable keeps working: upgraded in place, nothing lost."""
+"""A registry.db written before `git_dirty` became nullable (and before the reproducibility columns) keeps working:
+upgraded in place, nothing lost."""
 
 import dataclasses
 import re
@@ -10,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from mlops_assets.lib.registry.registry import ModelRegistry
+from mlops_assets.lib.registry.schema import REPRODUCIBILITY_COLUMNS
 from mlops_assets_tests.registry_helpers import new_version
 
 OLD_REGISTRY = Path(__file__).parent / "data" / "registry_git_dirty_not_null.sql"
@@ -31,6 +33,12 @@ def _rows(path: Path) -> dict[str, list[tuple]]:
     return rows
 
 
+def _with_new_columns(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """`rows` as they read after the upgrade: model_versions gained the reproducibility columns, NULL in old rows."""
+    padding = (None,) * len(REPRODUCIBILITY_COLUMNS)
+    return {**rows, "model_versions": [row + padding for row in rows["model_versions"]]}
+
+
 def _git_dirty_not_null(path: Path) -> int:
     with sqlite3.connect(path) as connection:
         (flag,) = [row[3] for row in connection.execute("PRAGMA table_info(model_versions)") if row[1] == "git_dirty"]
@@ -46,7 +54,7 @@ def test_an_old_registry_is_upgraded_keeping_every_row_reference_and_guard(tmp_p
 
     with ModelRegistry(url, "local") as models:
         assert _git_dirty_not_null(path) == 0
-        assert _rows(path) == before
+        assert _rows(path) == _with_new_columns(before)
         assert (models.production().number, models.version(1).git_dirty) == (1, False)
         unknown = dataclasses.replace(new_version(2), git_commit="unknown", git_dirty=None)
         assert models.register(unknown, actor="test").version.number == 2
@@ -83,6 +91,6 @@ def test_the_registry_is_backed_up_before_its_schema_changes_and_says_so(
     assert (_rows(backup), _git_dirty_not_null(backup)) == (before, 1)
     assert _git_dirty_not_null(path) == 0
     assert caplog.messages == [
-        f"Upgrading the model registry {path} to the current schema (model_versions.git_dirty may be unknown); the "
-        f"database as it was is kept at {backup}."
+        f"Upgrading the model registry {path} to the current schema (model_versions.git_dirty may be unknown, new "
+        f"columns {', '.join(REPRODUCIBILITY_COLUMNS)}); the database as it was is kept at {backup}."
     ]

@@ -1,5 +1,6 @@
-"""The request guard parses what clients send: every RFC 7578 shape of a form part's header, chunked bodies bounded
-while they are read, and bodies with no length at all; both as pure decisions and end to end on the served bento."""
+"""The request guard parses what clients send: every RFC 7578 shape of a form part's header, chunked bodies and each
+form part bounded while they are read, and bodies with no length at all; both as pure decisions and end to end on the
+served bento."""
 
 import asyncio
 import socket
@@ -10,6 +11,7 @@ import pytest
 
 from mlops_assets.lib.serving.request_guard import (
     FormPart,
+    FormReader,
     GuardedRoute,
     Refusal,
     check_body,
@@ -20,7 +22,10 @@ from mlops_assets.lib.serving.request_guard import (
 from mlops_assets_tests.service_fixtures import API_KEY, ServedBento
 
 FORM = GuardedRoute(("multipart/form-data",), 1000, "a form", file_field="images")
-RAW = GuardedRoute(("image/*",), 1000, "a raw image")
+RAW = GuardedRoute(("image/*",), 1000, "a raw image", body_is_file=True)
+JSON_BODY = GuardedRoute(("application/json",), 1000, "a JSON body")
+# A form whose parts may carry at most 100 bytes each, in a body of at most 10,000.
+SMALL_PARTS = GuardedRoute(("multipart/form-data",), 10_000, "a form", file_field="images", max_part_bytes=100)
 FORM_TYPE = "multipart/form-data; boundary=XyZ"
 # Content-Disposition values as clients write them; each names the field `images` and a file.
 DISPOSITIONS = {
@@ -79,8 +84,19 @@ def test_parts_are_found_by_the_parser_not_by_searching_the_bytes() -> None:
 @pytest.mark.parametrize(
     ("content_type", "body", "message"),
     [
-        (FORM_TYPE, _form(b'form-data; name="images"'), "Form part 0 of 'images' is not a file"),
-        (FORM_TYPE, _form(b"form-data; name=images; filename*=utf-8''a.png"), "a filename* alone does not count"),
+        (
+            FORM_TYPE,
+            _form(b'form-data; name="images"'),
+            "Form part 0 of 'images' is not a file: it is a text field (no filename); send each image as a file, "
+            "e.g. a form.",
+        ),
+        (
+            FORM_TYPE,
+            _form(b"form-data; name=images; filename*=utf-8''a.png"),
+            "Form part 0 of 'images' is not a file: its Content-Disposition has a filename* but no filename "
+            'parameter (RFC 7578 section 4.2 ignores filename*); add filename="..." or let your HTTP client build the '
+            "form, e.g. a form.",
+        ),
         (FORM_TYPE, _form(b'form-data; name="image"; filename="a.png"'), "Unexpected form part 'image'"),
         (FORM_TYPE, _form(b'form-data; filename="a.png"'), "A form part has no name"),
         (FORM_TYPE, _form(b'form-data; name="images"; filename="a.png"')[:-9], "ends before its closing boundary"),
@@ -107,12 +123,31 @@ def test_malformed_or_stray_parts_are_refused_with_a_message(content_type: str, 
     assert message in refusal.message, refusal.message
 
 
+def test_a_text_field_is_never_described_as_a_lone_filename_star() -> None:
+    # What `curl -F images=hello` sends: a text field, with no filename* anywhere (not even inside a quoted value).
+    for disposition in (b'form-data; name="images"', b'form-data; name="images"; note="filename*=x"'):
+        refusal = check_body(FORM, {"content-type": FORM_TYPE}, _form(disposition))
+        assert refusal == Refusal(
+            400,
+            "Form part 0 of 'images' is not a file: it is a text field (no filename); send each image as a file, "
+            "e.g. a form.",
+        )
+
+
 def test_a_body_without_content_length_is_read_and_bounded_while_reading() -> None:
     headers = {"content-type": "image/png"}
     assert check_request(RAW, headers, api_key=None) is None
     assert check_request(RAW, {**headers, "transfer-encoding": "chunked"}, api_key=None) is None
     declared = check_request(RAW, {**headers, "content-length": "1001"}, api_key=None)
-    assert declared == Refusal(413, "The request body is 1,001 bytes, above the limit of 1,000.", close=True)
+    assert declared == Refusal(
+        413, "The image is 1,001 bytes, above the limit of 1,000 bytes per image; send a smaller image.", close=True
+    )
+    declared_json = check_request(JSON_BODY, {"content-type": "application/json", "content-length": "1001"}, None)
+    assert declared_json == Refusal(
+        413,
+        "The request body is 1,001 bytes, above the limit of 1,000 bytes per request; send fewer or smaller images.",
+        close=True,
+    )
 
 
 def _receive(chunks: list[bytes], log: list[int]):
@@ -126,7 +161,7 @@ def _receive(chunks: list[bytes], log: list[int]):
 
 def test_read_body_joins_chunks_up_to_the_limit() -> None:
     log: list[int] = []
-    assert asyncio.run(read_body(_receive([b"a" * 400, b"b" * 400, b"c" * 200], log), 1000)) == (
+    assert asyncio.run(read_body(_receive([b"a" * 400, b"b" * 400, b"c" * 200], log), RAW)) == (
         b"a" * 400 + b"b" * 400 + b"c" * 200
     )
     assert log == [0, 1, 2]
@@ -134,18 +169,57 @@ def test_read_body_joins_chunks_up_to_the_limit() -> None:
 
 def test_read_body_refuses_as_soon_as_the_limit_is_passed_and_stops_reading() -> None:
     log: list[int] = []
-    outcome = asyncio.run(read_body(_receive([b"a" * 600, b"b" * 600, b"c" * 600, b"d" * 600], log), 1000))
+    outcome = asyncio.run(read_body(_receive([b"a" * 600, b"b" * 600, b"c" * 600, b"d" * 600], log), RAW))
     assert outcome == Refusal(
-        413, "The request body is above the limit of 1,000 bytes; send a smaller request.", close=True
+        413, "The image is above the limit of 1,000 bytes per image; send a smaller image.", close=True
     )
     assert log == [0, 1], "nothing after the chunk that passed the limit may be read"
+
+
+def _two_part_form(first: bytes, second: bytes) -> bytes:
+    return (
+        b'--XyZ\r\nContent-Disposition: form-data; name="images"; filename="small.png"\r\n\r\n'
+        + first
+        + b'\r\n--XyZ\r\nContent-Disposition: form-data; name="images"; filename="big.png"\r\n\r\n'
+        + second
+        + b"\r\n--XyZ--\r\n"
+    )
+
+
+def test_a_form_part_past_the_per_image_limit_is_refused_while_the_body_is_read() -> None:
+    body = _two_part_form(b"s" * 100, b"b" * 5000)
+    chunks = [body[start : start + 200] for start in range(0, len(body), 200)]
+    log: list[int] = []
+    form = FormReader(FORM_TYPE, SMALL_PARTS.max_part_bytes)
+    outcome = asyncio.run(read_body(_receive(chunks, log), SMALL_PARTS, form))
+    assert outcome == Refusal(
+        413, "Form part 1 ('big.png') is above the limit of 100 bytes per image; send a smaller image.", close=True
+    )
+    # The part passed the limit inside the second chunk: nothing after it was read, though the body was within its
+    # own limit.
+    assert len(body) <= SMALL_PARTS.max_body_bytes and log == [0, 1], log
+
+
+def test_a_part_of_exactly_the_limit_passes_and_one_byte_more_is_refused_in_a_whole_body_too() -> None:
+    headers = {"content-type": FORM_TYPE}
+    accepted = check_body(SMALL_PARTS, headers, _two_part_form(b"s" * 100, b"b" * 100))
+    assert accepted is None
+    refused = check_body(SMALL_PARTS, headers, _two_part_form(b"s" * 101, b"b"))
+    assert refused == Refusal(
+        413, "Form part 0 ('small.png') is above the limit of 100 bytes per image; send a smaller image."
+    )
+
+
+def test_a_form_without_a_boundary_is_refused_before_its_body_is_read() -> None:
+    with pytest.raises(ValueError, match="^The multipart Content-Type has no boundary; let your HTTP client build"):
+        FormReader("multipart/form-data")
 
 
 def test_read_body_stops_when_the_client_disconnects() -> None:
     async def receive() -> dict:
         return {"type": "http.disconnect"}
 
-    assert asyncio.run(read_body(receive, 1000)) == Refusal(
+    assert asyncio.run(read_body(receive, RAW)) == Refusal(
         400, "The client disconnected before the request body was complete."
     )
 
@@ -211,7 +285,7 @@ def test_chunked_uploads_are_accepted_on_every_endpoint(served_bento: ServedBent
 
 @pytest.mark.e2e
 def test_a_chunked_upload_past_the_limit_gets_413_and_is_not_read_to_its_end(served_bento: ServedBento) -> None:
-    limit = 20 * 1024 * 1024
+    limit = 20_000_000  # the served model's image policy, max_bytes
     total = 10 * limit
     sent = 0
 
@@ -226,7 +300,7 @@ def test_a_chunked_upload_past_the_limit_gets_413_and_is_not_read_to_its_end(ser
         response = client.post("/predict_image", content=endless_zeros(), headers={"Content-Type": "image/png"})
     assert response.status_code == 413
     assert response.json() == {
-        "error": f"The request body is above the limit of {limit:,} bytes; send a smaller request."
+        "error": f"The image is above the limit of {limit:,} bytes per image; send a smaller image."
     }
     assert response.headers["connection"] == "close"
     # The server stopped reading and closed: the client never got to send the rest (socket buffers hold a few MB).

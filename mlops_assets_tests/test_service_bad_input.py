@@ -99,4 +99,7 @@ def test_oversized_body_is_refused_before_it_is_read(served_bento: ServedBento) 
             "/predict_image", content=b"\0" * (21 * 1024 * 1024), headers={"Content-Type": "image/png"}
         )
     assert response.status_code == 413
-    assert "22,020,096 bytes, above the limit of 20,971,520" in response.json()["error"]
+    # The limit per image is the served model's image policy (max_bytes), the one training enforced.
+    assert response.json() == {
+        "error": "The image is 22,020,096 bytes, above the limit of 20,000,000 bytes per image; send a smaller image."
+    }

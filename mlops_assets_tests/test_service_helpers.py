@@ -13,7 +13,7 @@ from PIL import Image
 from mlops_assets.lib.data.preprocessing import decode_image, to_uint8_array
 from mlops_assets.lib.serving.inference_runtime import inference_context, uses_mixed_precision
 from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
-from mlops_assets.lib.serving.request_guard import GuardedRoute, check_body, check_request
+from mlops_assets.lib.serving.request_guard import GuardedRoute, Refusal, check_body, check_request
 
 ROUTE = GuardedRoute(("image/*",), 1000, "an example")
 FORM = GuardedRoute(("multipart/form-data",), 1000, "a form", file_field="images")
@@ -50,7 +50,11 @@ def test_guard_accepts_only_file_parts_in_the_named_field() -> None:
     assert check_body(FORM, headers, good) is None
     text_part = b'--b\r\nContent-Disposition: form-data; name="images"\r\n\r\nhttp://example.com/a.png\r\n--b--\r\n'
     not_a_file = check_body(FORM, headers, text_part)
-    assert not_a_file.status == 400 and "is not a file" in not_a_file.message, not_a_file
+    assert not_a_file == Refusal(
+        400,
+        "Form part 0 of 'images' is not a file: it is a text field (no filename); send each image as a file, "
+        "e.g. a form.",
+    )
     other = check_body(FORM, headers, good.replace(b'name="images"', b'name="image"'))
     assert other.status == 400 and "Unexpected form part 'image'" in other.message, other
     url = check_body(ROUTE, {}, b"https://example.com/x.png")

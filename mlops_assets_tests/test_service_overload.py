@@ -7,18 +7,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from mlops_assets import settings
-from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, ServedBento
+from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, ServedBento, serve_in_own_home
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def overloaded_server(served_bento: ServedBento) -> Iterator[str]:
+def overloaded_server(served_bento: ServedBento, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The test model in a bento that batches one image at a time and sheds anything queued over 1 ms."""
     from mlops_assets.packaging import build_service_bento
-    from mlops_assets.resources.local_deployer import start_bento_server, stop_process_group
-    from mlops_assets_tests.conftest import free_port
+    from mlops_assets.resources.local_deployer import stop_process_group
 
     serving = {
         "max_batch_size": 1,
@@ -28,15 +26,13 @@ def overloaded_server(served_bento: ServedBento) -> Iterator[str]:
         "prediction_log_sample_rate": 0.0,
     }
     artifact, _ = build_service_bento(served_bento.model_tag, labels={"purpose": "overload-test"}, serving=serving)
-    port = free_port()
-    # Started without deploy_local: that would stop the shared server the other service tests use.
-    process = start_bento_server(
-        artifact.bento_tag, "127.0.0.1", port, settings.logs_dir() / "overload-server.log", ready_timeout_s=120
-    )
+    # Started without deploy_local (that would stop the shared server the other service tests use), in a home of
+    # its own (starting in the shared one would blank the shared server's metrics, whichever test runs next).
+    url, pid = serve_in_own_home(artifact.bento_tag, tmp_path_factory.mktemp("overload") / "home")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        stop_process_group(process.pid)
+        stop_process_group(pid)
 
 
 def test_a_request_queued_past_the_latency_bound_gets_503_with_retry_after(

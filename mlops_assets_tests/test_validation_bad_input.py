@@ -11,6 +11,7 @@ from mlops_assets.lib.data.expectation_profiles import ExpectationProfile
 from mlops_assets.lib.data.manifest import scan_dataset
 from mlops_assets.lib.data.preprocessing import normalize, preprocess_bytes
 from mlops_assets.lib.data.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
+from mlops_assets_tests import image_inputs as inputs
 from mlops_assets_tests.conftest import png_claiming_size, write_png
 
 
@@ -154,3 +155,28 @@ def test_explicit_mode_conversions_are_shared_by_training_and_serving(dataset: P
         paths = [path for path in stats.index if stats.loc[path, "split"] == split]
         served_split = np.stack([preprocess_bytes((dataset / path).read_bytes(), spec) for path in paths])
         np.testing.assert_array_equal(normalize(data.images, spec), served_split)
+
+
+def test_damage_pillow_only_warns_about_is_quarantined_with_it_and_never_printed(
+    dataset: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    pixels = inputs.noise(7, (32, 32, 3), base=60, spread=40)
+    damaged = {
+        "dark/IMG_1.jpg": inputs.jpeg_with_exif_block(pixels, inputs.exif_block_without_next_pointer()),
+        "dark/scan.tif": inputs.tiff_with_tag_past_the_end(pixels),
+        "dark/DSC_2.jpg": inputs.jpeg_with_malformed_mpo_index(pixels),
+    }
+    for path, data in damaged.items():
+        inputs.write(dataset / path, data)
+    assert _reasons(_validate(dataset, tmp_path)) == {
+        "dark/IMG_1.jpg": "cannot be decoded: Pillow found it damaged (Corrupt EXIF data. Expecting to read 4 bytes "
+        "but only got 0.); re-save the image with an image editor",
+        "dark/scan.tif": "cannot be decoded: Pillow found it damaged (Tag data larger than file. Skipping tag 270); "
+        "re-save the image with an image editor",
+        "dark/DSC_2.jpg": "cannot be decoded: Pillow found it damaged (Corrupt EXIF data. Expecting to read 12 bytes "
+        "but only got 8.; Image appears to be a malformed MPO file, it will be interpreted as a base JPEG file); "
+        "re-save the image with an image editor",
+    }
+    # Python prints a warning as "<file>:<line>: UserWarning: <message>"; none reached the console, from this process
+    # or from the processes that read the files.
+    assert "Warning: " not in capfd.readouterr().err

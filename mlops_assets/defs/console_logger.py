@@ -1,7 +1,9 @@
 """The runs' console logger: Dagster's coloured console output, with a user error's stack trace left out.
 
 It is the code location's `console` logger, so it serves every run whose config configures `loggers: console` (the
-runs of `mlops run` and `mlops rebuild` do); a run whose config names no logger gets Dagster's default one.
+runs of `mlops run` and `mlops rebuild` do); a run whose config names no logger (one launched from the UI) gets
+Dagster's default one, and its log in the UI shows a user error through the `user_error_message` hook
+(user_errors.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 
 import dagster as dg
 
+from mlops_assets.defs.user_errors import USER_ERROR_RECORD
 from mlops_assets.lib.errors import DEBUG_VARIABLE, MLOpsError
 
 # Outcomes that are the data or the settings speaking, not a bug: a blocking asset check that failed.
@@ -46,6 +49,8 @@ class ShortUserErrors(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, USER_ERROR_RECORD, False):
+            return False  # the user_error_message hook's line: the shortened STEP_FAILURE line says the same
         event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
         error = getattr(getattr(event, "event_specific_data", None), "error", None)
         if error is not None and isinstance(record.msg, str):

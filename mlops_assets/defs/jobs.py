@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_assets.defs.training.placement import training_run_tags
+
 PIPELINE_JOB_NAME = "training_pipeline_job"
 
 training_pipeline_job = dg.define_asset_job(
     PIPELINE_JOB_NAME,
-    selection=dg.AssetSelection.all(),
+    # prediction_monitoring grades the service's traffic per day (its own partitioned job), not what a run builds.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("prediction_monitoring"),
     description="Materialize the whole chain: raw_images -> validated_images -> trained_model -> "
-    "model_evaluation -> bento -> model_promotion, with the data-quality checks gating training and "
-    "the promotion gate deciding promotion.",
+    "model_evaluation -> bento -> model_promotion (and the model's monitoring_baseline), with the data-quality "
+    "checks gating training and the promotion gate deciding promotion.",
+    # On Kubernetes (K8sRunLauncher), the run's pod goes to the GPU node pool: it trains.
+    tags=training_run_tags(),
 )

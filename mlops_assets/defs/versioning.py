@@ -60,6 +60,20 @@ ASSET_SOURCES: dict[str, list[str]] = {
         "mlops_assets.lib.registry.registry",
         "mlops_assets.lib.registry.policy",
     ],
+    "monitoring_baseline": [
+        "mlops_assets.defs.monitoring.assets",
+        "mlops_assets.lib.monitoring.baseline",
+        "mlops_assets.lib.data.image_stats",
+        "mlops_assets.lib.models.model_package",
+    ],
+    "prediction_monitoring": [
+        "mlops_assets.defs.monitoring.assets",
+        "mlops_assets.lib.monitoring.monitor",
+        "mlops_assets.lib.monitoring.drift",
+        "mlops_assets.lib.monitoring.logs",
+        "mlops_assets.lib.monitoring.verdicts",
+        "mlops_assets.lib.monitoring.service_metrics",
+    ],
 }
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops_assets.lib.monitoring.settings import MonitoringSettings
 from mlops_assets.lib.registry.policy import PromotionSettings
 from mlops_assets.lib.serving.serving_arguments import ServingSettings
 from mlops_assets.lib.settings_validation import ConfigError, read_yaml, validate
@@ -88,10 +89,11 @@ class EnvironmentSettings(BaseModel):
     registry: RegistrySettings = RegistrySettings()
     dagster: DagsterSettings = DagsterSettings()
     storage: StorageSettings = StorageSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
 
 # Sections whose settings all have defaults: an empty one (`serving:` with nothing under it) means its defaults.
-SECTIONS_WITH_DEFAULTS = ("serving", "promotion", "registry", "dagster", "storage")
+SECTIONS_WITH_DEFAULTS = ("serving", "promotion", "registry", "dagster", "storage", "monitoring")
 
 
 def load_environment_settings(path: Path, environment: str) -> EnvironmentSettings:

@@ -19,3 +19,7 @@ class InvalidImageError(MLOpsError, ValueError):
 
 class PluginError(MLOpsError):
     """A model plug-in cannot be found or does not honour the interface."""
+
+
+class TrainingError(MLOpsError):
+    """Training could not start or did not finish; nothing was stored."""

@@ -28,7 +28,7 @@ def parse(url: str) -> URL | None:
     """The URL parsed, or None when it is not a database URL at all."""
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return None
 
 
@@ -84,14 +84,20 @@ def connection_problem(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | 
     return None
 
 
+def sentence(text: str) -> str:
+    """`text` ending in a full stop (or its own `?`/`!`), so a message can go on after it."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
 def reason(error: BaseException | None) -> str:
-    """libpq's message (e.g. `connection to server at "h", port 1 failed: Connection refused`, with its hint) in one
-    line, without the severity prefix."""
+    """libpq's message in one line of sentences, without the severity prefix (e.g. `connection to server at "h", port
+    1 failed: Connection refused. Is the server running on that host and accepting TCP/IP connections?`)."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if not lines:
-        return type(error).__name__
-    first = lines[0].replace("FATAL:  ", "").replace("FATAL: ", "")
-    return " ".join([first, *lines[1:]])
+        return sentence(type(error).__name__)
+    lines[0] = lines[0].replace("FATAL:  ", "").replace("FATAL: ", "")
+    return " ".join(sentence(line) for line in lines)
 
 
 def _source(variable: str, purpose: str) -> str:
@@ -114,7 +120,7 @@ def checked_url(variable: str, purpose: str, plain_allowed: bool) -> str:
     if problem is None:
         reason = connection_problem(url)
         if reason is not None:
-            problem = f"cannot connect: {reason}; point it at a running PostgreSQL server and an existing database"
+            problem = f"cannot connect: {reason} Point it at a running PostgreSQL server and an existing database."
     if problem is not None:
         raise ConfigError(_source(variable, purpose), [f"{redacted(url)!r}: {problem}"])
     return url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -148,6 +149,25 @@ def validate(model: type[Model], data: Any, source: str, prefix: str = "") -> Mo
         raise ConfigError(source, problems(error, model, prefix=prefix)) from error
 
 
+class _CoreSchemaLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true/false (any case) are booleans, so `yes`, `no`, `on`
+    and `off` stay strings and a flag given that way is refused by the settings' types instead of guessed at."""
+
+
+_CoreSchemaLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CoreSchemaLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_settings_yaml(text: str) -> Any:
+    """Parse settings YAML with YAML 1.2's booleans (see `_CoreSchemaLoader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_CoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: Path, source: str | None = None) -> Any:
     """A YAML file's content ({} for an empty file), or a ConfigError naming the file (or `source`) and where the
     YAML is broken."""
@@ -159,7 +179,7 @@ def read_yaml(path: Path, source: str | None = None) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(source, [f"cannot be read ({error})"]) from error
     try:
-        content = yaml.safe_load(text)
+        content = load_settings_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

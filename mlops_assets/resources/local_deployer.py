@@ -14,11 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-import yaml
 
 from mlops_assets import settings
-
-LOCAL_CONFIG = settings.environment_file("local")
 
 
 class DeploymentError(RuntimeError):
@@ -47,10 +44,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def load_local_config() -> dict:
-    return yaml.safe_load(LOCAL_CONFIG.read_text())
 
 
 def current_deployment() -> LocalDeployment | None:
@@ -89,15 +82,21 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def start_bento_server(
-    bento_tag: str, host: str, port: int, log_path: Path, ready_timeout_s: float
+    bento_tag: str,
+    host: str,
+    port: int,
+    log_path: Path,
+    ready_timeout_s: float,
+    environment: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """Start `bentoml serve` in its own process group, logging to `log_path`, and wait until /readyz answers.
+    """Start `bentoml serve` in its own process group, logging to `log_path`, and wait until /readyz answers;
+    `environment` adds variables to the server's (e.g. where its prediction logs go).
 
     Records nothing: `deploy_local` adds the state file; a caller that starts a server this way stops it with
     `stop_process_group(process.pid)`.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **settings.export_environment()}
+    env = {**os.environ, **settings.export_environment(), **(environment or {})}
     bentoml_cli = Path(sys.executable).parent / "bentoml"
     command = [str(bentoml_cli), "serve", bento_tag, "--host", host, "--port", str(port)]
     with log_path.open("wb") as log:
@@ -119,15 +118,25 @@ def start_bento_server(
 
 
 def deploy_local(bento_tag: str, port: int | None = None, host: str | None = None) -> LocalDeployment:
-    """Serve `bento_tag` in the background (replacing a running local deployment) and wait until ready."""
-    config = load_local_config()["server"]
-    host = host or config["host"]
-    port = port or int(config["port"])
+    """Serve `bento_tag` on this machine in the background (replacing a running local deployment) and wait until
+    ready, with the selected environment's `server:` settings; the bento is brought from the environment's bento
+    store when this machine lacks it, and the server logs predictions where the environment keeps them."""
+    from mlops_assets.environments import fetch_bento, opened
+
+    config = settings.environment_settings().server
+    host = host or config.host
+    port = port or config.port
     stop_local()
     if not port_is_free(host, port):
         raise DeploymentError(f"Port {port} on {host} is in use; stop what listens there or pass --port.")
+    fetch_bento(bento_tag)
+    with opened("prediction_logs") as logs:
+        problem = logs.problem()
+        if problem:
+            raise DeploymentError(f"Prediction logs cannot be kept at {logs.where()}: {problem}.")
+        server_environment = logs.server_environment()
     log_path = settings.logs_dir() / "local-server.log"
-    process = start_bento_server(bento_tag, host, port, log_path, float(config.get("ready_timeout_s", 120)))
+    process = start_bento_server(bento_tag, host, port, log_path, config.ready_timeout_s, server_environment)
     url = f"http://{host}:{port}"
     deployment = LocalDeployment(bento_tag, url, process.pid, str(log_path))
     _state_file().parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import dagster as dg
 import pydantic
 
 from mlops_assets import settings
+from mlops_assets.defs.training_inputs import training_inputs
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.models.evaluation import EvaluationReport
@@ -59,8 +60,13 @@ def bento(
         if graph.get(key).code_version is not None
     }
     metrics = model_evaluation.metrics
+    # The dataset, the input step's config, libraries and hardware: what `mlops reproduce` needs besides the above.
+    inputs = training_inputs(context, trained_model.version, trained_model.device)
+    dataset = f"{inputs['dataset_name']}@{inputs['dataset_version']}" if inputs["dataset_name"] else None
     lineage = {
         "data_version": trained_model.data_version,
+        # BentoML metadata holds no None: a folder outside the catalogue is named by its path.
+        "dataset": dataset or inputs["dataset_source"] or UNKNOWN,
         "weights_sha256": trained_model.weights_sha256,
         "plugin": trained_model.plugin,
         "hyperparameters": {**trained_model.settings, "plugin_params": trained_model.params},
@@ -102,7 +108,7 @@ def bento(
     # Kept where every machine of the environment finds it before the registry may name it.
     bento_uri = bento_store.publish(model_tag, artifact.bento_tag)
     registration = _register(
-        context, config, trained_model, model_evaluation, artifact, lineage, git, registry, package_uri
+        context, config, trained_model, model_evaluation, artifact, lineage, git, registry, package_uri, inputs
     )
     return dg.Output(
         artifact,
@@ -140,6 +146,7 @@ def _register(
     git: GitState,
     registry: ModelRegistryResource,
     package_uri: str,
+    inputs: dict,
 ) -> Registration:
     """One transaction, only once the model and the bento exist: a crash before this leaves the registry untouched."""
     package = read_package_document(Path(trained_model.directory))
@@ -164,6 +171,7 @@ def _register(
         training_device=lineage["training_device"],
         parent_version=champion.version if champion else None,
         dagster_run_id=context.run.run_id,
+        **inputs,
     )
     with registry.open() as models:
         return models.register(new, actor=f"dagster run {context.run.run_id}")

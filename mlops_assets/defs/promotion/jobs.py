@@ -3,6 +3,7 @@
 from typing import Literal
 
 import dagster as dg
+import pydantic
 
 from mlops_assets.defs.promotion.state import registry_state_metadata
 from mlops_assets.lib.registry.registry import ModelRegistry, VersionView
@@ -13,31 +14,33 @@ class PromoteConfig(dg.Config):
     """Version number and target; `force` skips a failed gate; both it and a version once rolled back or disabled
     need a reason."""
 
-    version: int
-    to: Literal["staging", "production"] = "production"
-    reason: str = ""
-    force: bool = False
+    version: int = pydantic.Field(ge=1, description="The registry version to promote: an integer >= 1.")
+    to: Literal["staging", "production"] = pydantic.Field(default="production", description="The target status.")
+    reason: str = pydantic.Field(default="", description="Why; required with `force` and for a held version.")
+    force: bool = pydantic.Field(default=False, description="Promote although the version's latest gate failed.")
 
 
 class RollbackConfig(dg.Config):
     """Back to the previous production version, or to `to_version` (0 = the previous one)."""
 
-    to_version: int = 0
-    reason: str = ""
+    to_version: int = pydantic.Field(
+        default=0, ge=0, description="The version to go back to: an integer >= 1, or 0 for the previous one."
+    )
+    reason: str = pydantic.Field(default="", description="Why, recorded in the audit log.")
 
 
 class DisableConfig(dg.Config):
     """The version to disable and why (required)."""
 
-    version: int
-    reason: str
+    version: int = pydantic.Field(ge=1, description="The registry version to disable: an integer >= 1.")
+    reason: str = pydantic.Field(min_length=1, description="Why, recorded in the audit log (required).")
 
 
 class EnableConfig(dg.Config):
     """The disabled version to enable again."""
 
-    version: int
-    reason: str = ""
+    version: int = pydantic.Field(ge=1, description="The disabled registry version to enable: an integer >= 1.")
+    reason: str = pydantic.Field(default="", description="Why, recorded in the audit log.")
 
 
 def _actor(context: dg.OpExecutionContext) -> str:

@@ -7,15 +7,21 @@ import dagster as dg
 import pydantic
 
 from mlops_assets.defs.metadata import markdown_table, png_markdown
+from mlops_assets.defs.training.data_parallel import train_data_parallel
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
 from mlops_assets.lib.data.validated_data import ValidatedDataset
+from mlops_assets.lib.errors import PluginError
+from mlops_assets.lib.models.distributed import DataParallelJob
 from mlops_assets.lib.models.model_package import PACKAGE_FILE
 from mlops_assets.lib.models.plots import training_curves_png
 from mlops_assets.lib.models.plugins import resolve_plugin
 from mlops_assets.lib.models.plugins.base import EpochRecord, TrainSettings
-from mlops_assets.lib.models.training import TrainedModel, load_trained_model, train_model
+from mlops_assets.lib.models.training import TrainedModel, epoch_summary, load_trained_model, train_model
 from mlops_assets.resources.artifacts import ArtifactStore
+
+# Processes on one machine: beyond a machine's GPUs (8 at most on one node) or cores, more only compete.
+MAX_PROCESSES = 64
 
 
 class TrainingConfig(dg.Config):
@@ -29,7 +35,9 @@ class TrainingConfig(dg.Config):
     # Bounds are checked before a CLI run starts (config_checks) and when a step starts; the launchpad shows the
     # descriptions.
     epochs: int = pydantic.Field(default=20, ge=1, description="Passes over the training split: an integer >= 1.")
-    batch_size: int = pydantic.Field(default=64, ge=1, description="Images per training step: an integer >= 1.")
+    batch_size: int = pydantic.Field(
+        default=64, ge=1, description="Images per training step (over all processes): an integer >= 1."
+    )
     learning_rate: float = pydantic.Field(
         default=1e-3, gt=0, allow_inf_nan=False, description="Optimizer step size: a number > 0."
     )
@@ -43,6 +51,51 @@ class TrainingConfig(dg.Config):
         json_schema_extra={"allowed": "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"},
     )
     plugin_params: dict[str, float] = {}
+    processes: int = pydantic.Field(
+        default=1,
+        ge=1,
+        le=MAX_PROCESSES,
+        description=(
+            "Training processes on this machine: 1 trains in the step's own process; more train data-parallel "
+            "(torch DDP launched by torchrun: gloo between CPU processes, NCCL with one GPU each), each on its share "
+            f"of every batch of batch_size images. An integer from 1 to {MAX_PROCESSES}."
+        ),
+    )
+
+    @pydantic.field_validator("processes")
+    @classmethod
+    def check_data_parallel(cls, processes: int, info: pydantic.ValidationInfo) -> int:
+        """More than one process needs a plug-in that trains data-parallel, a device processes can share and at
+        least one image per process in every batch."""
+        if processes > 1:
+            problem = data_parallel_problem(processes, info.data)
+            if problem:
+                raise ValueError(problem)
+        return processes
+
+
+def data_parallel_problem(processes: int, settings: dict) -> str:
+    """Why `processes` > 1 cannot train with these other settings ('' when they can); a setting already refused
+    (absent from `settings`) is not judged here."""
+    plugin, device, batch_size = settings.get("plugin"), settings.get("device"), settings.get("batch_size")
+    if device is not None and (device == "mps" or device.startswith("cuda:")):
+        return (
+            f"device {device!r} cannot be shared by processes; set device to 'auto', 'cuda' (one GPU per process) or "
+            "'cpu', or processes to 1"
+        )
+    if batch_size is not None and processes > batch_size:
+        return (
+            f"each process trains on a share of every batch of batch_size = {batch_size} images; use at most "
+            f"{batch_size} processes"
+        )
+    if plugin is not None:
+        try:
+            plugin_class = resolve_plugin(plugin)
+        except PluginError:
+            return ""  # the plugin setting itself is refused, with its own message
+        if not plugin_class.data_parallel:
+            return f"model plug-in {plugin!r} trains in one process only; set processes to 1"
+    return ""
 
 
 def training_config_for(plugins: Sequence[str]) -> type[TrainingConfig]:
@@ -94,10 +147,7 @@ def train_and_describe(
     cache_hit = stored is not None and (stored / PACKAGE_FILE).exists()
 
     def log_epoch(record: EpochRecord) -> None:
-        context.log.info(
-            f"epoch {record.epoch}/{settings.epochs}: loss {record.train_loss:.4f}, "
-            f"val_loss {record.val_loss:.4f}, val_accuracy {record.val_accuracy:.4f}"
-        )
+        context.log.info(epoch_summary(record, settings.epochs))
 
     if cache_hit:
         model = load_trained_model(stored)
@@ -109,9 +159,22 @@ def train_and_describe(
         # The arrays are read locally; the step may run where validated_images did not (another run or machine).
         validated_images = artifacts.local_copy(validated_images, "validated_images")
         with artifacts.publishing("trained_model", version) as destination:
-            model = train_model(
-                validated_images, config.plugin, config.plugin_params, settings, destination, log_epoch, version
-            )
+            if config.processes > 1:
+                # torchrun's workers train; rank 0 streams the epochs to this run's log and writes the package.
+                job = DataParallelJob.create(
+                    validated_images,
+                    config.plugin,
+                    config.plugin_params,
+                    settings,
+                    config.processes,
+                    destination,
+                    version,
+                )
+                model = train_data_parallel(context, job)
+            else:
+                model = train_model(
+                    validated_images, config.plugin, config.plugin_params, settings, destination, log_epoch, version
+                )
     history = model.history
     return dg.Output(
         model,
@@ -122,6 +185,8 @@ def train_and_describe(
             "final_train_loss": history[-1]["train_loss"],
             "plugin": model.plugin,
             "device": model.device,
+            # Older packages did not record it: they were trained in one process.
+            "processes": model.settings.get("processes", 1),
             "training_seconds": round(model.training_seconds, 2),
             "weights_sha256": model.weights_sha256,
             "hyperparameters": dg.MetadataValue.json({**model.settings, "plugin_params": model.params}),

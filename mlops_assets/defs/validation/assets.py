@@ -22,7 +22,7 @@ from mlops_assets.lib.data.validated_data import (
 )
 from mlops_assets.resources import label_sets
 from mlops_assets.resources.artifacts import ArtifactStore
-from mlops_assets.resources.dataset import DatasetSource
+from mlops_assets.resources.dataset_store import DatasetStore
 
 
 class ValidatedImagesConfig(dg.Config):
@@ -77,7 +77,7 @@ def validated_images(
     config: ValidatedImagesConfig,
     raw_images: DatasetManifest,
     artifacts: ArtifactStore,
-    dataset: DatasetSource,
+    dataset_store: DatasetStore,
 ) -> dg.Output[ValidatedDataset]:
     """Decoded, resized uint8 arrays, per-image statistics, quarantine report, baseline and Data Docs."""
     geometry = GeometryConfig(config.image_height, config.image_width, config.channels, config.max_side)
@@ -105,7 +105,8 @@ def validated_images(
                 labels_source=source,
                 previous=_previous_build(context),
                 version=version,
-                files_root=dataset.local_root(raw_images),
+                # Exactly the files raw_images recorded, from the dataset store (a pinned version's too).
+                files_root=dataset_store.local_root(raw_images),
             )
         context.log.info(f"Decoded {validated.num_decoded_now} images; the others were reused by content hash.")
     report = validated.quarantine()

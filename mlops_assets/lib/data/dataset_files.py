@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from mlops_assets.lib.data.pillow_warnings import pillow_warnings
+
 _SIDE_FILES = {
     "thumbs.db": "Windows thumbnail cache",
     "ehthumbs.db": "Windows thumbnail cache",
@@ -101,8 +103,11 @@ def side_file_reason(path: Path) -> str:
 
 
 def _pillow_recognises(path: Path) -> bool:
-    try:
-        with Image.open(path):
-            return True
-    except Exception:  # noqa: BLE001 - anything Pillow cannot open is simply not an image file
-        return False
+    # Pillow's warnings about damage are ignored here on purpose: this only tells image files from others; the image
+    # policy reads the file again and refuses it with them as the reason.
+    with pillow_warnings():
+        try:
+            with Image.open(path):
+                return True
+        except Exception:  # noqa: BLE001 - anything Pillow cannot open is simply not an image file
+            return False

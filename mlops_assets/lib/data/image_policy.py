@@ -15,8 +15,9 @@ import io
 import json
 import os
 import struct
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from mlops_assets.lib.data.image_conversion import ALL_MODES, SUPPORTED_MODES, to_uint8_array
+from mlops_assets.lib.data.pillow_warnings import pillow_warnings
 from mlops_assets.lib.errors import InvalidImageError
 
 # Pillow format names accepted by default: what cameras, phones, browsers and scanners write, decoded by Pillow's
@@ -55,25 +57,49 @@ _UNRECOGNISED = f"cannot be decoded: The bytes are not a recognised image; send 
 
 
 def _refusing(method: Callable[..., R]) -> Callable[..., R]:
-    """Whatever fails while reading a file becomes that file's refusal with a reason, never another exception."""
+    """Whatever fails while reading a file becomes that file's refusal with a reason, never another exception; so
+    does damage Pillow only warns about (see `pillow_warnings`), which is never printed."""
 
     @functools.wraps(method)
     def refusing(policy: ImagePolicy, *args: object, **kwargs: object) -> R:
-        try:
-            return method(policy, *args, **kwargs)
-        except InvalidImageError:
-            raise
-        except Image.DecompressionBombError as error:
+        with pillow_warnings() as caught:
+            try:
+                result = method(policy, *args, **kwargs)
+            except InvalidImageError:
+                raise
+            except Image.DecompressionBombError as error:
+                raise InvalidImageError(
+                    f"cannot be decoded: Image refused: its header claims more than the limit of "
+                    f"{policy.max_pixels:,} pixels (a possible decompression bomb); resize it first."
+                ) from error
+            except Exception as error:  # noqa: BLE001 - a damaged file may raise anything from deep in a decoder
+                raise InvalidImageError(
+                    f"cannot be decoded: The image is damaged or truncated and cannot be decoded: {error}"
+                ) from error
+        if caught and (damage := _damage(caught)):
+            if isinstance(result, OpenedInput):
+                result.close()
             raise InvalidImageError(
-                f"cannot be decoded: Image refused: its header claims more than the limit of {policy.max_pixels:,} "
-                "pixels (a possible decompression bomb); resize it first."
-            ) from error
-        except Exception as error:  # noqa: BLE001 - a damaged file may raise anything from deep in a decoder
-            raise InvalidImageError(
-                f"cannot be decoded: The image is damaged or truncated and cannot be decoded: {error}"
-            ) from error
+                f"cannot be decoded: Pillow found it damaged ({damage}); re-save the image with an image editor"
+            )
+        return result
 
     return refusing
+
+
+def _damage(caught: list[warnings.WarningMessage]) -> str:
+    """Pillow's warnings about a file as one phrase, '' when there are none.
+
+    Each is damage Pillow stepped over (metadata it could not read, a malformed frame index); like a damaged EXIF
+    block, it is a refusal. Its decompression-bomb warning is left out on purpose: the policy's own `max_pixels`,
+    which is lower, decides.
+    """
+    messages = [
+        " ".join(str(caught_warning.message).split())
+        for caught_warning in caught
+        if not issubclass(caught_warning.category, Image.DecompressionBombWarning)
+    ]
+    return "; ".join(dict.fromkeys(messages))
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,25 @@ class ImageHeader:
     mode: str
     width: int
     height: int
+
+
+@dataclass(slots=True)
+class OpenedInput:
+    """A file `ImagePolicy.open_input` accepted by its header, its pixels not decoded yet.
+
+    `decoded_pixels` is how many pixels decoding it produces (width x height as decoded: a JPEG at the reduced
+    scale it will be drafted to), which is what decoding costs, whatever the file's size in bytes.
+    """
+
+    header: ImageHeader
+    decoded_pixels: int
+    image: Image.Image = field(repr=False)
+    orientation: int
+    shape: tuple[int, int, int]  # the model input's (channels, height, width)
+
+    def close(self) -> None:
+        """Closes the file without decoding it (a request refused before its turn came)."""
+        self.image.close()
 
 
 @dataclass(frozen=True)
@@ -182,11 +227,18 @@ class ImagePolicy:
             problems.append(f"file size {size_bytes} bytes is above the profile's max_bytes {self.max_bytes}")
         return problems
 
-    @_refusing
     def model_input(self, data: bytes, height: int, width: int, channels: int) -> tuple[np.ndarray, ImageHeader]:
         """Bytes to the model's uint8 input [channels, height, width] and the file's header, or InvalidImageError
         saying why the file is refused. Every failure inside the file (pixels, EXIF block) is such a refusal."""
-        with self._open(data, len(data)) as image:
+        opened = self.open_input(data, height, width, channels)
+        return self.decode_input(opened), opened.header
+
+    @_refusing
+    def open_input(self, data: bytes, height: int, width: int, channels: int) -> OpenedInput:
+        """`model_input`'s first half: the file's header read and checked, no pixel decoded yet, so a caller can
+        weigh `decoded_pixels` (what `decode_input` will cost) before paying it. Raises InvalidImageError."""
+        image = self._open(data, len(data))
+        try:
             header, orientation = _read_header(image)
             problems = self.problems(header, len(data))
             min_width, min_height = -(-width // self.max_upscale), -(-height // self.max_upscale)
@@ -203,10 +255,20 @@ class ImagePolicy:
                 image.draft(image.mode, wanted[::-1] if orientation in _SWAPS_SIDES else wanted)
             if image.width * image.height > self.max_pixels:
                 raise InvalidImageError(self._too_many_pixels(header, image.size))
+        except BaseException:
+            image.close()
+            raise
+        return OpenedInput(header, image.width * image.height, image, orientation, (channels, height, width))
+
+    @_refusing
+    def decode_input(self, opened: OpenedInput) -> np.ndarray:
+        """`model_input`'s second half: the opened file's pixels as the model's uint8 input [channels, height,
+        width], or InvalidImageError; closes the file. Safe in another thread than the one that opened it."""
+        channels, height, width = opened.shape
+        with opened.image as image:
             image.load()
-            upright = _upright(image, orientation)
-            array = to_uint8_array(upright, height, width, channels, self.alpha_background, self.reducing_gap)
-        return array, header
+            upright = _upright(image, opened.orientation)
+            return to_uint8_array(upright, height, width, channels, self.alpha_background, self.reducing_gap)
 
     @_refusing
     def decode(self, data: bytes) -> Image.Image:

@@ -8,7 +8,9 @@ silently started over (SQLite would turn an empty file into a new, empty registr
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from mlops_assets.lib import postgres
 from mlops_assets.lib.errors import MLOpsError
+from mlops_assets.lib.settings_validation import ConfigError
 
 # Concurrent writers wait this long for SQLite's write lock before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -42,6 +45,7 @@ def create_registry_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
+        check_sqlite_path(Path(parsed.database).expanduser())
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
 
@@ -61,6 +65,28 @@ def create_registry_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def check_sqlite_path(path: Path) -> None:
+    """Refuse a registry file path SQLite cannot use, before anything is created: a directory, a symbolic link to a
+    missing file (SQLite would create the registry wherever it points) or a folder on the way that is a file. Raises
+    ConfigError naming the path and what to do."""
+    where = "move it away or point the registry elsewhere (MLOPS_HOME, or the registry URL), then run again"
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(
+            str(path),
+            [
+                f"a symbolic link to {os.readlink(path)}, which does not exist; no registry was created there. Point "
+                "the link at the registry file or remove it, then run again"
+            ],
+        )
+    if path.is_dir():
+        raise ConfigError(str(path), [f"a directory, not the registry file; {where}"])
+    for folder in path.parents:
+        if folder.is_dir():
+            break
+        if folder.exists() or folder.is_symlink():
+            raise ConfigError(str(folder), [f"not a folder, so the registry {path} cannot be created in it; {where}"])
 
 
 def sqlite_file(engine: Engine) -> Path | None:
@@ -126,19 +152,33 @@ def check_registry_file(path: Path, home_history: Sequence[str] | None) -> None:
             f"The model registry {path} is not a SQLite database ({size} bytes starting {header[:8]!r}); it cannot "
             f"be read and was left untouched. {_restore_advice(path)}"
         )
-    try:
-        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-        try:
-            verdict = [row[0] for row in connection.execute("PRAGMA quick_check")]
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as error:
-        verdict = [str(error)]
+    # Checked again before a verdict of damage: right after other processes closed the registry, a check was seen
+    # to report "malformed" once on a file that then checked whole; a damaged file stays damaged.
+    for attempt in range(QUICK_CHECK_ATTEMPTS):
+        verdict = _quick_check(path)
+        if verdict == ["ok"]:
+            return
+        time.sleep(0.2 * (attempt + 1))
     if verdict != ["ok"]:
         raise RegistryFileError(
             f"The model registry {path} is damaged (SQLite: {'; '.join(verdict[:3])}); it cannot be trusted and "
             f"was left untouched. {_restore_advice(path)}"
         )
+
+
+QUICK_CHECK_ATTEMPTS = 4
+
+
+def _quick_check(path: Path) -> list[str]:
+    """SQLite's `PRAGMA quick_check` of the file: ["ok"], or what it found wrong."""
+    try:
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            return [row[0] for row in connection.execute("PRAGMA quick_check")]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        return [str(error)]
 
 
 def damaged(path: Path, error: DatabaseError) -> RegistryFileError | None:
@@ -198,7 +238,7 @@ def _postgres_opening(engine: Engine) -> Iterator[None]:
     except OperationalError as error:
         raise RegistryUnreachableError(
             f"Cannot connect to the model registry at {engine.url.render_as_string(hide_password=True)}: "
-            f"{postgres.reason(error.orig)}. Check the registry's URL (the variable `registry.url_env` names in "
+            f"{postgres.reason(error.orig)} Check the registry's URL (the variable `registry.url_env` names in "
             "deployments/<environment>.yaml) and that the server runs and the database exists."
         ) from error
     with connection:

@@ -11,12 +11,12 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, inspect
+from sqlalchemy import Connection, Engine, MetaData, inspect
 from sqlalchemy.schema import CreateTable
 
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.registry.database import BACKUP_INFIX, sqlite_file
-from mlops_assets.lib.registry.schema import ModelVersion, sqlite_guard_statements
+from mlops_assets.lib.registry.schema import REPRODUCIBILITY_COLUMNS, ModelVersion, sqlite_guard_statements
 
 _REBUILT = "model_versions_rebuilt"
 log = logging.getLogger(__name__)
@@ -26,34 +26,66 @@ def upgrade_schema(engine: Engine) -> Path | None:
     """Bring an existing registry to the current schema; a current one is left as it is. Returns the backup written
     before a SQLite registry was changed (None when nothing changed, and for PostgreSQL).
 
-    Today's one step: `model_versions.git_dirty` became nullable (NULL = git could not tell). PostgreSQL drops the
-    NOT NULL in place, in one transaction (back it up with the database's own tools, e.g. pg_dump); SQLite cannot
-    alter a column, so the file is first copied to `<file>.bak-<UTC time>` and the table is rebuilt in one
-    transaction (its rows, ids, references and delete/update guards are kept).
+    The steps, each idempotent: `model_versions.git_dirty` became nullable (NULL = git could not tell), and the
+    reproducibility columns (`schema.REPRODUCIBILITY_COLUMNS`: dataset name, version and source, library versions,
+    hardware, pipeline config) were added, all nullable. A column is added with a plain `ALTER TABLE ... ADD COLUMN`
+    on both databases. PostgreSQL changes in place, in one transaction (back it up with the database's own tools, e.g.
+    pg_dump); SQLite cannot make a column nullable, so the file is first copied to `<file>.bak-<UTC time>`, then the
+    columns are added and the table is rebuilt, each in one transaction (its rows, ids, references and delete/update
+    guards are kept). New tables (the dataset catalogue) are created by `create_all` and need no step here.
     """
-    if _git_dirty_nullable(engine):
+    missing = _missing_columns(engine)
+    dirty_nullable = _git_dirty_nullable(engine)
+    if dirty_nullable and not missing:
         return None
+    changes = ", ".join(
+        ([] if dirty_nullable else ["model_versions.git_dirty may be unknown"])
+        + ([f"new columns {', '.join(missing)}"] if missing else [])
+    )
     path = sqlite_file(engine)
     if engine.dialect.name != "sqlite":
         log.warning(
-            "Upgrading the model registry %s to the current schema (model_versions.git_dirty may be unknown) in one "
-            "transaction. mlops keeps no copy of a PostgreSQL registry: back it up with `pg_dump` before each upgrade "
-            "of mlops (README, Backups).",
+            "Upgrading the model registry %s to the current schema (%s) in one transaction. mlops keeps no copy of a "
+            "PostgreSQL registry: back it up with `pg_dump` before each upgrade of mlops (README, Backups).",
             engine.url.render_as_string(hide_password=True),
+            changes,
         )
         with engine.begin() as connection:
-            connection.exec_driver_sql("ALTER TABLE model_versions ALTER COLUMN git_dirty DROP NOT NULL")
+            if not dirty_nullable:
+                connection.exec_driver_sql("ALTER TABLE model_versions ALTER COLUMN git_dirty DROP NOT NULL")
+            _add_columns(connection, missing)
         return None
     backup = backup_sqlite(path) if path is not None else None
     if backup is not None:
         log.warning(
-            "Upgrading the model registry %s to the current schema (model_versions.git_dirty may be unknown); "
-            "the database as it was is kept at %s.",
+            "Upgrading the model registry %s to the current schema (%s); the database as it was is kept at %s.",
             path,
+            changes,
             backup,
         )
-    _rebuild_sqlite_model_versions(engine)
+    if missing:
+        # First: the rebuild below copies every column of the current schema from the old table.
+        with engine.begin() as connection:
+            _add_columns(connection, missing)
+    if not dirty_nullable:
+        _rebuild_sqlite_model_versions(engine)
     return backup
+
+
+def _missing_columns(engine: Engine) -> list[str]:
+    present = {column["name"] for column in inspect(engine).get_columns("model_versions")}
+    return [name for name in REPRODUCIBILITY_COLUMNS if name not in present]
+
+
+def _add_columns(connection: Connection, names: list[str]) -> None:
+    """`ALTER TABLE model_versions ADD COLUMN` for each of `names` still absent (another process may have added it
+    while this one waited); the types are the schema's, compiled for the connection's database."""
+    present = {column["name"] for column in inspect(connection).get_columns("model_versions")}
+    table = ModelVersion.__table__
+    for name in names:
+        if name not in present:
+            column_type = table.columns[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE model_versions ADD COLUMN {name} {column_type}")
 
 
 def backup_sqlite(path: Path) -> Path:

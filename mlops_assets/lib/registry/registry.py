@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.registry.database import create_registry_engine, opening
+from mlops_assets.lib.registry.datasets import DatasetCatalog
 from mlops_assets.lib.registry.gate import GateDecision
 from mlops_assets.lib.registry.migrations import upgrade_schema
 from mlops_assets.lib.registry.schema import (
@@ -59,6 +60,14 @@ class NewVersion:
     training_device: str
     parent_version: int | None
     dagster_run_id: str
+    # What `mlops reproduce` needs besides the above (None where it is unknown, e.g. a run on a folder outside the
+    # catalogue has no dataset name or version).
+    dataset_name: str | None = None
+    dataset_version: int | None = None
+    dataset_source: str | None = None
+    library_versions: dict | None = None
+    training_hardware: str | None = None
+    pipeline_config: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,20 @@ class VersionView:
     dagster_run_id: str
     registered_by: str
     registered_at: datetime
+    # None in versions registered before these were recorded.
+    dataset_name: str | None = None
+    dataset_version: int | None = None
+    dataset_source: str | None = None
+    library_versions: dict | None = None
+    training_hardware: str | None = None
+    pipeline_config: dict | None = None
+
+    @property
+    def dataset_reference(self) -> str | None:
+        """`NAME@NUMBER` of the catalogue version it was trained on (None for a folder outside the catalogue)."""
+        if self.dataset_name is None or self.dataset_version is None:
+            return None
+        return f"{self.dataset_name}@{self.dataset_version}"
 
 
 @dataclass(frozen=True)
@@ -186,6 +209,11 @@ class ModelRegistry:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def datasets(self) -> DatasetCatalog:
+        """The dataset catalogue in the same database, with this registry's environment's current dataset."""
+        return DatasetCatalog(self.engine, self.environment)
 
     def __enter__(self) -> ModelRegistry:
         return self

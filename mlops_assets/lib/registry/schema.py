@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     DDL,
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -67,6 +68,28 @@ class ModelVersion(Base):
     dagster_run_id: Mapped[str] = mapped_column(String(64))
     registered_by: Mapped[str] = mapped_column(String(200))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    # Added later (REPRODUCIBILITY_COLUMNS, upgraded in place by migrations.py): NULL in rows written before, and
+    # dataset_name/dataset_version also for a run on a folder outside the catalogue.
+    dataset_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    dataset_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dataset_source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Versions of the interpreter and of the libraries that shape the weights (torch, numpy, Pillow, ...).
+    library_versions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The hardware training ran on, in words (CPU architecture and model, or the GPU's name).
+    training_hardware: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Config of the steps before training that shape its input (validated_images), as the run gave it.
+    pipeline_config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+# Columns of model_versions that registries written before them lack; `migrations.upgrade_schema` adds them.
+REPRODUCIBILITY_COLUMNS = (
+    "dataset_name",
+    "dataset_version",
+    "dataset_source",
+    "library_versions",
+    "training_hardware",
+    "pipeline_config",
+)
 
 
 class VersionState(Base):
@@ -140,12 +163,64 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
+class Dataset(Base):
+    """A named dataset of the catalogue: where its files are read from (a folder or a gs:// prefix)."""
+
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    added_by: Mapped[str] = mapped_column(String(200))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class DatasetVersionRecord(Base):
+    """A data version of a named dataset as raw_images recorded it (numbered per dataset); its files and manifest are
+    in the dataset store until `collected_at` (set by `mlops datasets gc`)."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        UniqueConstraint("dataset_name", "number", name="uq_dataset_versions_number"),
+        UniqueConstraint("dataset_name", "data_version", name="uq_dataset_versions_data_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_name: Mapped[str] = mapped_column(String(100), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    data_version: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    num_images: Mapped[int] = mapped_column(Integer)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    class_counts: Mapped[dict] = mapped_column(JSON)
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    collected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CurrentDataset(Base):
+    """The project's current dataset in one environment, which runs that choose none read and the sensor watches: a
+    catalogue name (with a version number to pin one) or a path."""
+
+    __tablename__ = "current_datasets"
+
+    environment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    dataset_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chosen_by: Mapped[str] = mapped_column(String(200))
+    chosen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
 # Nothing is ever deleted, and history is never rewritten: the database itself refuses, whatever client connects.
 _IMMUTABLE = {
     "model_versions": ("DELETE", "UPDATE"),
     "audit_log": ("DELETE", "UPDATE"),
     "gate_decisions": ("DELETE", "UPDATE"),
     "version_states": ("DELETE",),
+    # A dataset's name and source stay as added; its versions are marked collected, never deleted.
+    "datasets": ("DELETE", "UPDATE"),
+    "dataset_versions": ("DELETE",),
 }
 
 # `%%`: DDL statements are %-formatted by SQLAlchemy; PL/pgSQL's RAISE placeholders are single `%` in the database.

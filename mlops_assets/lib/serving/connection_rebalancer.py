@@ -11,8 +11,8 @@ class ConnectionRebalancer:
 
     The server's worker processes share one listening socket, and a keep-alive connection stays with the worker that
     accepted it. The first worker to wake accepts every pending connection, so a handful of clients that connect at
-    once can all land on one worker while the others idle (measured: about one run in six with four clients, at
-    about half the throughput). Closing a connection after a complete response is ordinary HTTP/1.1: the client opens a
+    once can all land on one worker while the others idle, and the server then runs at one worker's pace. Closing a
+    connection after a complete response is ordinary HTTP/1.1: the client opens a
     new one, and the kernel hands it to whichever worker accepts first, usually one that is not busy computing.
     Rate-limited so a saturated, balanced server reconnects a few connections a second, not every request.
     """

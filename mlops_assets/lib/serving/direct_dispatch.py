@@ -4,8 +4,8 @@ API layer.
 Between its middleware and the service's method, BentoML spends on every request: a request context, Starlette's
 exception middleware and router (a match against every route), the API wrapper, parsing the body again (a multipart
 body into temporary-file uploads), validating the input model with pydantic, binding the method's signature with
-`inspect`, and scheduling a background task to close the request. Profiled under load, that was more CPU time than
-the whole of a naive server's request, a small model's forward pass included. The request guard has already read,
+`inspect`, and scheduling a background task to close the request (its share of a request's time is in
+`benchmarks/results/serving_profile.md`, "BentoML API layer"). The request guard has already read,
 checked and parsed the body (`GuardedBody`), so for a request the service can answer from that, the rest is only
 overhead. Everything outside the service's middleware stays BentoML's (server, workers, request metrics, tracing,
 the timeout); a request the handler does not take (it returns None) goes through BentoML's API layer as before.

@@ -1,21 +1,30 @@
-"""Sampled prediction records for monitoring, appended as JSON lines by a background thread."""
+"""Sampled prediction records for monitoring, appended as JSON lines by a background thread to a prediction store
+(a folder, or GCS: prediction_store.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlops_assets.lib.serving.prediction_store import SUFFIX, FolderPredictionStore, PredictionStore
+
+logger = logging.getLogger(__name__)
+
 # A bounded backlog: if the disk stalls, records are dropped (and counted) rather than holding requests or memory.
 _QUEUE_LIMIT = 10_000
 # How often the writer wakes to append what was submitted (records reach the file within about this long).
 FLUSH_INTERVAL_S = 0.5
+# Seconds before a closed file the store could not take is offered again (where the store does not rotate).
+RETRY_INTERVAL_S = 60.0
 
 
 def prediction_record(
@@ -33,21 +42,28 @@ def prediction_record(
 
 
 class PredictionLog:
-    """Samples requests at `sample_rate` and appends their records under `directory`, off the request path.
+    """Samples requests at `sample_rate` and appends their records to files in `store`, off the request path.
 
     Submitting only appends to an in-memory backlog; a writer thread wakes every `flush_interval_s` and appends the
     whole backlog at once. Waking the writer per record instead made it compete with the event loop for the GIL on
-    every sampled request.
+    every sampled request. The writer closes its file when the day changes, after the store's `rotate_interval_s`,
+    and at `close()`, and hands each closed file to the store (GCS uploads it); a file the store cannot take now is
+    kept and offered again at the next rotation. `store` may be a folder (Path): the files stay there.
     """
 
     def __init__(
-        self, directory: Path, sample_rate: float, seed: int | None = None, flush_interval_s: float = FLUSH_INTERVAL_S
+        self,
+        store: PredictionStore | Path,
+        sample_rate: float,
+        seed: int | None = None,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"prediction log sample rate must be within [0, 1], got {sample_rate}.")
         if flush_interval_s <= 0:
             raise ValueError(f"flush_interval_s must be positive, got {flush_interval_s}.")
-        self.directory = directory
+        self.store: PredictionStore = FolderPredictionStore(store) if isinstance(store, Path) else store
+        self.directory = self.store.spool
         self.sample_rate = sample_rate
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
@@ -55,6 +71,11 @@ class PredictionLog:
         # Appended on the event loop, emptied by the writer: deque appends and pops are atomic, so no lock is taken
         # (and no thread woken) per record.
         self._backlog: deque[list[dict[str, Any]]] = deque()
+        # The writer's open file and when it was opened (monotonic clock); closed files the store has not taken.
+        self._open: Path | None = None
+        self._opened_at = 0.0
+        self._unpublished: list[Path] = []
+        self._retry_at = 0.0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
         self._thread.start()
@@ -72,16 +93,49 @@ class PredictionLog:
         return True
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Write what is queued, then stop the writer."""
+        """Write what is queued, close the file and hand it to the store, then stop the writer."""
         self._stopping.set()
         self._thread.join(timeout_s)
 
     def current_file(self) -> Path:
-        # One file per day and process: workers never interleave partial lines.
-        return self.directory / f"{dt.datetime.now(dt.UTC):%Y-%m-%d}.{os.getpid()}.jsonl"
+        """The file records are appended to now (one per day and process; with rotation, one per interval)."""
+        now = dt.datetime.now(dt.UTC)
+        if self._open is not None and self._open.name.startswith(f"{now:%Y-%m-%d}") and not self._rotation_due():
+            return self._open
+        if self._open is not None:
+            self._close_current()
+        # Workers never interleave partial lines: the process id is in the name.
+        stamp = f"{now:%Y-%m-%d}" if self.store.rotate_interval_s is None else f"{now:%Y-%m-%dT%H%M%S.%fZ}"
+        self._open, self._opened_at = self.directory / f"{stamp}.{os.getpid()}{SUFFIX}", time.monotonic()
+        return self._open
+
+    def _rotation_due(self) -> bool:
+        interval = self.store.rotate_interval_s
+        return interval is not None and time.monotonic() - self._opened_at >= interval
+
+    def _close_current(self) -> None:
+        if self._open is not None and self._open.exists():
+            self._unpublished.append(self._open)
+        self._open = None
+        self._publish_closed()
+
+    def _publish_closed(self) -> None:
+        """Hand every closed file to the store; one it cannot take now stays for the next try."""
+        waiting, self._unpublished = self._unpublished, []
+        for path in waiting:
+            try:
+                self.store.publish(path)
+            except Exception as error:  # the writer must outlive a failed upload; the file is kept
+                logger.warning("Prediction log %s not kept in %s yet (%s); will try again.", path, self.store, error)
+                self._unpublished.append(path)
+        if self._unpublished:
+            self._retry_at = time.monotonic() + (self.store.rotate_interval_s or RETRY_INTERVAL_S)
 
     def _write_loop(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        # Files a killed writer left closed in the spool are published first.
+        self._unpublished += self.store.leftovers()
+        self._publish_closed()
         while True:
             stopping = self._stopping.wait(self.flush_interval_s)
             # One open/write for everything submitted since the last wake-up.
@@ -91,5 +145,10 @@ class PredictionLog:
             if lines:
                 with self.current_file().open("a", encoding="utf-8") as handle:
                     handle.write("\n".join(lines) + "\n")
+            elif self._open is not None and self._rotation_due():
+                self._close_current()  # a quiet server's last records still reach the store
+            elif self._unpublished and time.monotonic() >= self._retry_at:
+                self._publish_closed()
             if stopping:
+                self._close_current()
                 return

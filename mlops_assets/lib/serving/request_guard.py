@@ -1,10 +1,11 @@
 """ASGI middleware that refuses unauthenticated, mistyped, oversized or malformed prediction requests.
 
 The headers are checked before the body is read; the body is then read with its size counted as it arrives (a
-declared Content-Length or a chunked stream alike), and multipart bodies are parsed with python-multipart, the
-parser Starlette (so BentoML) uses afterwards, so the guard and the service see the same parts. A request that
-passes goes on with what the guard read attached to its scope (`GuardedBody`, under `GUARDED_BODY`): the body, and
-the image files it carries, so nothing downstream has to read or parse it again.
+declared Content-Length or a chunked stream alike), and multipart bodies are parsed as they arrive with
+python-multipart, the parser Starlette (so BentoML) uses afterwards, so the guard and the service see the same parts
+and a part above the per-file limit is refused as soon as it passes it. A request that passes goes on with what the
+guard read attached to its scope (`GuardedBody`, under `GUARDED_BODY`): the body, and the image files it carries, so
+nothing downstream has to read or parse it again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hmac
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -35,8 +37,11 @@ class GuardedRoute:
     # For multipart routes: the only field allowed, and only as files (BentoML would otherwise fetch URLs given
     # as text fields, and answers 500 to binary parts under other names).
     file_field: str | None = None
-    # For routes whose whole body is one file (an image sent as the raw body).
+    # For routes whose whole body is one file (an image sent as the raw body): `max_body_bytes` is then the limit
+    # per file.
     body_is_file: bool = False
+    # For multipart routes: the most bytes one part may carry (one image file), enforced while the body is parsed.
+    max_part_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class FormPart:
     # The part's content, exactly the bytes between its headers and the next boundary. Parts compare by their header
     # alone, which is what decides whether a request is accepted.
     data: bytes = field(default=b"", compare=False, repr=False)
+    # The raw Content-Disposition value, to explain a refusal in terms of what the client sent.
+    disposition: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -109,17 +116,24 @@ def check_request(route: GuardedRoute, headers: Mapping[str, str], api_key: str 
     if int(length) == 0:
         return _empty_body(route)
     if int(length) > route.max_body_bytes:
-        return Refusal(
-            413, f"The request body is {int(length):,} bytes, above the limit of {route.max_body_bytes:,}.", close=True
-        )
+        return Refusal(413, _too_large(route, int(length)), close=True)
     return None
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | Refusal:
-    """The whole body, or a 413 as soon as more than `limit` bytes arrived (the rest is never read).
+def _too_large(route: GuardedRoute, size: int | None = None) -> str:
+    """The 413 message for a body above `route.max_body_bytes` (`size` when it was declared)."""
+    what, advice = ("image", "a smaller image") if route.body_is_file else ("request body", "fewer or smaller images")
+    per = "per image" if route.body_is_file else "per request"
+    size_text = "" if size is None else f" {size:,} bytes,"
+    return f"The {what} is{size_text} above the limit of {route.max_body_bytes:,} bytes {per}; send {advice}."
+
+
+async def read_body(receive: Receive, route: GuardedRoute, form: FormReader | None = None) -> bytes | Refusal:
+    """The whole body, or a 413 as soon as more than `route.max_body_bytes` arrived, or (with `form`, which parses
+    the body as it arrives) as soon as one part passes its limit; the rest is never read.
 
     Counting as the bytes arrive bounds chunked uploads, which declare no length, and bodies longer than their
-    Content-Length alike, so at most `limit` bytes are ever held.
+    Content-Length alike, so at most `max_body_bytes` bytes are ever held.
     """
     chunks = []
     received = 0
@@ -130,69 +144,113 @@ async def read_body(receive: Receive, limit: int) -> bytes | Refusal:
             return Refusal(400, "The client disconnected before the request body was complete.")
         chunk = message.get("body", b"")
         received += len(chunk)
-        if received > limit:
-            return Refusal(
-                413, f"The request body is above the limit of {limit:,} bytes; send a smaller request.", close=True
-            )
+        if received > route.max_body_bytes:
+            return Refusal(413, _too_large(route), close=True)
+        if form is not None:
+            try:
+                form.write(chunk)
+            except PartTooLarge as error:
+                return Refusal(413, str(error), close=True)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
-def form_parts(content_type: str, body: bytes) -> list[FormPart]:
-    """The parts of a multipart/form-data body, named the way Starlette names them.
+class PartTooLarge(ValueError):
+    """A form part passed the per-part limit while the body was parsed."""
+
+    def __init__(self, index: int, filename: str | None, limit: int) -> None:
+        name = f" ({filename!r})" if filename else ""
+        super().__init__(
+            f"Form part {index}{name} is above the limit of {limit:,} bytes per image; send a smaller image."
+        )
+
+
+class FormReader:
+    """Parses a multipart/form-data body piece by piece as it arrives, into the parts Starlette would see.
 
     Part headers are parsed, not pattern-matched: parameters in any order, quoted or not, with `filename*` next to
     `filename` (RFC 7578 section 4.2 keeps the plain `filename` authoritative, as Starlette does). Raises ValueError
-    naming what is malformed.
+    for a Content-Type without a boundary; `write` raises PartTooLarge once a part holds more than `max_part_bytes`,
+    and `parts` ValueError naming what is malformed.
     """
-    _, options = parse_options_header(content_type)
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise ValueError("The multipart Content-Type has no boundary; let your HTTP client build the form.")
-    # Each part as (name, filename, content so far); the content arrives in pieces between its headers and the next
-    # boundary.
-    parts: list[tuple[str | None, str | None, bytearray]] = []
-    headers: list[tuple[bytes, bytes]] = []
-    header_field, header_value = bytearray(), bytearray()
-    finished = False
 
-    def on_header_end() -> None:
-        headers.append((bytes(header_field).strip().lower(), bytes(header_value).strip()))
-        header_field.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        # The last Content-Disposition wins, as in Starlette.
-        disposition = next((value for name, value in reversed(headers) if name == b"content-disposition"), b"")
-        _, parameters = parse_options_header(disposition)
-        parts.append((_text(parameters.get(b"name")), _text(parameters.get(b"filename")), bytearray()))
-        headers.clear()
-
-    def on_end() -> None:
-        nonlocal finished
-        finished = True
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_header_field": lambda data, start, end: header_field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: header_value.extend(data[start:end]),
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": lambda data, start, end: parts[-1][2].extend(data[start:end]),
-            "on_end": on_end,
-        },
-    )
-    try:
-        parser.write(body)
-    except FormParserError as error:
-        raise ValueError(f"The multipart body is malformed ({error}); let your HTTP client build the form.") from error
-    if not finished:
-        raise ValueError(
-            "The multipart body ends before its closing boundary; send the whole form (let your HTTP client build it)."
+    def __init__(self, content_type: str, max_part_bytes: int | None = None) -> None:
+        _, options = parse_options_header(content_type)
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise ValueError("The multipart Content-Type has no boundary; let your HTTP client build the form.")
+        self.max_part_bytes = max_part_bytes
+        # Each part as (name, filename, disposition, content so far); the content arrives in pieces between its
+        # headers and the next boundary.
+        self._parts: list[tuple[str | None, str | None, bytes, bytearray]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._field, self._value = bytearray(), bytearray()
+        self._finished = False
+        self._error: str | None = None
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
+                "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": lambda data, start, end: self._parts[-1][3].extend(data[start:end]),
+                "on_part_end": self._check_size,
+                "on_end": self._on_end,
+            },
         )
-    return [FormPart(name, filename, bytes(data)) for name, filename, data in parts]
+
+    def write(self, chunk: bytes) -> None:
+        """Parse the next piece of the body; raises PartTooLarge (nothing more should be read then)."""
+        if self._error is not None:
+            return  # malformed already: the rest is only counted, and `parts` says what was wrong
+        try:
+            self._parser.write(chunk)
+        except FormParserError as error:
+            self._error = f"The multipart body is malformed ({error}); let your HTTP client build the form."
+            return
+        if self._parts:
+            self._check_size()
+
+    def parts(self) -> list[FormPart]:
+        """Every part of the whole body, once it has all been written; raises ValueError if it is malformed."""
+        if self._error is not None:
+            raise ValueError(self._error)
+        if not self._finished:
+            raise ValueError(
+                "The multipart body ends before its closing boundary; send the whole form (let your HTTP client "
+                "build it)."
+            )
+        return [FormPart(name, filename, bytes(data), disposition) for name, filename, disposition, data in self._parts]
+
+    def _on_header_end(self) -> None:
+        self._headers.append((bytes(self._field).strip().lower(), bytes(self._value).strip()))
+        self._field.clear()
+        self._value.clear()
+
+    def _on_headers_finished(self) -> None:
+        # The last Content-Disposition wins, as in Starlette.
+        disposition = next((value for name, value in reversed(self._headers) if name == b"content-disposition"), b"")
+        _, parameters = parse_options_header(disposition)
+        name, filename = _text(parameters.get(b"name")), _text(parameters.get(b"filename"))
+        self._parts.append((name, filename, disposition, bytearray()))
+        self._headers.clear()
+
+    def _check_size(self) -> None:
+        _, filename, _, data = self._parts[-1]
+        if self.max_part_bytes is not None and len(data) > self.max_part_bytes:
+            raise PartTooLarge(len(self._parts) - 1, filename, self.max_part_bytes)
+
+    def _on_end(self) -> None:
+        self._finished = True
+
+
+def form_parts(content_type: str, body: bytes) -> list[FormPart]:
+    """The parts of a whole multipart/form-data body (see `FormReader`); raises ValueError naming what is malformed."""
+    reader = FormReader(content_type)
+    reader.write(body)
+    return reader.parts()
 
 
 def _text(value: bytes | None) -> str | None:
@@ -211,8 +269,11 @@ def check_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -> 
     return outcome if isinstance(outcome, Refusal) else None
 
 
-def guarded_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -> GuardedBody | Refusal:
-    """`check_body`'s refusal, or the body with the image files it carries (see `GuardedBody`)."""
+def guarded_body(
+    route: GuardedRoute, headers: Mapping[str, str], body: bytes, form: FormReader | None = None
+) -> GuardedBody | Refusal:
+    """`check_body`'s refusal, or the body with the image files it carries (see `GuardedBody`); `form` is the
+    reader that already parsed a multipart body while it was read (`read_body`)."""
     if not body:
         return _empty_body(route)
     if body[:8].lower().startswith((b"http://", b"https://")):
@@ -220,7 +281,12 @@ def guarded_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -
     if route.file_field is None:
         return GuardedBody(body, [body] if route.body_is_file else None)
     try:
-        parts = form_parts(headers.get("content-type", ""), body)
+        if form is None:
+            form = FormReader(headers.get("content-type", ""), route.max_part_bytes)
+            form.write(body)
+        parts = form.parts()
+    except PartTooLarge as error:
+        return Refusal(413, str(error))
     except ValueError as error:
         return Refusal(400, str(error))
     if not parts:
@@ -236,12 +302,28 @@ def guarded_body(route: GuardedRoute, headers: Mapping[str, str], body: bytes) -
                 f"Unexpected form part {part.name!r}: send each image as a file in the field {route.file_field!r}.",
             )
         if part.filename is None:
-            return Refusal(
-                400,
-                f"Form part {index} of {route.file_field!r} is not a file: its Content-Disposition has no filename "
-                "parameter (a filename* alone does not count, RFC 7578 section 4.2); send each image as a file.",
-            )
+            return Refusal(400, _not_a_file(route, index, part))
     return GuardedBody(body, [part.data for part in parts])
+
+
+def _not_a_file(route: GuardedRoute, index: int, part: FormPart) -> str:
+    """Why a part without a filename is not a file, in terms of what the client sent."""
+    start = f"Form part {index} of {route.file_field!r} is not a file:"
+    if _has_extended_filename(part.disposition):
+        return (
+            f"{start} its Content-Disposition has a filename* but no filename parameter (RFC 7578 section 4.2 "
+            f'ignores filename*); add filename="..." or let your HTTP client build the form, e.g. {route.example}.'
+        )
+    return f"{start} it is a text field (no filename); send each image as a file, e.g. {route.example}."
+
+
+def _has_extended_filename(disposition: bytes) -> bool:
+    """Whether a Content-Disposition value carries an RFC 2231 `filename*` parameter (which the standard library's
+    header parser reports as a (charset, language, value) triple)."""
+    message = Message()
+    message["content-disposition"] = disposition.decode("latin-1")
+    parameters = message.get_params(header="content-disposition") or []
+    return any(name == "filename" and isinstance(value, tuple) for name, value in parameters)
 
 
 def _empty_body(route: GuardedRoute) -> Refusal:
@@ -251,11 +333,20 @@ def _empty_body(route: GuardedRoute) -> Refusal:
 class RequestGuard:
     """Applies `check_request`, `read_body` and `check_body` to the guarded routes (POST only); every other
     request, health checks included, passes untouched. A request that passes carries its `GuardedBody` in the scope
-    under `GUARDED_BODY`, and its body is replayed to the app."""
+    under `GUARDED_BODY`, and its body is replayed to the app.
 
-    def __init__(self, app: ASGIApp, routes: Mapping[str, GuardedRoute], api_key_env: str) -> None:
+    `routes` may be a function returning them, called when the server builds its app (limits that come from the
+    served model are known only then).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Mapping[str, GuardedRoute] | Callable[[], Mapping[str, GuardedRoute]],
+        api_key_env: str,
+    ) -> None:
         self.app = app
-        self.routes = dict(routes)
+        self.routes = dict(routes() if callable(routes) else routes)
         # Read when the server builds its app, not at import: the key is a runtime secret, never part of the bento.
         self.api_key = os.environ.get(api_key_env) or None
 
@@ -265,13 +356,23 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        outcome = check_request(route, headers, self.api_key) or await read_body(receive, route.max_body_bytes)
-        if isinstance(outcome, bytes):
-            outcome = guarded_body(route, headers, outcome)
-            if isinstance(outcome, GuardedBody):
-                await self.app({**scope, GUARDED_BODY: outcome}, _replay(outcome.body, receive), send)
-                return
+        outcome = check_request(route, headers, self.api_key) or await _read(route, headers, receive)
+        if isinstance(outcome, GuardedBody):
+            await self.app({**scope, GUARDED_BODY: outcome}, _replay(outcome.body, receive), send)
+            return
         await _send_refusal(send, outcome)
+
+
+async def _read(route: GuardedRoute, headers: Mapping[str, str], receive: Receive) -> GuardedBody | Refusal:
+    """The body read (a multipart one parsed as it arrives) and checked."""
+    form = None
+    if route.file_field is not None and media_type(headers) == "multipart/form-data":
+        try:
+            form = FormReader(headers.get("content-type", ""), route.max_part_bytes)
+        except ValueError as error:
+            return Refusal(400, str(error), close=True)  # the body is not read: the connection cannot be reused
+    body = await read_body(receive, route, form)
+    return body if isinstance(body, Refusal) else guarded_body(route, headers, body, form)
 
 
 async def _send_refusal(send: Send, refusal: Refusal) -> None:

@@ -1,11 +1,12 @@
 """A fix for BentoML's request timeout, which keeps every request's timer (and what it holds) alive for the timeout.
 
-BentoML 1.4's `TimeoutMiddleware` schedules `loop.call_later(timeout, ...)` per request and never cancels it. With
-the 30 s timeout, a worker answering 1,300 requests/s held ~40,000 live timers, each with a future and a copy of
-the request's context. Memory grew and every full garbage collection scanned them all: p99 at concurrency 64 rose
-from ~40 ms to ~220 ms within 30 s of load. The timeout cannot be switched off (BentoML requires it to be > 0), so
-the service swaps in a `__call__` that behaves the same with `asyncio.timeout`, whose timer ends with the request.
-It also runs the request in the caller's task: BentoML's starts a second task per request only to wait on it.
+BentoML 1.4's `TimeoutMiddleware` schedules `loop.call_later(timeout, ...)` per request and never cancels it, so
+a worker holds a live timer, with a future and a copy of the request's context, for every request of the last
+`timeout` seconds (`test_request_timeout_fix.py` shows them). Memory grew and every full garbage collection
+scanned them all, so p99 rose the longer the load lasted. The timeout cannot be switched off (BentoML requires it
+to be > 0), so the service swaps in a `__call__` that behaves the same with `asyncio.timeout`, whose timer ends
+with the request. It also runs the request in the caller's task: BentoML's starts a second task per request only
+to wait on it.
 """
 
 from __future__ import annotations

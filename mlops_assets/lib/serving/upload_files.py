@@ -16,7 +16,7 @@ def _upload_bytes(value: typing.Any) -> bytes:
 
 
 # Declared on `Path` so BentoML parses the field as multipart files; the validator replaces BentoML's own, which
-# writes every part to a temporary file on disk (a 64-image request spent ~15 ms in file system calls alone).
+# writes every part to a temporary file on disk (file system calls for every part of every request).
 # The two schemas are the ones BentoML gives its own file types: `/schema.json` (validation mode) says "file", which
 # is how BentoML's Python clients know to upload a `Path` or PIL image as a multipart file; the OpenAPI document
 # (serialization mode) says binary string, the OpenAPI spelling of a file.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -15,7 +15,15 @@ import torch.utils.deterministic
 from torch import nn
 
 from mlops_assets.lib.data.preprocessing import ImageSpec, normalize
-from mlops_assets.lib.models.plugins.base import ArrayDataset, EpochCallback, EpochRecord, ModelPlugin, TrainSettings
+from mlops_assets.lib.models.data_parallel import Replicas
+from mlops_assets.lib.models.plugins.base import (
+    ArrayDataset,
+    EpochCallback,
+    EpochRecord,
+    ModelPlugin,
+    ParamRange,
+    TrainSettings,
+)
 
 # `deterministic` (1 or 0) is a training knob, not part of the architecture: it is not written to cnn.json.
 DEFAULT_PARAMS = {"width": 32, "dropout": 0.25, "deterministic": 1}
@@ -85,7 +93,7 @@ def _reproducibility(seed: int, deterministic: bool) -> Iterator[None]:
     torch.set_deterministic_debug_mode("warn" if deterministic else "default")
     torch.backends.cudnn.benchmark = not deterministic
     # Deterministic mode also fills every new tensor with NaN by default, a debugging aid against reads of
-    # uninitialized memory that no layer here does; it cost about 5 % of a CPU training step.
+    # uninitialized memory that no layer here does; it is work on every training step.
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
@@ -108,7 +116,7 @@ def _level_table(spec: ImageSpec) -> torch.Tensor:
 class _Batches:
     """One split as tensors where training reads them: uint8 images (zero-copy on CPU; on the GPU, or pinned for
     asynchronous copies when too large) and int64 labels; yields normalized float32 batches [B, C, H, W] in the
-    channels-last memory layout, which the convolutions run fastest on (about 20 % on a CPU)."""
+    channels-last memory layout, which the convolutions run fastest on."""
 
     def __init__(self, data: ArrayDataset, device: str) -> None:
         self._device = torch.device(device)
@@ -124,18 +132,26 @@ class _Batches:
 
     def iterate(self, order: np.ndarray, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(inputs, targets) for consecutive `batch_size` slices of `order` (indices into the split)."""
+        return self.iterate_slices(order, range(batch_size, len(order) + batch_size, batch_size))
+
+    def iterate_slices(self, order: np.ndarray, ends: Iterable[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, targets) for the consecutive slices of `order` that end at each of `ends` (clipped to its
+        length; the first starts at 0)."""
         host_order = torch.from_numpy(np.asarray(order, dtype=np.int64))
         device_order = host_order.to(self._device)
-        for start in range(0, len(host_order), batch_size):
-            index = device_order[start : start + batch_size]
+        start = 0
+        for end in ends:
+            end = min(end, len(host_order))
+            index = device_order[start:end]
             if self._host_images:
-                pixels = self._images[host_order[start : start + batch_size]].pin_memory()
+                pixels = self._images[host_order[start:end]].pin_memory()
                 pixels = pixels.to(self._device, non_blocking=True)
             else:
                 pixels = self._images[index]
             # Looked up in [B, H, W, C] order, so the result is channels-last without another copy.
             channels_last = pixels.permute(0, 2, 3, 1).contiguous().long() + self._offsets
             yield torch.take(self._table, channels_last).permute(0, 3, 1, 2), self._labels[index]
+            start = end
 
 
 def _writable(array: np.ndarray) -> np.ndarray:
@@ -163,6 +179,10 @@ class _Sums:
         self._loss += loss.detach().to(self._device).double() * weight
         self._correct += (logits.detach().argmax(dim=1) == targets).sum().to(self._device)
 
+    def add_across(self, replicas: Replicas) -> None:
+        """Replace both sums by their totals over all replicas (the same in every replica)."""
+        replicas.sum(self._loss, self._correct)
+
     def per_item(self, count: int) -> tuple[float, float]:
         """(loss, accuracy) per item of `count`."""
         count = max(count, 1)
@@ -174,6 +194,17 @@ class SmallCNNPlugin(ModelPlugin):
 
     name = "cnn"
     requirements = ("torch==2.13.0",)
+    data_parallel = True
+    param_ranges = {
+        "width": ParamRange(integer=True, low=1, high=1024),  # channels of the first convolution
+        "dropout": ParamRange(low=0, high=1, high_open=True),  # a dropout of 1 would drop every activation
+        "deterministic": ParamRange(
+            integer=True,
+            low=0,
+            high=1,
+            note="1 (bit-identical weights on CPU for the same data, code and seed) or 0 (fastest algorithms)",
+        ),
+    }
 
     def __init__(self, network: nn.Module, config: dict[str, Any], device: str, deterministic: bool = True) -> None:
         self._network = network.to(device)
@@ -187,15 +218,7 @@ class SmallCNNPlugin(ModelPlugin):
 
     @classmethod
     def build(cls, input_shape: tuple[int, int, int], num_classes: int, params: Mapping[str, Any], device: str) -> Self:
-        unknown = set(params) - set(DEFAULT_PARAMS)
-        if unknown:
-            raise ValueError(f"Unknown cnn parameters {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}.")
-        merged = {**DEFAULT_PARAMS, **params}
-        if merged["deterministic"] not in (0, 1):
-            raise ValueError(
-                f"cnn parameter 'deterministic' must be 1 (bit-identical weights on CPU for the same data, code and"
-                f" seed) or 0 (fastest algorithms, e.g. cuDNN autotuning on a GPU); got {merged['deterministic']!r}."
-            )
+        merged = {**DEFAULT_PARAMS, **cls.checked_params(params)}
         config = {
             "input_shape": list(input_shape),
             "num_classes": num_classes,
@@ -222,25 +245,37 @@ class SmallCNNPlugin(ModelPlugin):
         self, train: ArrayDataset, validation: ArrayDataset, settings: TrainSettings, on_epoch: EpochCallback | None
     ) -> list[EpochRecord]:
         self._network = self._make_network(self._config).to(self._device, memory_format=torch.channels_last)
+        # Under torchrun (more than one process), this process trains one replica of a data-parallel model.
+        replicas = Replicas.current()
+        model = self._network
+        if replicas is not None:
+            model = replicas.wrap(self._network, self._device)
+            replicas.seed_own_randomness(settings.seed)
         # Fused Adam (CPU and CUDA): one kernel per step instead of about ten small ops per parameter tensor.
         fused = torch.device(self._device).type in ("cpu", "cuda") or None
-        optimizer = torch.optim.Adam(self._network.parameters(), lr=settings.learning_rate, fused=fused)
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=fused)
         shuffler = np.random.default_rng(settings.seed)
         train_batches, validation_batches = _Batches(train, self._device), _Batches(validation, self._device)
         history: list[EpochRecord] = []
         for epoch in range(1, settings.epochs + 1):
             started = time.perf_counter()
-            self._network.train()
-            sums = _Sums(self._device)
-            for inputs, targets in train_batches.iterate(shuffler.permutation(len(train)), settings.batch_size):
-                optimizer.zero_grad(set_to_none=True)
-                logits = self._network(inputs)
-                loss = nn.functional.cross_entropy(logits, targets)
-                loss.backward()
-                optimizer.step()
-                sums.add(loss, len(targets), logits, targets)
-            train_loss, train_accuracy = sums.per_item(len(train))
-            val_loss, val_accuracy = self._evaluate(validation_batches, settings.batch_size)
+            model.train()
+            order = shuffler.permutation(len(train))  # the same in every replica: one seed
+            if replicas is None:
+                sums = _Sums(self._device)
+                for inputs, targets in train_batches.iterate(order, settings.batch_size):
+                    optimizer.zero_grad(set_to_none=True)
+                    logits = model(inputs)
+                    loss = nn.functional.cross_entropy(logits, targets)
+                    loss.backward()
+                    optimizer.step()
+                    sums.add(loss, len(targets), logits, targets)
+                train_loss, train_accuracy = sums.per_item(len(train))
+            else:
+                train_loss, train_accuracy = self._train_share(
+                    model, optimizer, train_batches, order, settings, replicas
+                )
+            val_loss, val_accuracy = self._evaluate(validation_batches, settings.batch_size, replicas)
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -254,13 +289,46 @@ class SmallCNNPlugin(ModelPlugin):
                 on_epoch(record)
         return history
 
-    def _evaluate(self, batches: _Batches, batch_size: int) -> tuple[float, float]:
+    def _train_share(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batches: _Batches,
+        order: np.ndarray,
+        settings: TrainSettings,
+        replicas: Replicas,
+    ) -> tuple[float, float]:
+        """One epoch as one replica: its share of every batch of `order`; returns the (loss, accuracy) per image over
+        all replicas. Each replica's summed loss is scaled by replicas / images in the whole step, so the gradient
+        DDP averages is the whole batch's mean-loss gradient, as when one process trains on it."""
+        sums = _Sums(self._device)
+        indices, steps = replicas.share_batches(order, settings.batch_size)
+        for (inputs, targets), (_, step_images) in zip(
+            batches.iterate_slices(indices, [end for end, _ in steps]), steps, strict=True
+        ):
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(inputs)
+            loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
+            (loss * (replicas.world_size / step_images)).backward()
+            optimizer.step()
+            sums.add(loss, 1, logits, targets)
+        sums.add_across(replicas)
+        return sums.per_item(sum(step_images for _, step_images in steps))
+
+    def _evaluate(self, batches: _Batches, batch_size: int, replicas: Replicas | None = None) -> tuple[float, float]:
+        """(loss, accuracy) per image of `batches`; replicas each evaluate a share, with rank 0's buffers."""
         self._network.eval()
         sums = _Sums(self._device)
+        order = np.arange(len(batches))
+        if replicas is not None:
+            replicas.broadcast_buffers(self._network)
+            order = replicas.share(len(batches))
         with torch.inference_mode():
-            for inputs, targets in batches.iterate(np.arange(len(batches)), batch_size):
+            for inputs, targets in batches.iterate(order, batch_size):
                 logits = self._network(inputs)
                 sums.add(nn.functional.cross_entropy(logits, targets, reduction="sum"), 1, logits, targets)
+        if replicas is not None:
+            sums.add_across(replicas)
         return sums.per_item(len(batches))
 
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:

@@ -14,7 +14,14 @@ from typing import Any, Self
 import numpy as np
 
 from mlops_assets.lib.data.preprocessing import normalize
-from mlops_assets.lib.models.plugins.base import ArrayDataset, EpochCallback, EpochRecord, ModelPlugin, TrainSettings
+from mlops_assets.lib.models.plugins.base import (
+    ArrayDataset,
+    EpochCallback,
+    EpochRecord,
+    ModelPlugin,
+    ParamRange,
+    TrainSettings,
+)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -28,6 +35,7 @@ class SoftmaxRegressionPlugin(ModelPlugin):
 
     name = "softmax"
     requirements = ()
+    param_ranges = {"l2": ParamRange(low=0)}  # weight decay of the L2 penalty
 
     def __init__(self, weights: np.ndarray, bias: np.ndarray, l2: float) -> None:
         self._weights = weights
@@ -37,7 +45,8 @@ class SoftmaxRegressionPlugin(ModelPlugin):
     @classmethod
     def build(cls, input_shape: tuple[int, int, int], num_classes: int, params: Mapping[str, Any], device: str) -> Self:
         features = int(np.prod(input_shape))
-        return cls(np.zeros((features, num_classes)), np.zeros(num_classes), float(params.get("l2", 1e-4)))
+        l2 = float(cls.checked_params(params).get("l2", 1e-4))
+        return cls(np.zeros((features, num_classes)), np.zeros(num_classes), l2)
 
     def _loss_accuracy(self, data: ArrayDataset) -> tuple[float, float]:
         probabilities = self.predict_proba(normalize(data.images, data.spec))

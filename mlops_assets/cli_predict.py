@@ -1,0 +1,151 @@
+"""`mlops predict`: send image files to a running service, one request per file, and report each file's answer."""
+
+from __future__ import annotations
+
+import mimetypes
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops_assets.lib.errors import MLOpsError
+
+# Seconds to wait for each answer (a 24-megapixel photo is decoded by the service before it answers).
+TIMEOUT_S = 30
+
+
+@dataclass
+class Predictions:
+    """What `predict_files` got: each answered file with the service's answer, in order, and one message per file
+    that got none (`<file>: <why>`); `unreachable` says why files after it were not sent, when the service could
+    not be reached at all."""
+
+    answers: list[tuple[Path, dict]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    unreachable: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or self.unreachable is not None
+
+
+def predict_files(url: str, files: list[Path], api_key: str | None = None) -> Predictions:
+    """The service's answer to `POST /predict` for each file (each sent with the content type its suffix names).
+
+    A file that cannot be read (missing, a folder, no permission) or that the service refuses is an error naming
+    the file and the reason, and the next file is sent; when the service cannot be reached, the files not sent yet
+    are left and `unreachable` names the URL and what to do.
+    """
+    import httpx
+
+    outcome = Predictions()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        client = httpx.Client(base_url=url, timeout=TIMEOUT_S, headers=headers)
+    except httpx.InvalidURL as error:
+        outcome.unreachable = _unreachable(url, error, len(files))
+        return outcome
+    with client:
+        for index, path in enumerate(files):
+            data = _read(path)
+            if isinstance(data, str):
+                outcome.errors.append(f"{path}: {data}")
+                continue
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            try:
+                response = client.post("/predict", files={"images": (path.name, data, content_type)})
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as error:
+                outcome.unreachable = _unreachable(url, error, len(files) - index)
+                return outcome
+            except httpx.TimeoutException:
+                outcome.errors.append(f"{path}: no answer from {url} within {TIMEOUT_S} s; try again later")
+                continue
+            except httpx.TransportError as error:
+                outcome.errors.append(f"{path}: the connection to {url} failed ({error}); try again")
+                continue
+            answer = _answer(response)
+            if isinstance(answer, str):
+                outcome.errors.append(f"{path}: {answer}")
+            else:
+                outcome.answers.append((path, answer))
+    return outcome
+
+
+def _read(path: Path) -> bytes | str:
+    """The file's bytes, or why it cannot be sent (with what to do)."""
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        return f"is a folder, not an image file; pass the image files in it (e.g. {path / '*.png'})"
+    except FileNotFoundError:
+        return "no such file; check the path"
+    except PermissionError:
+        return "cannot be read (permission denied); check the file's permissions"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+
+
+def _answer(response) -> dict | str:  # noqa: ANN001 - an httpx.Response, imported lazily
+    """The prediction in a 200 answer, or the service's refusal (its status and message)."""
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {_error_message(response)}"
+    try:
+        answer = response.json()
+        answer["predictions"][0]["label"]  # noqa: B018 - checks the shape before it is printed
+    except (ValueError, KeyError, IndexError, TypeError):
+        return f"the answer is not a prediction ({response.text[:200]!r}); is the URL the image classifier's?"
+    return answer
+
+
+# The most of a refusal that is not the service's JSON error shown on the one `error:` line.
+EXCERPT_CHARS = 120
+
+
+def _error_message(response) -> str:  # noqa: ANN001 - an httpx.Response, imported lazily
+    """The service's `error` message whole, else (a proxy's or another server's page) its reason phrase or a short
+    excerpt; on one line."""
+    try:
+        message = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        message = None
+    if isinstance(message, str):
+        return " ".join(message.split())  # the service's own message, whole, on one line
+    if "html" in response.headers.get("content-type", "").lower() or not response.text.strip():
+        return f"{response.reason_phrase or 'no reason given'} (not an answer of the image classifier)"
+    text = " ".join(response.text.split())
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 3] + "..."
+
+
+def _unreachable(url: str, error: Exception, not_sent: int) -> str:
+    files = "file was" if not_sent == 1 else "files were"
+    return (
+        f"cannot reach the service at {url} ({error}); {not_sent} {files} not sent. Start it with "
+        "`mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3000)."
+    )
+
+
+def format_prediction(path: str | Path, answer: dict) -> str:
+    """One line per file: the top label exactly as the model names it (non-ASCII included), confidence, model."""
+    top = answer["predictions"][0]
+    return f"{path}: label {top['label']}, confidence {top['confidence']:.3f}, model {answer['model_version']}"
+
+
+def report(outcome: Predictions) -> int:
+    """Print a line per answered file (stdout), then one `error:` line per file that got none and for an unreachable
+    service (stderr); the exit status: 1 if anything failed, else 0."""
+    for path, answer in outcome.answers:
+        print(format_prediction(path, answer))
+    for message in [*outcome.errors, *([outcome.unreachable] if outcome.unreachable else [])]:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
+def service_url(given: str | None) -> str:
+    """`--url`, else the local deployment's; an MLOpsError says what to do when there is neither."""
+    from mlops_assets.resources.local_deployer import current_deployment
+
+    if given:
+        return given
+    deployment = current_deployment()
+    if deployment is None:
+        raise MLOpsError("No local deployment is running; start one with `mlops deploy local`, or pass --url.")
+    return deployment.url

@@ -1,0 +1,1 @@
+"""Pipeline stage: monitoring (baselines, prediction drift, sensors, schedules, alerts)."""

@@ -1,0 +1,290 @@
+"""Monitoring: each model's baseline, and each day's logged predictions graded against it, signal by signal."""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import pydantic
+
+from mlops_assets.defs.metadata import markdown_table, png_markdown
+from mlops_assets.defs.monitoring import alerting
+from mlops_assets.defs.versioning import own_code_version
+from mlops_assets.lib.atomic import atomic_directory
+from mlops_assets.lib.data.validated_data import ValidatedDataset
+from mlops_assets.lib.models.training import TrainedModel
+from mlops_assets.lib.monitoring import alerts
+from mlops_assets.lib.monitoring.baseline import (
+    BASELINE_FILE,
+    MonitoringBaseline,
+    build_monitoring_baseline,
+    load_monitoring_baseline,
+)
+from mlops_assets.lib.monitoring.logs import read_day
+from mlops_assets.lib.monitoring.monitor import DayAssessment, MonitoredVersion, assess_day
+from mlops_assets.lib.monitoring.plots import drift_png
+from mlops_assets.lib.monitoring.verdicts import COMPARED, DRIFT, NO_DRIFT, SEVERE_DRIFT
+from mlops_assets.lib.registry.registry import RegistryError
+from mlops_assets.resources.artifacts import ArtifactStore
+from mlops_assets.resources.prediction_logs import PredictionLogs
+from mlops_assets.resources.registry import ModelRegistryResource
+
+BASELINE_KIND = "monitoring_baseline"
+REPORT_KIND = "prediction_monitoring"
+REPORT_FILE = "report.html"
+MONITORING_ASSET = "prediction_monitoring"
+NO_DRIFT_CHECK = "no_drift"
+NO_SEVERE_DRIFT_CHECK = "no_severe_drift"
+# Days are UTC, as the service names its log files. Today's partition exists (end_offset=1) so the current, partial
+# day can be monitored too.
+MONITORING_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"python"},
+    automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
+)
+def monitoring_baseline(
+    context: dg.AssetExecutionContext,
+    trained_model: TrainedModel,
+    validated_images: ValidatedDataset,
+    artifacts: ArtifactStore,
+) -> dg.MaterializeResult:
+    """The trained model's monitoring baseline: training-split input statistics and held-out predictions."""
+    code_version = own_code_version(context)
+    key = trained_model.weights_sha256
+    stored = artifacts.fetch(BASELINE_KIND, key)
+    baseline = None
+    if stored is not None and (stored / BASELINE_FILE).is_file():
+        found = load_monitoring_baseline(stored)
+        baseline = found if found.code_version == code_version else None
+    cache_hit = baseline is not None
+    if baseline is None:
+        trained_model = artifacts.local_copy(trained_model, "trained_model")
+        validated_images = artifacts.local_copy(validated_images, "validated_images")
+        with artifacts.publishing(BASELINE_KIND, key) as destination:
+            baseline = build_monitoring_baseline(
+                validated_images, Path(trained_model.directory), key, code_version, destination
+            )
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(f"{key[:32]}-{code_version[:16]}"),
+        metadata={
+            "cache_hit": cache_hit,
+            "weights_sha256": key,
+            "data_version": baseline.data_version,
+            "reference_inputs": baseline.num_inputs,
+            "reference_predictions": baseline.num_predictions,
+            "stored_at": artifacts.uri(BASELINE_KIND, key),
+        },
+    )
+
+
+class MonitoringConfig(dg.Config):
+    """Which registry version's traffic to grade."""
+
+    version: int = pydantic.Field(
+        default=0, ge=0, description="Registry version to monitor: an integer >= 1; 0: the environment's production."
+    )
+
+
+def _monitored_version(registry: ModelRegistryResource, number: int) -> tuple[MonitoredVersion | None, str]:
+    """The version to monitor, or None and why there is none."""
+    with registry.open() as models:
+        try:
+            view = models.version(number) if number else models.production()
+        except RegistryError as error:
+            return None, str(error)
+    if view is None:
+        return None, (
+            f"no version is in production in {registry.environment}; promote one (`mlops models promote N`) or "
+            "monitor a version by number (config `version`)"
+        )
+    return MonitoredVersion(view.number, view.model_tag, view.weights_sha256), ""
+
+
+def _baseline(artifacts: ArtifactStore, version: MonitoredVersion | None) -> MonitoringBaseline | None:
+    if version is None:
+        return None
+    stored = artifacts.fetch(BASELINE_KIND, version.weights_sha256)
+    if stored is None or not (stored / BASELINE_FILE).is_file():
+        return None
+    return load_monitoring_baseline(stored)
+
+
+def _check_results(assessment: DayAssessment) -> list[dg.AssetCheckResult]:
+    """`no_drift` (a warning) fails on any drift; `no_severe_drift` fails (an error) on severe drift. A day that could
+    not be compared fails both as a warning: it is not a day without drift."""
+    overall = assessment.overall
+    flagged = [v for v in assessment.verdicts if v.verdict in (DRIFT, SEVERE_DRIFT)]
+    named = "; ".join(v.describe() for v in flagged)
+    reason = assessment.verdicts[0].detail if overall not in COMPARED else ""
+    if overall in COMPARED:
+        drift_text = "no signal drifted" if overall == NO_DRIFT else named
+        severe = [v for v in flagged if v.verdict == SEVERE_DRIFT]
+        severe_text = "; ".join(v.describe() for v in severe) if severe else "no signal drifted severely"
+        return [
+            dg.AssetCheckResult(
+                check_name=NO_DRIFT_CHECK,
+                passed=overall == NO_DRIFT,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{overall}: {drift_text}",
+            ),
+            dg.AssetCheckResult(
+                check_name=NO_SEVERE_DRIFT_CHECK,
+                passed=overall != SEVERE_DRIFT,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{'severe drift' if severe else 'no severe drift'}: {severe_text}",
+            ),
+        ]
+    return [
+        dg.AssetCheckResult(
+            check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"{overall}: {reason}"
+        )
+        for name in (NO_DRIFT_CHECK, NO_SEVERE_DRIFT_CHECK)
+    ]
+
+
+def _verdict_table(assessment: DayAssessment) -> dg.MarkdownMetadataValue:
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
+    return markdown_table(
+        ["signal", "verdict", "statistic", "method", "drift at", "severe at", "detail"],
+        [
+            [
+                v.signal,
+                v.verdict,
+                number(v.statistic),
+                v.method or "-",
+                number(v.drift_threshold),
+                number(v.severe_threshold),
+                v.detail.replace("|", "/") or "-",
+            ]
+            for v in assessment.verdicts
+        ],
+    )
+
+
+def _service_figures(environment: str, day: dt.date) -> dict[str, object]:
+    """The local server's request, error and latency figures when `day` is today (its counters run since it started,
+    so a past day has none), else why there are none."""
+    import httpx
+
+    from mlops_assets.lib.monitoring.service_metrics import read_service_metrics
+    from mlops_assets.resources.local_deployer import current_deployment
+
+    if day != dt.datetime.now(dt.UTC).date():
+        return {"service": "not read: the service's counters run since it started, so only today's partition has them"}
+    deployment = current_deployment() if environment == "local" else None
+    if deployment is None:
+        return {"service": f"not read: no {environment} server deployed from this machine (`mlops deploy local`)"}
+    try:
+        figures = read_service_metrics(deployment.url)
+    except httpx.HTTPError as error:
+        return {"service": f"not read: {deployment.url}/metrics failed ({type(error).__name__}: {error})"}
+    metadata: dict[str, object] = {
+        "service": figures.describe(),
+        "service_requests": figures.requests,
+        "service_client_errors": figures.client_errors,
+        "service_server_errors": figures.server_errors,
+    }
+    if figures.latency_p50_s is not None:
+        metadata["service_latency_p50_s"] = figures.latency_p50_s
+        metadata["service_latency_p95_s"] = figures.latency_p95_s
+    return metadata
+
+
+def _severe_drift_alert(environment: str, assessment: DayAssessment, report: str) -> alerts.Alert:
+    version = assessment.version
+    severe = [v.describe() for v in assessment.verdicts if v.verdict == SEVERE_DRIFT]
+    return alerts.Alert(
+        kind=alerts.SEVERE_DRIFT,
+        title=f"Severe drift on {assessment.day} for version {version.number} ({version.model_tag}): "
+        + "; ".join(severe),
+        environment=environment,
+        details={
+            "day": assessment.day.isoformat(),
+            "model_version": version.number,
+            "model_tag": version.model_tag,
+            "num_predictions": assessment.num_predictions,
+            "signals": [v.to_dict() for v in assessment.verdicts if v.verdict == SEVERE_DRIFT],
+            "report": report,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=MONITORING_PARTITIONS,
+    group_name="monitoring",
+    kinds={"evidently"},
+    deps=[monitoring_baseline],
+    check_specs=[
+        dg.AssetCheckSpec(
+            NO_DRIFT_CHECK,
+            asset=MONITORING_ASSET,
+            description="Warns when any signal drifted, or when the day could not be compared with a baseline.",
+        ),
+        dg.AssetCheckSpec(
+            NO_SEVERE_DRIFT_CHECK,
+            asset=MONITORING_ASSET,
+            description="Fails when any signal drifted severely (the drift sensor then requests retraining).",
+        ),
+    ],
+)
+def prediction_monitoring(
+    context: dg.AssetExecutionContext,
+    config: MonitoringConfig,
+    registry: ModelRegistryResource,
+    artifacts: ArtifactStore,
+    prediction_logs: PredictionLogs,
+) -> dg.MaterializeResult:
+    """One day's logged predictions of the production version graded against its baseline, signal by signal."""
+    from mlops_assets import settings
+
+    environment = registry.environment
+    monitoring = settings.environment_settings(environment).monitoring
+    day = dt.date.fromisoformat(context.partition_key)
+    version, no_version_reason = _monitored_version(registry, config.version)
+    log = read_day(prediction_logs.store(), day)
+    baseline = _baseline(artifacts, version)
+    assessment = assess_day(log, version, baseline, monitoring, no_version_reason)
+    metadata: dict[str, object] = {
+        "environment": environment,
+        "day": day.isoformat(),
+        "overall": assessment.overall,
+        "model_version": version.number if version else 0,
+        "model_tag": version.model_tag if version else "",
+        "num_predictions": assessment.num_predictions,
+        "other_versions": dg.MetadataValue.json(assessment.other_versions),
+        "log_files": len(log.files),
+        "log_source": prediction_logs.where(),
+        "log_problems": "; ".join(assessment.log_problems) or "none",
+        "verdicts": _verdict_table(assessment),
+        "signals": dg.MetadataValue.json([v.to_dict() for v in assessment.verdicts]),
+        "severe_signals": ", ".join(v.signal for v in assessment.verdicts if v.verdict == SEVERE_DRIFT) or "none",
+        **_service_figures(environment, day),
+    }
+    report = ""
+    if assessment.drift is not None:
+        key = f"{environment}-{day.isoformat()}-{context.run_id[:8]}"
+        with artifacts.publishing(REPORT_KIND, key) as destination, atomic_directory(destination) as staging:
+            assessment.drift.save_html(staging / REPORT_FILE)
+        report = f"{artifacts.uri(REPORT_KIND, key)}/{REPORT_FILE}"
+        metadata["report"] = dg.MetadataValue.url(report) if "://" in report else dg.MetadataValue.path(report)
+        metadata["drift_plots"] = png_markdown(
+            drift_png(log.for_model(version.model_tag), baseline.inputs(), baseline.predictions()),
+            "baseline and today",
+        )
+        metadata["low_confidence_share"] = assessment.drift.current_share_low
+        metadata["baseline_low_confidence_share"] = assessment.drift.reference_share_low
+    if assessment.overall == SEVERE_DRIFT:
+        delivery = alerting.send(_severe_drift_alert(environment, assessment, report))
+        metadata["alert"] = delivery.error or (
+            f"sent to {delivery.log_path}" + (f" and {delivery.webhook}" if delivery.webhook else "")
+        )
+        if delivery.error:
+            # The report and verdicts still count; the failed delivery is in the alert log and here.
+            context.log.error(f"Severe-drift alert not delivered: {delivery.error}")
+    context.log.info(json.dumps({"day": day.isoformat(), "overall": assessment.overall}))
+    return dg.MaterializeResult(metadata=metadata, check_results=_check_results(assessment))

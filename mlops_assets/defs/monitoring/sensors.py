@@ -1,0 +1,88 @@
+"""Retrain on severe drift; alert on failed runs and on candidates that lost the gate."""
+
+import dagster as dg
+
+from mlops_assets import settings
+from mlops_assets.defs.jobs import training_pipeline_job
+from mlops_assets.defs.monitoring import alerting
+from mlops_assets.defs.monitoring.assets import MONITORING_ASSET
+from mlops_assets.defs.promotion.checks import PROMOTION_GATE_CHECK
+from mlops_assets.lib.monitoring.alerts import GATE_LOST, RUN_FAILED, Alert
+from mlops_assets.lib.monitoring.verdicts import SEVERE_DRIFT
+
+DRIFT_REASON = "severe drift"
+
+
+def _metadata_value(entry: dg.EventLogEntry, key: str) -> object:
+    value = entry.asset_materialization.metadata.get(key) if entry.asset_materialization else None
+    return getattr(value, "value", value)
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey(MONITORING_ASSET),
+    job=training_pipeline_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    """Request a retraining run when a monitored day shows severe drift (once per day and model version)."""
+    overall = _metadata_value(asset_event, "overall")
+    day, version = _metadata_value(asset_event, "day"), _metadata_value(asset_event, "model_version")
+    if overall != SEVERE_DRIFT:
+        return dg.SkipReason(f"prediction_monitoring for {day}: {overall}; nothing to retrain for.")
+    environment = str(_metadata_value(asset_event, "environment") or settings.environment_name())
+    if not settings.environment_settings(environment).monitoring.retrain_on_severe_drift:
+        return dg.SkipReason(
+            f"Severe drift on {day} (version {version}), but monitoring.retrain_on_severe_drift is off "
+            f"in {environment}."
+        )
+    signals = str(_metadata_value(asset_event, "severe_signals"))
+    context.log.info(f"Severe drift on {day} for version {version} ({signals}): requesting a retraining run.")
+    return dg.RunRequest(
+        # One retraining per day and version, however often the day is monitored again.
+        run_key=f"severe-drift-{day}-v{version}",
+        tags={
+            "mlops/reason": DRIFT_REASON,
+            "mlops/monitored_day": str(day),
+            "mlops/monitored_version": str(version),
+            "mlops/severe_signals": signals[:200],
+        },
+    )
+
+
+def _failed_gate(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The failed promotion gate's description when that is why the run failed, else None."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.check_name == PROMOTION_GATE_CHECK and not evaluation.passed:
+            return evaluation.description or "the candidate did not beat production"
+    return None
+
+
+def failure_alert(context: dg.RunFailureSensorContext, environment: str) -> Alert:
+    """The alert for a failed run: a candidate that lost the gate, or the run's failure."""
+    run = context.dagster_run
+    details = {"run_id": run.run_id, "job": run.job_name, "tags": dict(run.tags)}
+    gate = _failed_gate(context.instance, run.run_id)
+    if gate is not None:
+        return Alert(
+            GATE_LOST,
+            f"Candidate lost the promotion gate in run {run.run_id[:8]}: {gate}",
+            environment,
+            {**details, "gate": gate},
+        )
+    message = context.failure_event.message or "see the run in the Dagster UI"
+    return Alert(
+        RUN_FAILED,
+        f"Run {run.run_id[:8]} of {run.job_name} failed: {message}",
+        environment,
+        {**details, "failure": message},
+    )
+
+
+@dg.run_failure_sensor(name="run_failure_alert_sensor", default_status=dg.DefaultSensorStatus.RUNNING)
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+    """Alert on every failed run of this code location; a run whose candidate lost the gate says so."""
+    delivery = alerting.send(failure_alert(context, settings.environment_name()))
+    # Raised, so the tick fails visibly and is retried; the alert log has the alert either way.
+    delivery.raise_for_failure()

@@ -1,0 +1,1 @@
+"""Monitoring: prediction logs against model baselines (drift verdicts), and alerts."""

@@ -1,0 +1,75 @@
+"""Shared pieces of the monitoring tests: prediction-log records as the service writes them, and a webhook receiver."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.lib.serving.prediction_log import prediction_record
+
+
+def records_like(
+    inputs: pd.DataFrame, predictions: pd.DataFrame, count: int, model_tag: str, seed: int = 0
+) -> list[dict]:
+    """`count` records drawn from a baseline's own rows (in distribution), built by the service's record function."""
+    rng = np.random.default_rng(seed)
+    rows = inputs.iloc[rng.integers(0, len(inputs), count)].to_dict("records")
+    answers = predictions.iloc[rng.integers(0, len(predictions), count)].to_dict("records")
+    return [
+        prediction_record(model_tag, str(answer["label"]), float(answer["confidence"]), row, "/predict")
+        for row, answer in zip(rows, answers, strict=True)
+    ]
+
+
+def write_log(folder: Path, day: dt.date, records: list[dict], pid: int = 4242, tail: str = "") -> Path:
+    """A log file named as the service names it (`<day>.<pid>.jsonl`), one JSON object per line, then `tail`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{day.isoformat()}.{pid}.jsonl"
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    path.write_text(text + tail, encoding="utf-8")
+    return path
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server on loopback that keeps every JSON body posted to it and answers `status`."""
+
+    url: str
+    received: list[dict] = field(default_factory=list)
+    status: int = 200
+
+
+@contextmanager
+def webhook_receiver(status: int = 200) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            receiver.received.append(json.loads(body))
+            self.send_response(receiver.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    receiver.status = status
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

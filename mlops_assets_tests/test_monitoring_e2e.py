@@ -1,0 +1,138 @@
+"""Acceptance: a served model, in-distribution traffic (no drift), then inverted images (severe drift): the check
+fails, an alert reaches a webhook, and the drift sensor requests a retraining run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+from PIL import Image, ImageOps
+
+from mlops_assets.lib.data.manifest import scan_dataset
+from mlops_assets.lib.monitoring.alerts import read_alerts
+from mlops_assets_tests.conftest import free_port
+from mlops_assets_tests.monitoring_fixtures import webhook_receiver
+
+pytestmark = pytest.mark.e2e
+MLOPS = str(Path(sys.executable).parent / "mlops")
+# Requests of this many images; the service logs a sampled request's every image (sample rate 0.1 in local.yaml), so
+# 400 requests log ~640 images, far above monitoring.min_predictions (200) whatever the draw.
+IMAGES_PER_REQUEST = 16
+REQUESTS = 400
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "MLOPS_HOME": str(home), **extra}
+    for key in ("MLOPS_DATASET", "MLOPS_REGISTRY_URL", "DAGSTER_HOME", "BENTOML_HOME", "MLOPS_ENV", "MLOPS_API_KEY"):
+        env.pop(key, None)
+    return env
+
+
+def _mlops(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MLOPS, *args], env=_env(home, **extra), capture_output=True, text=True, timeout=900)
+
+
+def _held_out_pngs(dataset: Path) -> list[bytes]:
+    """The validation and test images, which the model never trained on (as the baseline's answers)."""
+    manifest = scan_dataset(dataset)
+    return [manifest.absolute_path(e).read_bytes() for e in manifest.entries if e.split in ("val", "test")]
+
+
+def _inverted(png: bytes) -> bytes:
+    buffer = io.BytesIO()
+    ImageOps.invert(Image.open(io.BytesIO(png)).convert("L")).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _send(url: str, images: list[bytes], seed: int) -> None:
+    chooser = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(REQUESTS):
+            batch = [("images", (f"{i}.png", chooser.choice(images), "image/png")) for i in range(IMAGES_PER_REQUEST)]
+            response = client.post("/predict", files=batch)
+            assert response.status_code == 200, response.text
+
+
+def _logged(home: Path) -> int:
+    """Records in the prediction log once the writer has flushed everything (no growth for 2 s)."""
+    previous, stable_since = -1, time.monotonic()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        count = sum(path.read_text().count("\n") for path in (home / "predictions").glob("*.jsonl"))
+        if count != previous:
+            previous, stable_since = count, time.monotonic()
+        elif time.monotonic() - stable_since >= 2:
+            return count
+        time.sleep(0.25)
+    raise AssertionError("the prediction log kept growing for a minute after the traffic stopped")
+
+
+def test_drift_is_detected_alerted_and_answered_with_a_retraining_request(tmp_path: Path, digits_subset: Path) -> None:
+    home = tmp_path / "home"
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {trained_model: {config: {epochs: 3}}}\n")
+    built = _mlops(home, "run", "--dataset", str(digits_subset), "--config", str(config))
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert "promotion:     version 1 is in production in local" in built.stdout
+    assert len(list((home / "artifacts" / "monitoring_baseline").glob("*/baseline.json"))) == 1
+
+    port = free_port()
+    deployed = _mlops(home, "deploy", "local", "--port", str(port))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    url = f"http://127.0.0.1:{port}"
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    try:
+        held_out = _held_out_pngs(digits_subset)
+        with webhook_receiver() as receiver:
+            _send(url, held_out, seed=1)
+            logged_in_distribution = _logged(home)
+            assert logged_in_distribution >= 200
+            calm = _mlops(home, "monitor", MLOPS_ALERT_WEBHOOK_URL=receiver.url)
+            assert calm.returncode == 0, calm.stdout[-3000:] + calm.stderr[-3000:]
+            assert f"in local on {today}: {logged_in_distribution} logged prediction(s)" in calm.stdout
+            assert "  overall:       no drift" in calm.stdout
+            assert calm.stdout.count(": no drift (") == 9, calm.stdout
+            assert "  checks:        no_drift passed, no_severe_drift passed" in calm.stdout
+            # The service's own counters: every request, not only the sampled ones.
+            assert f"  service:       {REQUESTS} prediction request(s) since the server started: 0 client error(s)" in (
+                calm.stdout
+            )
+            assert receiver.received == []
+
+            _send(url, [_inverted(png) for png in held_out], seed=2)
+            logged = _logged(home)
+            drifted = _mlops(home, "monitor", MLOPS_ALERT_WEBHOOK_URL=receiver.url)
+            assert drifted.returncode == 1, drifted.stdout[-3000:] + drifted.stderr[-3000:]
+            assert f"{logged} logged prediction(s)" in drifted.stdout
+            assert "  overall:       severe drift" in drifted.stdout
+            assert "    input.brightness: severe drift (Wasserstein distance (normed) " in drifted.stdout
+            assert "  checks:        no_drift failed (warning), no_severe_drift failed (error)" in drifted.stdout
+            assert f"  service:       {2 * REQUESTS} prediction request(s) since the server started" in drifted.stdout
+            [alert] = receiver.received
+        assert alert["kind"] == "severe drift"
+        assert alert["title"].startswith(f"Severe drift on {today} for version 1 (")
+        assert [a["title"] for a in read_alerts(home / "alerts" / "alerts.jsonl")] == [alert["title"]]
+        report = Path(alert["details"]["report"])
+        assert report.is_file() and f"report:        {report}" in drifted.stdout
+    finally:
+        stopped = _mlops(home, "undeploy", "local")
+        assert stopped.returncode == 0, stopped.stderr
+
+    # The drift sensor, evaluated against the home's instance: one retraining request for the day and version.
+    from mlops_assets.defs.monitoring.sensors import drift_sensor
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        tick = drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    [request] = tick.run_requests
+    assert request.run_key == f"severe-drift-{today}-v1"
+    assert request.tags["mlops/reason"] == "severe drift"
+    assert "input.brightness" in request.tags["mlops/severe_signals"]
