@@ -24,6 +24,10 @@ class DatasetStore(dg.ConfigurableResource):
     """Content-addressed dataset files and manifests (see lib/data/content_store.py)."""
 
     @abstractmethod
+    def _store(self) -> LocalContentStore | GcsContentStore:
+        """The content store this resource configures."""
+
+    @abstractmethod
     def uri(self) -> str:
         """Where the store lives (a folder or a gs:// URL), for metadata and messages."""
 
@@ -32,22 +36,22 @@ class DatasetStore(dg.ConfigurableResource):
         """Keep the files of `manifest` the store lacks (read below `files_root`), then the manifest. Raises
         DatasetError when a file changed since the manifest was taken."""
 
-    @abstractmethod
     def has_manifest(self, data_version: str) -> bool:
         """Whether the store kept `data_version`."""
+        return self._store().has_manifest(data_version)
 
-    @abstractmethod
     def manifest(self, data_version: str) -> DatasetManifest:
         """The kept manifest of `data_version`; raises StoreError when the store does not hold it."""
+        return self._store().manifest(data_version)
 
-    @abstractmethod
     def missing(self, manifest: DatasetManifest) -> list[ManifestEntry]:
         """Entries whose file the store lacks (no content is read)."""
+        return self._store().missing(manifest)
 
-    @abstractmethod
     def local_root(self, manifest: DatasetManifest, verify: bool = False) -> Path:
         """`manifest`'s files as a local folder (hard links to local blobs); with `verify`, each file's content is
         checked against its hash. Raises StoreError naming missing or corrupt files."""
+        return self._store().local_root(manifest, verify)
 
     @abstractmethod
     def collect(self, keep_versions: set[str]) -> Collected:
@@ -84,18 +88,6 @@ class LocalDatasetStore(DatasetStore):
         with settings.home_lock("dataset-store"):
             return self._store().keep(manifest, files_root)
 
-    def has_manifest(self, data_version: str) -> bool:
-        return self._store().has_manifest(data_version)
-
-    def manifest(self, data_version: str) -> DatasetManifest:
-        return self._store().manifest(data_version)
-
-    def missing(self, manifest: DatasetManifest) -> list[ManifestEntry]:
-        return self._store().missing(manifest)
-
-    def local_root(self, manifest: DatasetManifest, verify: bool = False) -> Path:
-        return self._store().local_root(manifest, verify)
-
     def collect(self, keep_versions: set[str]) -> Collected:
         with settings.home_lock("dataset-store"):
             return self._store().collect(keep_versions)
@@ -125,18 +117,6 @@ class GcsDatasetStore(DatasetStore):
 
     def keep(self, manifest: DatasetManifest, files_root: Path) -> KeptVersion:
         return self._store().keep(manifest, files_root)
-
-    def has_manifest(self, data_version: str) -> bool:
-        return self._store().has_manifest(data_version)
-
-    def manifest(self, data_version: str) -> DatasetManifest:
-        return self._store().manifest(data_version)
-
-    def missing(self, manifest: DatasetManifest) -> list[ManifestEntry]:
-        return self._store().missing(manifest)
-
-    def local_root(self, manifest: DatasetManifest, verify: bool = False) -> Path:
-        return self._store().local_root(manifest, verify)
 
     def collect(self, keep_versions: set[str]) -> Collected:
         return self._store().collect(keep_versions)
