@@ -14,9 +14,10 @@ $(INSTALLED): pyproject.toml setup.py
 demo: $(INSTALLED)  ## run the pipeline on the sample data, serve the bento locally, send sample requests
 	$(BIN)/mlops demo
 
-test: $(INSTALLED)  ## lint and run the whole test suite (installs PostgreSQL's server binaries if missing)
+test: $(INSTALLED)  ## lint and run the whole test suite (installs PostgreSQL's server binaries and Chromium if missing)
 	$(BIN)/ruff check .
 	sh scripts/ensure_postgres.sh
+	sh scripts/ensure_browser.sh
 	$(BIN)/pytest
 
 dev: $(INSTALLED)  ## open the Dagster UI on this project's instance

@@ -8,7 +8,9 @@ import gc
 import json
 import logging
 import os
+import random
 import typing
+import uuid
 from pathlib import Path
 
 import bentoml
@@ -25,8 +27,11 @@ with bentoml.importing():
     from mlops_assets.lib.data.image_policy import ImagePolicy, OpenedInput
     from mlops_assets.lib.data.image_stats import image_statistics
     from mlops_assets.lib.data.preprocessing import ImageSpec
-    from mlops_assets.lib.errors import InvalidImageError
+    from mlops_assets.lib.errors import InvalidImageError, MLOpsError
     from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
+    from mlops_assets.lib.monitoring.capture import FEEDBACK_EXAMPLE, Capture
+    from mlops_assets.lib.monitoring.embeddings import compact_embedding
+    from mlops_assets.lib.monitoring.settings import alert_label_problem
     from mlops_assets.lib.serving.connection_rebalancer import ConnectionRebalancer
     from mlops_assets.lib.serving.direct_dispatch import DirectDispatch
     from mlops_assets.lib.serving.disabled_tracing import skip_disabled_tracing
@@ -65,7 +70,10 @@ ROUTE_EXAMPLES = {
     "/predict": "curl -F images=@digit.png .../predict",
     "/predict_image": "curl -H 'Content-Type: image/png' --data-binary @digit.png .../predict_image",
     "/predict_base64": '{"images": ["<base64 PNG>"]}',
+    "/feedback": FEEDBACK_EXAMPLE,
 }
+# A feedback body holds at most MAX_FEEDBACK_ITEMS short items.
+MAX_FEEDBACK_BYTES = 1024 * 1024
 # Defaults for the server processes' environment; a variable already set where the server starts wins.
 SERVER_ENVIRONMENT = [
     # Tracing off unless the operator turns it on (OTEL_SDK_DISABLED=false, plus BentoML's `tracing` exporter
@@ -90,6 +98,7 @@ class Prediction(BaseModel):
 class PredictionResponse(BaseModel):
     model_version: str = Field(description="The model tag that answered.")
     predictions: list[Prediction]
+    request_id: str = Field("", description="This answer's id: name it (and the image's index) in /feedback.")
 
 
 @functools.cache
@@ -116,6 +125,8 @@ def _guarded_routes() -> dict[str, GuardedRoute]:
         "/predict_base64": GuardedRoute(
             ("application/json",), -(-max_bytes // 3) * 4 + ENVELOPE_BYTES, ROUTE_EXAMPLES["/predict_base64"]
         ),
+        # Ground-truth labels: behind the same key and body checks as the predictions.
+        "/feedback": GuardedRoute(("application/json",), MAX_FEEDBACK_BYTES, ROUTE_EXAMPLES["/feedback"]),
     }
 
 
@@ -229,6 +240,10 @@ class ImageClassifier:
         # What the model was trained under decides which uploads are images and how they become its input.
         self.policy = package_policy(document)
         self.labels = tuple(document["labels"])
+        # An alert label the model does not have could never fire: refuse to start rather than watch for nothing.
+        problem = alert_label_problem(ARGUMENTS.capture.alert_labels, self.labels)
+        if problem:
+            raise MLOpsError(f"The service cannot start: {problem}, and build the bento again.")
         self.version = str(self.model_ref.tag)
         self.model = load_package(Path(self.model_ref.path), device="auto")
         self.device = self.model.plugin.device
@@ -236,6 +251,14 @@ class ImageClassifier:
         # A folder, or GCS where the server was started with MLOPS_PREDICTIONS_URL=gs://... (staging, production).
         store = store_from_environment(home)
         self.prediction_log = PredictionLog(store, ARGUMENTS.prediction_log_sample_rate)
+        # Feedback, hard cases and inputs of alert labels, beside the log in the same store.
+        self.capture = Capture(store, ARGUMENTS.capture)
+        # The model's embedding rides along with the probabilities (extra columns of the batch's output), compacted to
+        # a bounded size, when the plug-in has one and the configuration logs it (embedding drift in monitoring).
+        embeddings = ARGUMENTS.capture.embeddings
+        self.embedding_rate = embeddings.sample_rate if self.model.plugin.has_embedding else 0.0
+        self.embedding_dims = embeddings.max_dims
+        self.embedding_random = random.Random()
         # Series whose labels are fixed for the process's life are bound once here, not looked up per request.
         self.confidence = bentoml.metrics.Histogram(
             name="prediction_confidence",
@@ -296,7 +319,10 @@ class ImageClassifier:
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for uint8 images [N, C, H, W]; runs on the batcher's thread."""
         with inference_context(self.device):
-            return self.model.predict_uint8(pixels)
+            if not self.embedding_rate:
+                return self.model.predict_uint8(pixels)
+            probabilities, embeddings = self.model.predict_uint8_with_embedding(pixels)
+            return np.concatenate([probabilities, compact_embedding(embeddings, self.embedding_dims)], axis=1)
 
     def _record_batch(self, size: int, waited_s: float) -> None:
         self.batch_size.observe(size)
@@ -306,6 +332,7 @@ class ImageClassifier:
     def close(self) -> None:
         self.batcher.close()
         self.prediction_log.close()
+        self.capture.close()
 
     def _open(self, endpoint: str, index: int, data: bytes) -> OpenedInput:
         """Image `index` of the request read up to its header and checked under the model's image policy (training's
@@ -384,11 +411,12 @@ class ImageClassifier:
             return _refusal(str(error), status=error.status)
         pixels = np.stack([image for image, _ in decoded])
         try:
-            probabilities = await self.batcher.predict(pixels, source=client)
+            outputs = await self.batcher.predict(pixels, source=client)
         except Overloaded as error:
             # BentoML hides the message of every 5xx it raises; an overloaded service should say so and when to retry.
             _log_event("overloaded", endpoint=endpoint, reason=str(error))
             return _refusal(str(error), status=503, headers={"Retry-After": "1", **self._connection_headers()})
+        probabilities, embeddings = outputs[:, : len(self.labels)], outputs[:, len(self.labels) :]
         best = probabilities.argmax(axis=1)
         confidences = probabilities[np.arange(len(best)), best].tolist()
         # Built without re-validation: every value comes from the model's own array, and for small images per-image
@@ -400,16 +428,31 @@ class ImageClassifier:
             for index, confidence, row in zip(best.tolist(), confidences, probabilities.tolist(), strict=True)
         ]
         self._record_metrics(best, confidences)
+        request_id = uuid.uuid4().hex
         if sampled:
+            # Decided per request, like the sampling itself.
+            embedded = self.embedding_rate > 0 and self.embedding_random.random() < self.embedding_rate
             self.prediction_log.submit(
                 [
-                    prediction_record(self.version, p.label, p.confidence, statistics, endpoint)
-                    for p, (_, statistics) in zip(predictions, decoded, strict=True)
+                    prediction_record(
+                        self.version,
+                        p.label,
+                        p.confidence,
+                        statistics,
+                        endpoint,
+                        request_id,
+                        index,
+                        embeddings[index].tolist() if embedded else None,
+                    )
+                    for index, (p, (_, statistics)) in enumerate(zip(predictions, decoded, strict=True))
                 ]
             )
+        self.capture.keep(self.version, endpoint, request_id, uploads, [p.label for p in predictions], confidences)
         # Serialized here and handed to BentoML as a finished response: its own output path re-validates the whole
         # model (every probability of every image) before serializing it.
-        body = PredictionResponse.model_construct(model_version=self.version, predictions=predictions).model_dump_json()
+        body = PredictionResponse.model_construct(
+            model_version=self.version, predictions=predictions, request_id=request_id
+        ).model_dump_json()
         return Response(body, media_type="application/json", headers=self._connection_headers())
 
     def _connection_headers(self) -> dict[str, str]:
@@ -435,6 +478,8 @@ class ImageClassifier:
         again; they serve what this returns None for.
         """
         endpoint, client = scope["path"], scope.get("client")
+        if endpoint == "/feedback":
+            return self._feedback(guarded.body)
         if guarded.files is not None:
             return await self._classify(endpoint, guarded.files, client)
         images = _base64_request(guarded.body)
@@ -442,6 +487,14 @@ class ImageClassifier:
             return None
         files = _base64_files(images)
         return files if isinstance(files, Response) else await self._classify(endpoint, files, client)
+
+    def _feedback(self, body: bytes) -> Response:
+        """Queue ground-truth labels for answered requests; 400 naming the first problem."""
+        try:
+            accepted = self.capture.accept_feedback(body, self.labels, "/feedback")
+        except ValueError as error:
+            return _refusal(str(error))
+        return JSONResponse({"accepted": accepted})
 
     @bentoml.api(route="/predict")
     async def predict(self, images: list[InMemoryFile]) -> PredictionResponse:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from mlops_assets import settings
 from mlops_assets.cli_datasets import add_datasets_parser
+from mlops_assets.cli_deploy import add_deploy_parsers
+from mlops_assets.cli_feedback import add_feedback_parser
+from mlops_assets.cli_hardcases import add_hardcases_parser
 from mlops_assets.cli_models import add_models_parser, deployable_bento
 from mlops_assets.cli_monitoring import add_monitor_parser
 from mlops_assets.cli_predict import Predictions, predict_files, report, service_url
@@ -103,6 +106,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
+    from mlops_assets.defs.metadata import resolve_home_path
     from mlops_assets.resources.local_deployer import deploy_local
     from mlops_assets.runner import format_summary, run_pipeline
 
@@ -112,7 +116,7 @@ def command_demo(args: argparse.Namespace) -> int:
     if not summary.success:
         return 1
     deployment = deploy_local(summary.value("bento", "bento_tag"), port=args.port)
-    root = Path(summary.value("raw_images", "dataset_root"))  # the folder the run read
+    root = resolve_home_path(summary.value("raw_images", "dataset_root"))  # the folder the run read
     files = _sample_files(root, args.samples)
     print(f"\nLocal server {deployment.url} answering {len(files)} requests for held-out test images:")
     outcome = predict_files(deployment.url, files, _service_api_key())
@@ -132,6 +136,9 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_dev(args: argparse.Namespace) -> int:
+    # dagster is pinned exactly; these are the setting and the function behind the UI's Auto-materialize toggle.
+    from dagster._daemon.asset_daemon import _PRE_SENSOR_ASSET_DAEMON_PAUSED_KEY, set_auto_materialize_paused
+
     from mlops_assets.housekeeping import tidy
 
     env = settings.export_environment()
@@ -139,10 +146,18 @@ def command_dev(args: argparse.Namespace) -> int:
     with settings.open_instance() as instance:
         for note in tidy(instance).notes():
             print(f"housekeeping: {note}")
-    dagster = Path(sys.executable).parent / "dagster"
-    command = [str(dagster), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
+        # The UI's "Auto-materialize" switch (its header and /health): automation conditions run through
+        # `automation_sensor`, on by default, so a fresh instance (which reads "off") is switched on, as the toggle
+        # does; a person's later choice stands.
+        stored = instance.daemon_cursor_storage.get_cursor_values({_PRE_SENSOR_ASSET_DAEMON_PAUSED_KEY})
+        if _PRE_SENSOR_ASSET_DAEMON_PAUSED_KEY not in stored:
+            set_auto_materialize_paused(instance, False)
+    # Dagster's current command line, as a user types it in the project: `dg dev` loads the code location that
+    # [tool.dg] in pyproject.toml names (the one workspace.yaml names for runs started by `mlops`).
+    dg_command = Path(sys.executable).parent / "dg"
+    command = [str(dg_command), "dev", "--port", str(args.port)]
     # A child, not exec'd: SIGTERM (and SIGHUP) then stop it and everything it starts as Ctrl-C does, even where
-    # `dagster dev` alone would ignore them (started with SIGINT ignored, it ignores SIGTERM too).
+    # `dg dev` alone would ignore them (started with SIGINT ignored, it ignores SIGTERM too).
     return run_in_foreground(command, {**os.environ, **env}, settings.PROJECT_ROOT)
 
 
@@ -172,15 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--config", help="YAML run config, as for `run`")
     rebuild.set_defaults(handler=command_rebuild)
 
-    deploy = commands.add_parser("deploy", help="serve a bento")
-    deploy.add_argument("environment", choices=["local"])
-    deploy.add_argument("--bento", help="bento tag (default: the production version's); disabled versions are refused")
-    deploy.add_argument("--port", type=int, help="port (default from deployments/local.yaml)")
-    deploy.set_defaults(handler=command_deploy)
-
-    undeploy = commands.add_parser("undeploy", help="stop a deployment")
-    undeploy.add_argument("environment", choices=["local"])
-    undeploy.set_defaults(handler=command_undeploy)
+    add_deploy_parsers(commands, command_deploy, command_undeploy)
 
     predict = commands.add_parser("predict", help="send image files to the running service")
     predict.add_argument("files", nargs="+")
@@ -196,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(commands)
     add_datasets_parser(commands)
     add_monitor_parser(commands)
+    add_feedback_parser(commands)
+    add_hardcases_parser(commands)
 
     dev = commands.add_parser("dev", help="open the Dagster UI on this project's instance")
     dev.add_argument("--port", type=int, default=3000)

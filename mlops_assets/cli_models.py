@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 
 from mlops_assets import settings
+from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.provenance import describe_commit, dirty_label
 from mlops_assets.lib.registry.registry import ModelRegistry, VersionView
 from mlops_assets.lib.registry.schema import DISABLED, PRODUCTION
@@ -257,7 +258,7 @@ def deployable_bento(bento_tag: str | None) -> str:
         if bento_tag is None:
             production = models.production()
             if production is None:
-                raise SystemExit("No version is in production; `mlops run` or `mlops models promote N` first.")
+                raise MLOpsError("No version is in production; `mlops run` or `mlops models promote N` first.")
             return fetch_bento(production.bento_tag)
         view = models.find_by_model_tag(bento_model_tag(fetch_bento(bento_tag)))
     if view is not None and view.status == DISABLED:

@@ -65,6 +65,8 @@ def format_monitoring(summary) -> str:
         if found["other_versions"]:
             others_seen = ", ".join(f"{tag} ({count})" for tag, count in found["other_versions"].items())
             lines.append(f"  not compared:  records of other model versions: {others_seen}")
+        if "live_accuracy_verdict" in found:
+            lines.append(f"  accuracy:      {found['live_accuracy_verdict']}")
         if found["log_problems"] != "none":
             lines.append(f"  left out:      {found['log_problems']}")
         verdicts = [SignalVerdict.from_dict(values) for values in found["signals"]]
@@ -74,6 +76,8 @@ def format_monitoring(summary) -> str:
         else:
             # Nothing was compared: one reason for every signal.
             lines.append(f"  overall:       {found['overall']}: {verdicts[0].detail}")
+        if "deployment_comparison" in found:
+            lines.append(f"  vs previous:   {found['deployment_comparison']}")
         lines.append(f"  checks:        {checks}")
         for key, label in (("service", "service"), ("report", "report"), ("alert", "alert")):
             if key in found:
@@ -90,6 +94,12 @@ def command_monitor(args: argparse.Namespace) -> int:
     day = _day(args.date)
     settings.environment_settings()  # the environment file, `monitoring:` included, before a run exists
     settings.export_environment()
+    if args.version is not None:
+        from mlops_assets.registry_home import open_registry
+
+        # An unknown version is the caller's mistake, not a day without a model: one line, exit 1, no run.
+        with open_registry() as models:
+            models.version(args.version)  # RegistryError: "There is no version N of ...; see `mlops models list`."
     from mlops_assets.defs.monitoring.jobs import MONITORING_JOB_NAME
     from mlops_assets.runner import _execute, _open_instance
 

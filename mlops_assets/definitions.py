@@ -4,7 +4,10 @@ from dataclasses import asdict
 
 import dagster as dg
 
+from mlops_assets.defs.automation import automation_sensor
 from mlops_assets.defs.console_logger import console_logger
+from mlops_assets.defs.deployment.assets import deployment_assets
+from mlops_assets.defs.deployment.checks import DEPLOYMENT_CHECKS
 from mlops_assets.defs.evaluation.assets import model_evaluation
 from mlops_assets.defs.ingest.assets import build_raw_images, raw_images, raw_images_config_for
 from mlops_assets.defs.ingest.sensors import raw_data_sensor
@@ -12,11 +15,12 @@ from mlops_assets.defs.jobs import training_pipeline_job
 from mlops_assets.defs.monitoring.assets import monitoring_baseline, prediction_monitoring
 from mlops_assets.defs.monitoring.jobs import prediction_monitoring_job
 from mlops_assets.defs.monitoring.schedules import monitoring_schedules
-from mlops_assets.defs.monitoring.sensors import drift_sensor, run_failure_alert_sensor
+from mlops_assets.defs.monitoring.sensors import alert_label_sensor, drift_sensor, run_failure_alert_sensor
 from mlops_assets.defs.packaging.assets import BentoConfig, bento
 from mlops_assets.defs.promotion.assets import model_promotion
 from mlops_assets.defs.promotion.checks import promotion_gate
-from mlops_assets.defs.promotion.jobs import REGISTRY_JOBS
+from mlops_assets.defs.promotion.jobs import registry_jobs
+from mlops_assets.defs.promotion.presets import read_presets
 from mlops_assets.defs.training.assets import TrainingConfig, build_trained_model, trained_model, training_config_for
 from mlops_assets.defs.user_errors import with_user_error_messages
 from mlops_assets.defs.validation.assets import ValidatedImagesConfig, validated_images
@@ -79,11 +83,16 @@ def build_definitions(environment: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         # Each asset's user error is one ERROR line in the run's log, however the run was launched.
         assets=with_user_error_messages(
-            [*versioned_assets(), *with_derived_code_versions([prediction_monitoring], config_defaults())]
+            [
+                *versioned_assets(),
+                *with_derived_code_versions([prediction_monitoring], config_defaults()),
+                *with_derived_code_versions(deployment_assets(environment), config_defaults()),
+            ]
         ),
-        asset_checks=[validated_images_quality, promotion_gate],
-        jobs=[training_pipeline_job, *REGISTRY_JOBS, prediction_monitoring_job],
-        sensors=[raw_data_sensor, drift_sensor, run_failure_alert_sensor],
+        asset_checks=[validated_images_quality, promotion_gate, *DEPLOYMENT_CHECKS],
+        # The registry jobs open in the launchpad with the versions they most likely act on, read now.
+        jobs=[training_pipeline_job, *registry_jobs(read_presets()), prediction_monitoring_job],
+        sensors=[automation_sensor, raw_data_sensor, drift_sensor, run_failure_alert_sensor, alert_label_sensor],
         schedules=monitoring_schedules(environment),
         resources=resources_for(environment),
         # Every job runs its steps in the run's own process: one torch import per run, not one per step.

@@ -23,6 +23,9 @@ from mlops_assets.lib.serving.serving_arguments import validate_service_argument
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
 BENTOFILE_LABEL = "bento/bentofile.yaml"
+# The bentofile of each image target: `local` (CPU torch) for bentos served on this machine, `cloud_run` (CUDA torch
+# for the L4 GPU) when a stage of the environment deploys to Cloud Run. Paths are relative to the project root.
+BENTOFILES = {"local": BENTOFILE_LABEL, "cloud_run": "bento/bentofile.cloud_run.yaml"}
 
 
 @dataclass(frozen=True)
@@ -150,10 +153,27 @@ def store_model(package_dir: Path, name: str, version: str, labels: dict[str, st
     return str(model.tag)
 
 
-def serving_arguments() -> dict[str, Any]:
+def bento_target() -> str:
+    """The image target of the selected environment's bentos: "cloud_run" when any deployment stage has
+    `target: cloud_run` (its bento is the one deployed there), else "local"."""
+    deployments = settings.environment_settings().deployments
+    stages = (deployments.staging, deployments.production)
+    return "cloud_run" if any(stage.target == "cloud_run" for stage in stages) else "local"
+
+
+def serving_arguments(model_labels: Sequence[str] | None = None) -> dict[str, Any]:
     """The `serving:` settings (batching bounds, workers, threads, API key variable, log sampling) of the selected
-    environment (deployments/<env>.yaml; its defaults where the file has no such section)."""
-    return settings.environment_settings().serving.model_dump()
+    environment (deployments/<env>.yaml; its defaults where the file has no such section), with what the service
+    keeps for monitoring (`monitoring.capture`). Given the model's labels, raises MLOpsError when an alert label
+    is not one of them (an alert that could never fire)."""
+    from mlops_assets.lib.monitoring.settings import alert_label_problem
+
+    found = settings.environment_settings()
+    if model_labels is not None:
+        problem = alert_label_problem(found.monitoring.capture.alert_labels, model_labels)
+        if problem:
+            raise MLOpsError(f"{problem} ({settings.environment_file(found.environment).name}).")
+    return {**found.serving.model_dump(), "capture": found.monitoring.capture.model_dump()}
 
 
 def _parsed(requirement: str, source: str) -> Requirement:
@@ -179,16 +199,34 @@ def _unpinned(requirement: Requirement) -> bool:
     return not (requirement.specifier or requirement.extras or requirement.marker or requirement.url)
 
 
+def _satisfied_by_exact_pin(requirement: Requirement, listed: Requirement) -> bool:
+    """`listed` pins one version (`torch==2.13.0+cu126`) that `requirement` (`torch==2.13.0`) accepts, with the same
+    extras, marker and URL: a build of the same release, such as a CUDA build named by its local version label."""
+    pins = list(listed.specifier)
+    if len(pins) != 1 or pins[0].operator != "==" or "*" in pins[0].version:
+        return False
+    same_rest = (requirement.extras, str(requirement.marker), requirement.url) == (
+        listed.extras,
+        str(listed.marker),
+        listed.url,
+    )
+    return same_rest and requirement.specifier.contains(pins[0].version, prereleases=True)
+
+
 def merge_python_packages(
-    bentofile_packages: Sequence[str], plugin_requirements: Sequence[str], plugin: str
+    bentofile_packages: Sequence[str],
+    plugin_requirements: Sequence[str],
+    plugin: str,
+    bentofile_label: str = BENTOFILE_LABEL,
 ) -> list[str]:
     """The bentofile's packages followed by the plug-in's, each package once.
 
-    A plug-in requirement equal to one already listed, or a bare name of a package already pinned, adds nothing.
-    Raises MLOpsError naming both when the plug-in pins a package differently from the bentofile (or from itself).
+    A plug-in requirement equal to one already listed, satisfied by the exact pin already listed (`torch==2.13.0` by
+    `torch==2.13.0+cu126`), or a bare name of a package already pinned, adds nothing. Raises MLOpsError naming both
+    (the bentofile as `bentofile_label`) when the plug-in pins a package differently from the bentofile (or itself).
     """
     merged: dict[str, tuple[Requirement, str, str]] = {}  # canonical name -> (requirement, as written, source)
-    sources = [(BENTOFILE_LABEL, bentofile_packages), (f"model plug-in {plugin!r}", plugin_requirements)]
+    sources = [(bentofile_label, bentofile_packages), (f"model plug-in {plugin!r}", plugin_requirements)]
     for source, packages in sources:
         for written in packages:
             requirement = _parsed(written, source)
@@ -197,7 +235,7 @@ def merge_python_packages(
                 merged[key] = (requirement, written, source)
                 continue
             listed, listed_as, listed_in = merged[key]
-            if _same(requirement, listed) or _unpinned(requirement):
+            if _same(requirement, listed) or _unpinned(requirement) or _satisfied_by_exact_pin(requirement, listed):
                 continue
             if _unpinned(listed):
                 merged[key] = (requirement, written, source)
@@ -215,23 +253,31 @@ def build_service_bento(
     serving: dict[str, Any] | None = None,
     version: str | None = None,
     plugin: str | None = None,
+    target: str | None = None,
 ) -> tuple[BentoArtifact, bool]:
     """Build `bento/` (service + bentofile) with the model tag and serving settings baked in as bento arguments.
 
-    The bento's Python packages are the bentofile's plus the `requirements` of the model `plugin` (a plug-in
-    name or `module:Class`), merged by `merge_python_packages` (a conflicting pin raises MLOpsError). With a
-    `version`, the bento is `<name>:<version>` and an existing one is reused (also when another process is building
-    it right now: it is waited for); returns the artifact and whether it was reused (a cache hit: nothing rebuilt).
+    `target` picks the bentofile (`BENTOFILES`: "local" CPU torch, "cloud_run" CUDA torch); None takes
+    `bento_target()` of the selected environment. The bento's Python packages are the bentofile's plus the
+    `requirements` of the model `plugin` (a plug-in name or `module:Class`), merged by `merge_python_packages` (a
+    conflicting pin raises MLOpsError). With a `version`, the bento is `<name>:<version>` and an existing one is
+    reused (also when another process is building it right now: it is waited for); returns the artifact and whether
+    it was reused (a cache hit: nothing rebuilt). Callers that pass a `version` derive it with the target.
     """
     bentoml = _bentoml()
     serving = serving_arguments() if serving is None else serving
     # Checked here, before anything is built: BentoML validates bento arguments only when it first imports the
     # service, so a second build in the same process would take bad settings silently.
     validate_service_arguments({**serving, "model_tag": model_tag})
-    bentofile = yaml.safe_load(BENTOFILE.read_text())
+    target = bento_target() if target is None else target
+    if target not in BENTOFILES:
+        raise MLOpsError(f"Unknown bento target {target!r}: use one of {', '.join(BENTOFILES)}.")
+    bentofile = yaml.safe_load((settings.PROJECT_ROOT / BENTOFILES[target]).read_text())
     python = dict(bentofile.get("python") or {})
     requirements = resolve_plugin(plugin).requirements if plugin else ()
-    python["packages"] = merge_python_packages(python.get("packages") or [], requirements, plugin or "")
+    python["packages"] = merge_python_packages(
+        python.get("packages") or [], requirements, plugin or "", BENTOFILES[target]
+    )
     # Named up front, so the journal can say which item a killed build was writing.
     tag = str(bentoml.Tag(bentofile["name"], version) if version else bentoml.Tag(bentofile["name"]).make_new_version())
     with store_writes():

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
     from mlops_assets.dataset_choice import DatasetChoice, ResolvedDataset
+    from mlops_assets.lib.registry.registry import ModelRegistry
 
 # INFO logs: the CLI prints a summary, not Dagster's debug log. (Steps run in this process: the code location's
 # executor is in-process.)
@@ -29,6 +30,9 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     # What start-up housekeeping did before the run (runs of dead processes failed, leftovers removed).
     housekeeping: list[str] = field(default_factory=list)
+    # Set when the promotion was refused because production changed after the gate: what is in production now and
+    # who put it there (the champion line above it is what the gate compared with).
+    production_now: str = ""
 
     def value(self, asset: str, key: str) -> Any:
         return self.materialized.get(asset, {}).get(key)
@@ -141,7 +145,38 @@ def run_pipeline(dataset: str | Path | None, run_config: dict | None = None) -> 
     if "raw_images" in summary.materialized:
         _remember(choice)
     summary.housekeeping = tidied
+    _note_production_change(summary)
     return summary
+
+
+def _note_production_change(summary: RunSummary) -> None:
+    """When the promotion was refused because production changed since the gate, record what production is now."""
+    from mlops_assets.lib.registry.registry import PRODUCTION_CHANGED
+    from mlops_assets.registry_home import open_registry
+
+    if any(PRODUCTION_CHANGED in failure for failure in summary.failures):
+        with open_registry() as models:
+            summary.production_now = production_now(models)
+
+
+def production_now(models: ModelRegistry) -> str:
+    """The production version of `models` and the audit entry that put it there, in words ("version 3, promoted
+    by dagster run 5f0c... on 2026-01-02 10:11:12 UTC"; "no version is in production in local")."""
+    from mlops_assets.lib.registry.schema import PRODUCTION
+
+    current = models.production()
+    if current is None:
+        return f"no version is in production in {models.environment}"
+    entries = [entry for entry in models.history(current.number) if entry.to_status == PRODUCTION]
+    if not entries:  # a registry whose audit log predates this version's production entry
+        return f"version {current.number}"
+    entry = entries[-1]
+    how = _PUT_IN_PRODUCTION.get(entry.action, f"put there ({entry.action})")
+    return f"version {current.number}, {how} by {entry.actor} on {entry.at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+# The audit actions that move a version into production, as the summary says them.
+_PUT_IN_PRODUCTION = {"promote": "promoted", "force-promote": "force-promoted", "rollback": "rolled back to"}
 
 
 @dataclass
@@ -241,10 +276,12 @@ def format_summary(summary: RunSummary) -> str:
                 f"                 accuracy {summary.value('model_evaluation', 'champion_accuracy'):.4f} on the same "
                 f"test split; candidate - champion {summary.value('model_evaluation', 'accuracy_difference'):+.4f}"
             )
+    if summary.production_now:
+        lines.append(f"  production:    changed since the gate; now {summary.production_now}")
     if "bento" in summary.materialized:
         lines.append(f"  model version: {summary.value('bento', 'model_tag')}")
         lines.append(f"  bento:         {summary.value('bento', 'bento_tag')}")
-        lines.append(f"  registry:      {summary.value('bento', 'registry_outcome')}")
+        lines.append(f"  registry:      {summary.value('bento', 'registration_when_built')}")
     if "model_promotion" in summary.materialized:
         lines.append(f"  promotion:     {summary.value('model_promotion', 'outcome')}")
     lines += [f"  warning: {warning}" for warning in summary.warnings]

@@ -16,8 +16,12 @@ from mlops_assets.defs.ingest.sensors import last_materialized_data_version
 def stale_assets(
     defs: dg.Definitions, instance: dg.DagsterInstance, current_raw_data_version: str
 ) -> dict[str, list[str]]:
-    """Asset name -> reasons it is stale or missing, in topological order; empty when everything is current."""
+    """Asset name -> reasons it is stale or missing, in topological order; empty when everything is current. Only
+    the pipeline job's assets count: deployments and monitoring are started on their own (defs/jobs.py)."""
+    from mlops_assets.defs.jobs import PIPELINE_SELECTION
+
     graph = defs.resolve_asset_graph()
+    built = PIPELINE_SELECTION.resolve(graph)
     view = AssetGraphView(
         temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
         instance=instance,
@@ -26,8 +30,8 @@ def stale_assets(
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
     stale: dict[str, list[str]] = {}
     for key in graph.toposorted_asset_keys:
-        if graph.get(key).is_partitioned:
-            continue  # one partition per day of traffic (prediction_monitoring): graded, not rebuilt
+        if key not in built:
+            continue
         name = key.to_user_string()
         status = resolver.get_status(key)
         if status == StaleStatus.MISSING:

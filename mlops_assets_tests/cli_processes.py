@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,16 @@ def brightness_dataset(root: Path, seed: int, per_class: int = 12) -> Path:
         for number in range(per_class):
             pixels = noise(seed * 1000 + index * 100 + number, (8, 8), base, 25)
             Image.fromarray(pixels).save(root / label / f"{number:02d}.png")
+    return root
+
+
+def not_images(root: Path) -> Path:
+    """Two label folders of `.png` files that are not images: validated_images fails with a DatasetError."""
+    for label in ("cat", "dog"):
+        for index in range(2):
+            path = root / label / f"{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"not an image {label} {index}")
     return root
 
 
@@ -171,7 +182,9 @@ def gate_verdicts(home: Path) -> list[tuple[str, bool]]:
     database = home / "registry.db"
     if not database.exists():
         return []
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+    # Closed at once: an sqlite3 connection left to the garbage collector stays open (and holds its locks) for as long
+    # as the collector takes, and this is called in a loop.
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
         try:
             rows = connection.execute("SELECT dagster_run_id, passed FROM gate_decisions ORDER BY id").fetchall()
         except sqlite3.OperationalError:

@@ -46,19 +46,27 @@ class WebhookReceiver:
     url: str
     received: list[dict] = field(default_factory=list)
     status: int = 200
+    # The answer's JSON body (Slack's Web API answers {"ok": ...}); None: an empty body.
+    reply: dict | None = None
+    # The path of each request, beside `received`.
+    paths: list[str] = field(default_factory=list)
 
 
 @contextmanager
-def webhook_receiver(status: int = 200) -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver(url="")
+def webhook_receiver(status: int = 200, reply: dict | None = None) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(url="", reply=reply)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
             body = self.rfile.read(int(self.headers["Content-Length"]))
             receiver.received.append(json.loads(body))
+            receiver.paths.append(self.path)
+            answer = b"" if receiver.reply is None else json.dumps(receiver.reply).encode()
             self.send_response(receiver.status)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, *_args: object) -> None:
             return None

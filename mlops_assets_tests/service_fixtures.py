@@ -99,5 +99,11 @@ def served_bento(digits_subset: Path, isolated_home: Path) -> ServedBento:
     try:
         yield ServedBento(deployment.url, model_tag, artifact.bento_tag, settings.mlops_home(), samples[:32])
     finally:
-        stop_local()
+        from mlops_assets.lib.deploy.supervisor import group_alive, stop_server
+
+        stop_local()  # whatever the home's state file records now
+        # And this fixture's own server, even if a test replaced or removed the state file meanwhile: a session
+        # fixture's server must never outlive the test run.
+        if group_alive(deployment.server()):
+            stop_server(deployment.server(), grace_s=15.0)
         os.environ.pop(API_KEY_ENV, None)

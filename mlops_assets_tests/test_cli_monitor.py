@@ -26,3 +26,13 @@ def test_a_bad_argument_is_one_error_line_and_exit_code_2(
     today = dt.datetime.now(dt.UTC).date().isoformat()
     assert captured.err == message.format(today=today) + "\n"
     assert captured.out == ""
+
+
+def test_an_unknown_version_is_one_error_line_and_exit_code_1(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    assert main(["monitor", "--version", "7"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "error: There is no version 7 of image-classifier; see `mlops models list`.\n"
+    assert captured.out == ""

@@ -15,7 +15,7 @@ from mlops_assets import settings
 from mlops_assets.code_location import LOCATION_NAME, code_location_job, workspace_file
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.jobs import PIPELINE_JOB_NAME
-from mlops_assets.defs.promotion.jobs import REGISTRY_JOBS
+from mlops_assets.defs.promotion.jobs import registry_jobs
 from mlops_assets.lib.errors import MLOpsError
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -56,7 +56,7 @@ def _mlops(home: Path, *args: str) -> str:
 
 def test_every_job_runs_its_steps_in_the_run_process() -> None:
     defs = build_definitions()
-    jobs = [defs.resolve_job_def(name) for name in (PIPELINE_JOB_NAME, *(job.name for job in REGISTRY_JOBS))]
+    jobs = [defs.resolve_job_def(name) for name in (PIPELINE_JOB_NAME, *(job.name for job in registry_jobs()))]
     jobs.append(defs.resolve_implicit_global_asset_job_def())  # what the UI's "Materialize" and automation launch
     assert {job.name: job.executor_def for job in jobs} == {job.name: dg.in_process_executor for job in jobs}
     assert dg.in_process_executor.name == "in_process"

@@ -3,7 +3,6 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -12,27 +11,17 @@ import pytest
 from mlops_assets.cli import FAILED, main
 from mlops_assets.defs.console_logger import console_logger
 from mlops_assets.lib.errors import DEBUG_VARIABLE, DatasetError
+from mlops_assets_tests.cli_processes import MLOPS, not_images
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 NOT_IMAGES = (
     "mlops_assets.lib.errors.DatasetError: None of the 4 image files under {root} is accepted by the image policy of "
     "profile 'default'; convert or replace those files, or widen the profile's image_policy settings."
 )
 
 
-def _not_images(root: Path) -> Path:
-    """Two label folders of `.png` files that are not images: validated_images fails with a DatasetError."""
-    for label in ("cat", "dog"):
-        for index in range(2):
-            path = root / label / f"{index}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"not an image {label} {index}")
-    return root
-
-
 @pytest.mark.e2e
 def test_a_user_error_in_a_step_is_one_console_line_without_a_stack_trace(tmp_path: Path) -> None:
-    root = _not_images(tmp_path / "dataset")
+    root = not_images(tmp_path / "dataset")
     env = {key: value for key, value in os.environ.items() if key not in ("DAGSTER_HOME", "BENTOML_HOME")}
     completed = subprocess.run(
         [MLOPS, "run", "--dataset", str(root)],
@@ -58,7 +47,7 @@ def test_a_user_error_in_a_step_is_one_console_line_without_a_stack_trace(tmp_pa
 def test_debug_prints_the_stack_trace_and_the_event_log_keeps_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    root = _not_images(tmp_path / "dataset")
+    root = not_images(tmp_path / "dataset")
     monkeypatch.delenv("MLOPS_DATASET", raising=False)
     monkeypatch.setenv(DEBUG_VARIABLE, "")
     # A home of its own: the run makes its dataset the home's current one, which later tests must not inherit. The

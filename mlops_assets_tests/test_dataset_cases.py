@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from mlops_assets.defs.ingest.assets import raw_images
+from mlops_assets.defs.metadata import resolve_home_path
 from mlops_assets.defs.training.assets import trained_model
 from mlops_assets.defs.validation.assets import validated_images
 from mlops_assets.defs.validation.checks import CLASS_COVERAGE_CHECK, QUARANTINE_CHECK, validated_images_quality
@@ -44,7 +45,7 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 
 def _validated(result: dg.ExecuteInProcessResult) -> ValidatedDataset:
-    return load_validated_dataset(Path(_metadata(result, "validated_images")["storage_path"]))
+    return load_validated_dataset(resolve_home_path(_metadata(result, "validated_images")["storage_path"]))
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, str]]:

@@ -10,6 +10,8 @@ from mlops_assets.environments import KNOWN_ENVIRONMENTS
 CHAIN = ["raw_images", "validated_images", "trained_model", "model_evaluation", "bento", "model_promotion"]
 # Built with each model by the pipeline job; prediction_monitoring (one partition per day) has its own job.
 MONITORING = ["monitoring_baseline", "prediction_monitoring"]
+# Started by a person or by production's rollout, never by the pipeline job (a deployment starts servers).
+DEPLOYMENT = ["deployment_staging", "deployment_production"]
 
 
 def test_definitions_load_for_every_environment() -> None:
@@ -17,7 +19,7 @@ def test_definitions_load_for_every_environment() -> None:
         defs = build_definitions(environment)
         dg.Definitions.validate_loadable(defs)
         graph = defs.resolve_asset_graph()
-        assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {*CHAIN, *MONITORING}
+        assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {*CHAIN, *MONITORING, *DEPLOYMENT}
         job = defs.resolve_job_def(PIPELINE_JOB_NAME)
         assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
             *CHAIN,

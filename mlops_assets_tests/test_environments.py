@@ -32,7 +32,7 @@ CLOUD_VARIABLES = {
     "MLOPS_DATASET": "gs://mlops-test-data/digits",
     "MLOPS_REGISTRY_URL": "postgresql+psycopg2://mlops:secret@db.test:5432/registry",
     "MLOPS_DAGSTER_POSTGRES_URL": "postgresql+psycopg2://mlops:secret@db.test:5432/dagster",
-    "MLOPS_GCP_PROJECT": "test",
+    "MLOPS_GCP_PROJECT": "mlops-test-project",
 }
 LOCAL_IMPLEMENTATIONS = {
     "dataset": FolderDatasetSource,

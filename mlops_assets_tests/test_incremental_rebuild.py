@@ -144,7 +144,7 @@ def test_adding_an_image_rebuilds_the_chain_and_places_it_by_its_hash(project: P
     ]
     validated = project.latest("validated_images")
     assert validated["num_decoded_now"] == 1, "only the new image is decoded; the others are reused by content hash"
-    stats_path = Path(validated["storage_path"]) / "stats.csv"
+    stats_path = project.home / validated["storage_path"] / "stats.csv"  # relative to the project's own home
     stats = {line.split(",")[0]: line.split(",")[2] for line in stats_path.read_text().splitlines()[1:]}
     assert stats["7/brand-new.png"] == assign_split(file_sha256(new_image))
     assert project.rebuilt() == []

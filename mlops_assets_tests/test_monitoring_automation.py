@@ -84,16 +84,26 @@ def test_a_candidate_that_lost_the_gate_is_alerted_as_such(alert_home: Path) -> 
     assert alert["webhook"] == ""  # no webhook configured: the alert log only
 
 
-def test_a_webhook_that_fails_fails_the_sensor_tick_and_the_alert_stays_logged(
+def test_a_webhook_that_fails_fails_the_tick_and_the_retries_deliver_the_alert_once_with_one_log_line(
     alert_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with webhook_receiver(status=503) as receiver, dg.instance_for_test() as instance:
         monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", receiver.url)
         result = dg.materialize([broken_step], instance=instance, raise_on_error=False)
-        with pytest.raises(Exception, match=f"webhook {receiver.url} answered HTTP 503"):
-            run_failure_alert_sensor(_failure_context(instance, result))
+        context = _failure_context(instance, result)
+        for _ in range(2):  # the tick fails, and Dagster evaluates the same failure again
+            with pytest.raises(Exception, match=f"webhook {receiver.url} answered HTTP 503"):
+                run_failure_alert_sensor(context)
+        [failed] = read_alerts(alert_home)
+        assert failed["delivery_error"] == f"webhook {receiver.url} answered HTTP 503: ''"
+        assert failed["event_id"] == f"run-failed-{result.run_id}"
+        receiver.status = 200
+        run_failure_alert_sensor(context)  # delivered: the log line is replaced, not repeated
+        run_failure_alert_sensor(context)  # already delivered: neither posted nor written again
     [alert] = read_alerts(alert_home)
-    assert alert["delivery_error"] == f"webhook {receiver.url} answered HTTP 503: ''"
+    assert (alert["event_id"], alert["delivery_error"]) == (f"run-failed-{result.run_id}", "")
+    assert len(receiver.received) == 3  # two refused posts, one taken
+    assert alert_home.read_text().count("\n") == 1
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,10 @@ def test_an_empty_monitoring_section_means_its_defaults(tmp_path: Path) -> None:
             "monitoring:\n  alerts: {webhook_url_env: 'http://x'}\n",
             "monitoring.alerts.webhook_url_env = 'http://x': expected an environment variable's name",
         ),
+        (
+            "monitoring:\n  capture: {alert_labels: {3: 0.9}}\n",
+            "alert_labels: label 3 is not text; quote it: {'3': 0.9}",
+        ),
     ],
 )
 def test_a_bad_monitoring_setting_is_refused_naming_the_file_setting_and_value(
@@ -139,18 +145,21 @@ def test_a_days_log_is_read_with_empty_partial_and_damaged_files_and_bad_records
     log = read_day(FolderPredictionStore(folder), DAY)
 
     assert log.files == [f"{DAY}.{pid}.jsonl" for pid in (1, 2, 3, 4)]
-    assert len(log.records) == 4  # 3 complete lines of file 1, and the one good record of file 4
+    # 3 complete lines of file 1, both records of file 3 around its damaged line, the one good record of file 4.
+    assert len(log.records) == 6
     assert log.empty_files == [f"{DAY}.2.jsonl"]
-    assert list(log.unreadable_files) == [f"{DAY}.3.jsonl"]
-    # The store parses line by line, so the position is within the damaged line.
-    assert log.unreadable_files[f"{DAY}.3.jsonl"] == "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
+    # One damaged line costs that line, not the file: skipped, counted and named.
+    assert (log.unreadable_files, log.bad_lines, log.num_bad_lines) == ({}, {f"{DAY}.3.jsonl": [2]}, 1)
+    assert log.problems()[1] == f"1 line(s) that are not JSON skipped: {DAY}.3.jsonl line(s) 2"
+    # Process 1 is alive: its cut line may still be finished, and is named as such.
+    assert log.problems()[2] == f"file {DAY}.1.jsonl line 4 cut off, left out (a writer still appending to it)"
     assert log.malformed_records == 3
     assert log.malformed_examples == [
         f"{DAY}.4.jsonl: confidence = 1.5 is outside [0, 1]",
         f"{DAY}.4.jsonl: missing brightness",
         f"{DAY}.4.jsonl: not a JSON object: '[1, 2]'",
     ]
-    assert log.per_model() == {TAG: 4}
+    assert log.per_model() == {TAG: 6}
 
 
 def test_no_log_at_all_is_an_empty_day(tmp_path: Path) -> None:
@@ -170,7 +179,7 @@ def test_without_a_version_every_signal_says_so_never_no_drift(tmp_path: Path) -
     inputs, predictions = _baseline_frames()
     log = _log(tmp_path, records_like(inputs, predictions, 300, TAG))
     assessment = assess_day(log, None, None, MonitoringSettings(), "no version is in production in local")
-    assert [v.signal for v in assessment.verdicts] == list(SIGNALS)
+    assert [v.signal for v in assessment.verdicts] == [*SIGNALS, "input.embedding"]
     assert {v.verdict for v in assessment.verdicts} == {NO_MODEL_VERSION}
     assert assessment.verdicts[0].detail == (
         f"no version is in production in local; records of other model versions, not compared: {TAG} (300)"
@@ -211,13 +220,17 @@ def test_an_empty_or_cut_short_log_is_not_enough_data_with_what_was_left_out(tmp
     inputs, predictions = _baseline_frames()
     baseline = _stored_baseline(tmp_path / "baseline", inputs, predictions)
     log = _log(tmp_path, [])
-    write_log(tmp_path / "predictions", DAY, [], pid=7, tail='{"model_version": "image-cl')
+    # A writer that died mid-line: its process is gone, so the line will never be finished, and is named.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(gone.stdout)
+    write_log(tmp_path / "predictions", DAY, [], pid=pid, tail='{"model_version": "image-cl')
     log = read_day(FolderPredictionStore(tmp_path / "predictions"), DAY)
     assessment = assess_day(log, VERSION, baseline, MonitoringSettings())
     assert assessment.overall == NOT_ENOUGH_DATA
     assert assessment.verdicts[-1].detail == (
         f"0 prediction(s) of version 4 ({TAG}) logged on {DAY}; at least 200 needed (monitoring.min_predictions); "
-        f"left out: 2 empty file(s): {DAY}.4242.jsonl, {DAY}.7.jsonl"
+        f"left out: 2 empty file(s): {', '.join(sorted([f'{DAY}.4242.jsonl', f'{DAY}.{pid}.jsonl']))}; "
+        f"file {DAY}.{pid}.jsonl line 1 cut off, left out (its writer stopped mid-line)"
     )
 
 
@@ -288,7 +301,7 @@ def test_an_alert_is_logged_and_posted_to_the_webhook(tmp_path: Path) -> None:
     assert receiver.received == [{**alert.payload()}]
     assert receiver.received[0]["text"] == "[local] Run abc of training_pipeline_job failed: boom"
     assert read_alerts(tmp_path / "alerts.jsonl") == [
-        {**json.loads(json.dumps(alert.__dict__)), "webhook": receiver.url, "delivery_error": ""}
+        {**json.loads(json.dumps(alert.__dict__)), "webhook": receiver.url, "channels": [], "delivery_error": ""}
     ]
 
 

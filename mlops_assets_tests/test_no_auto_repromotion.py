@@ -181,7 +181,7 @@ def _promotion(result: dg.ExecuteInProcessResult) -> dict:
 
 def _bento_registry_outcome(result: dg.ExecuteInProcessResult) -> str:
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "bento"]
-    return event.materialization.metadata["registry_outcome"].value
+    return event.materialization.metadata["registration_when_built"].value
 
 
 def _gate_passed(result: dg.ExecuteInProcessResult) -> bool:

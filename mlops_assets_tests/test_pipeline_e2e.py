@@ -1,5 +1,6 @@
 """End to end: `mlops run` through Dagster, the bento served by a real BentoML server, called over HTTP."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from mlops_assets import settings
 from mlops_assets.defs.evaluation.assets import model_evaluation
 from mlops_assets.defs.ingest.assets import raw_images
 from mlops_assets.defs.training.assets import trained_model
@@ -124,3 +126,58 @@ def test_sample_data_reaches_the_target_accuracy(tmp_path: Path) -> None:
     )
     accuracy = result.output_for_node("model_evaluation").accuracy
     assert accuracy >= 0.95
+
+
+_RELEASE_SCRIPT = """
+import json
+from mlops_assets import settings
+settings.export_environment()
+from mlops_assets.deploy_release import release_for, validated_data_of
+from mlops_assets.lib.deploy.canary import spread_over_labels
+from mlops_assets.model_store import version_model_path
+from mlops_assets.registry_home import open_registry
+
+release = release_for("staging")
+with open_registry() as models:
+    view = models.version(release.model_version)
+data = validated_data_of(view.number, view.data_version, version_model_path(view))
+test = data.load_split("test")
+chosen = spread_over_labels(test.labels, len(release.canary))
+print(json.dumps({
+    "version": release.model_version,
+    "bento_tag": release.bento_tag,
+    "registry_bento_tag": view.bento_tag,
+    "cases": [[case.image_path, case.expected_label] for case in release.canary],
+    "true_labels": [data.labels[int(test.labels[index])] for index in chosen],
+    "labels": list(data.labels),
+}))
+"""
+
+
+def test_release_for_staging_builds_a_canary_from_the_versions_validated_data(pipeline_home) -> None:
+    """The real release path after a real run: validated_images is found under its own derived version (not the raw
+    data version the registry records), and the canary spans the labels although the test split is sorted by label."""
+    home, _ = pipeline_home
+    completed = subprocess.run(
+        [sys.executable, "-c", _RELEASE_SCRIPT],
+        env={**os.environ, "MLOPS_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    release = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert release["version"] == 1
+    assert release["bento_tag"] == release["registry_bento_tag"]
+    limit = settings.environment_settings("local").deployments.stage("staging").canary_cases
+    assert len(release["cases"]) == limit
+    # Round-robin over the labels in order: the first cases are one image of each label, in label order.
+    assert limit <= len(release["labels"])
+    assert release["true_labels"] == release["labels"][:limit]
+    assert all(Path(path).is_file() for path, _ in release["cases"])
+    expected = [label for _, label in release["cases"]]
+    assert sum(label == true for label, true in zip(expected, release["true_labels"], strict=True)) >= limit - 2
+    dry = _mlops(home, "deploy", "staging", "--dry-run", timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "Dry run: nothing was started or changed. It would serve:" in dry.stdout
+    assert f"staging: version 1 ({release['bento_tag']})" in dry.stdout

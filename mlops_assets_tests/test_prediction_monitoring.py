@@ -138,7 +138,12 @@ def test_a_day_of_in_distribution_traffic_shows_no_drift_and_passes_both_checks(
         monitored.model_tag,
         300,
     )
-    assert [(s["signal"], s["verdict"]) for s in metadata["signals"]] == [(name, "no drift") for name in SIGNALS]
+    # The softmax plug-in has no embedding: that signal says so and counts as neither drift nor a gap.
+    assert [(s["signal"], s["verdict"]) for s in metadata["signals"]] == [
+        *[(name, "no drift") for name in SIGNALS],
+        ("input.embedding", "not monitored"),
+    ]
+    assert metadata["signals"][-1]["detail"] == "no embedding from plug-in softmax"
     assert metadata["severe_signals"] == "none"
     assert Path(metadata["report"]).name == "report.html" and Path(metadata["report"]).stat().st_size > 100_000
     assert metadata["drift_plots"].startswith("![baseline and today](data:image/png;base64,")
@@ -233,6 +238,43 @@ def test_logs_of_another_version_only_are_not_enough_data_and_fail_both_checks_a
     assert tick.run_requests == []
 
 
+def _timed(records: list[dict], start: dt.datetime, hours: float) -> list[dict]:
+    """The records spread evenly over `hours` from `start` (the service stamps them when it answers)."""
+    step = hours * 3600 / len(records)
+    return [
+        {**record, "timestamp": (start + dt.timedelta(seconds=n * step)).isoformat(timespec="milliseconds")}
+        for n, record in enumerate(records)
+    ]
+
+
+def test_a_day_with_a_deployment_compares_the_new_version_with_the_previous_one(
+    monitored: Monitored, tmp_path: Path
+) -> None:
+    # The previous version answered until noon, the monitored one from noon: 12 hours on each side on this day.
+    noon = dt.datetime.combine(DAY, dt.time(12), tzinfo=dt.UTC)
+    older = _timed(_records(monitored, 300, seed=7, tag="image-classifier:older"), noon - dt.timedelta(hours=12), 12)
+    write_log(tmp_path / "logs", DAY, older + _timed(_records(monitored, 300, seed=8), noon, 12))
+    with dg.instance_for_test() as instance:
+        metadata, _ = _outcome(_materialize(instance, monitored, tmp_path / "logs"))
+    assert metadata["deployment_comparison"] == (
+        f"no drift: {monitored.model_tag} (300 prediction(s) in the 12 h after its first record at "
+        f"{DAY}T12:00:00+00:00) against image-classifier:older (300 in the 12 h before)"
+    )
+    details = metadata["deployment_comparison_signals"]
+    assert (details["previous_tag"], details["window_hours"], details["before_count"], details["after_count"]) == (
+        "image-classifier:older",
+        12.0,
+        300,
+        300,
+    )
+    assert [(s["signal"], s["verdict"]) for s in details["signals"]] == [
+        ("comparison.predicted_label", "no drift"),
+        ("comparison.confidence", "no drift"),
+    ]
+    # The comparison is not one of the day's drift signals: the day is graded against the baseline as before.
+    assert metadata["overall"] == "no drift"
+
+
 def test_a_production_version_without_a_baseline_says_no_baseline_for_that_version(
     monitored: Monitored, tmp_path: Path
 ) -> None:
@@ -261,6 +303,7 @@ def test_no_production_version_is_a_verdict_not_a_crash(monitored: Monitored, tm
         metadata, checks = _outcome(_materialize(instance, monitored, tmp_path / "logs", registry))
     assert metadata["overall"] == "no model version"
     assert metadata["model_version"] == 0
+    assert metadata["deployment_comparison"] == "no model version: no model version to compare"
     assert checks[NO_DRIFT_CHECK].description == (
         "no model version: no version is in production in local; promote one (`mlops models promote N`) or monitor "
         f"a version by number (config `version`); records of other model versions, not compared: "

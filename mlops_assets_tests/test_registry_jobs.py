@@ -36,7 +36,10 @@ def test_jobs_promote_roll_back_disable_and_enable(tmp_path: Path, monkeypatch: 
     forced = run("promote_model_job", "promote_version", {"version": two, "force": True, "reason": "hotfix"})
     assert forced.success
     (observation,) = [e for e in forced.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    assert observation.event_specific_data.asset_observation.metadata["production_version"].value == two
+    observed = observation.event_specific_data.asset_observation.metadata
+    assert observed["production_version"].value == two
+    # Why and who, as the audit log records them.
+    assert (observed["reason"].value, observed["acted_by"].value) == ("hotfix", f"dagster run {forced.run_id}")
     assert run("rollback_model_job", "rollback_production", {"reason": "hotfix broke"}).success
     assert run("disable_model_job", "disable_version", {"version": two, "reason": "broken"}).success
     in_production = run("disable_model_job", "disable_version", {"version": one, "reason": "in production"})

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 import time
 
 import numpy as np
@@ -63,7 +64,10 @@ def test_answers_given_without_bentomls_api_layer_are_byte_identical_to_its_own(
         assert response.status_code == 200, response.text
         assert response.headers["server"] == "BentoML Service/ImageClassifier"
         assert response.headers["content-type"] == "application/json"
-    assert direct.content == through_bentoml.content
+    # Byte for byte the same but for each answer's own request id (32 hex digits, new per request).
+    ids = [re.search(rb'"request_id":"([0-9a-f]{32})"', r.content).group(1) for r in (direct, through_bentoml)]
+    assert ids[0] != ids[1]
+    assert direct.content.replace(ids[0], b"<id>") == through_bentoml.content.replace(ids[1], b"<id>")
     assert len(direct.json()["predictions"]) == 3
 
 
@@ -161,6 +165,9 @@ def test_prediction_log_records_input_statistics_answer_and_model_version(served
     pixels = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32) / 255.0
     assert record["brightness"] == pytest.approx(float(pixels.mean()), abs=1e-6)
     assert record["contrast"] == pytest.approx(float(pixels.std()), abs=1e-6)
+    # The CNN's 128 penultimate activations, compacted to the default bound (monitoring.capture.embeddings.max_dims).
+    assert len(record["embedding"]) == 32
+    assert all(isinstance(value, float) for value in record["embedding"])
 
 
 @pytest.mark.parametrize(

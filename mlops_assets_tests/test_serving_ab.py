@@ -86,11 +86,6 @@ def test_the_committed_ab_report_is_rendered_from_the_committed_runs() -> None:
                 assert all(len(server_runs) == experiment["rounds"] for server_runs in runs.values()), (name, load)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no-log-backlog.patch predates the prediction store's upload of closed files (prediction_log.py changed):"
-    " regenerate it before rerunning bench_serving_ab.py",
-)
 def test_the_patches_apply_to_this_tree_one_after_another_and_each_removes_its_change(tmp_path: Path) -> None:
     work = tmp_path / "tree"
     for folder in ("bento", "mlops_assets"):

@@ -20,6 +20,7 @@ from mlops_assets.defs.console_logger import console_logger
 from mlops_assets.defs.jobs import PIPELINE_JOB_NAME
 from mlops_assets.defs.user_errors import user_error_message, with_user_error_messages
 from mlops_assets.lib.errors import DEBUG_VARIABLE, DatasetError
+from mlops_assets_tests.cli_processes import not_images
 
 UNDECODABLE = (
     "{name}: cannot be decoded: The bytes are not a recognised image; send an image file (PNG, JPEG, WebP, BMP, TIFF "
@@ -98,22 +99,13 @@ def test_every_asset_of_the_code_location_carries_the_hook() -> None:
     assert all(user_error_message in asset.hook_defs for asset in assets)
 
 
-def _not_images(root: Path) -> Path:
-    for label in ("cat", "dog"):
-        for index in range(2):
-            path = root / label / f"{index}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"not an image {label} {index}")
-    return root
-
-
 @pytest.mark.e2e
 def test_a_run_launched_from_the_ui_shows_the_user_error_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Launched through the webserver's GraphQL mutation (the Launchpad's), dequeued as the daemon does, run by a
     run worker process."""
-    root = _not_images(tmp_path / "dataset")
+    root = not_images(tmp_path / "dataset")
     home = tmp_path / "home"
     monkeypatch.setenv("MLOPS_HOME", str(home))
     monkeypatch.setenv("MLOPS_DATASET", str(root))  # the operator's dataset for runs launched from the UI

@@ -66,6 +66,15 @@ def _validation_config(instance: dg.DagsterInstance, validated: dg.EventLogRecor
     return dict(section.get("config") or {})
 
 
+def validated_version_read_by(instance: dg.DagsterInstance, trained_version: str) -> str | None:
+    """The data version (the artifact key) of the validated_images materialization that the trained_model whose data
+    version is `trained_version` read; None where the event log no longer tells."""
+    validated = _upstream(
+        instance, _materialization(instance, "trained_model", data_version=trained_version), "validated_images"
+    )
+    return None if validated is None else (validated.asset_materialization.tags or {}).get("dagster/data_version")
+
+
 def training_inputs(context: dg.AssetExecutionContext, model_version: str, device: str) -> dict[str, Any]:
     """The registry's reproducibility columns for the model whose trained_model data version is `model_version`,
     trained on `device` (None where the event log no longer tells, e.g. a materialization older than the search)."""

@@ -74,6 +74,9 @@ ASSET_SOURCES: dict[str, list[str]] = {
         "mlops_assets.lib.monitoring.verdicts",
         "mlops_assets.lib.monitoring.service_metrics",
     ],
+    # What a deployment does (the registry and the live servers decide what it serves; this is only its code).
+    "deployment_staging": ["mlops_assets.defs.deployment.assets", "mlops_assets.deploy_release"],
+    "deployment_production": ["mlops_assets.defs.deployment.assets", "mlops_assets.deploy_release"],
 }
 
 
@@ -84,6 +87,7 @@ def _asset_files(asset_name: str) -> dict[str, Path]:
         return {
             "bento/service.py": settings.PROJECT_ROOT / "bento" / "service.py",
             "bento/bentofile.yaml": settings.PROJECT_ROOT / "bento" / "bentofile.yaml",
+            "bento/bentofile.cloud_run.yaml": settings.PROJECT_ROOT / "bento" / "bentofile.cloud_run.yaml",
         }
     if asset_name == "validated_images":
         profiles = settings.PROJECT_ROOT / "mlops_assets" / "expectations"

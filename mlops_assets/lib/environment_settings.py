@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops_assets.lib.deploy.stage_settings import DeploymentsSettings
+from mlops_assets.lib.deploy.validation import check_deployment_stages
 from mlops_assets.lib.monitoring.settings import MonitoringSettings
 from mlops_assets.lib.registry.policy import PromotionSettings
 from mlops_assets.lib.serving.serving_arguments import ServingSettings
@@ -90,10 +92,11 @@ class EnvironmentSettings(BaseModel):
     dagster: DagsterSettings = DagsterSettings()
     storage: StorageSettings = StorageSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    deployments: DeploymentsSettings = DeploymentsSettings()
 
 
 # Sections whose settings all have defaults: an empty one (`serving:` with nothing under it) means its defaults.
-SECTIONS_WITH_DEFAULTS = ("serving", "promotion", "registry", "dagster", "storage", "monitoring")
+SECTIONS_WITH_DEFAULTS = ("serving", "promotion", "registry", "dagster", "storage", "monitoring", "deployments")
 
 
 def load_environment_settings(path: Path, environment: str) -> EnvironmentSettings:
@@ -107,6 +110,8 @@ def load_environment_settings(path: Path, environment: str) -> EnvironmentSettin
             key: {} if value is None and key in SECTIONS_WITH_DEFAULTS else value for key, value in content.items()
         }
     settings = validate(EnvironmentSettings, content, str(path))
+    # Cloud Run stages: what Cloud Run would refuse (CPU/memory pairs, GPU sizes and regions, quota) fails here.
+    check_deployment_stages(settings.deployments, str(path))
     if settings.environment != environment:
         raise ConfigError(
             str(path), [f"environment = {settings.environment!r}: expected {environment!r} (the file's environment)"]

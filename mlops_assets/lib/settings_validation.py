@@ -95,8 +95,9 @@ def _field(model: type[BaseModel], location: tuple) -> tuple[type[BaseModel] | N
         if owner is None or part not in owner.model_fields:
             return owner, None
         field = owner.model_fields[part]
-        annotation = field.annotation
-        owner = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        # An optional section (`CloudRunSettings | None`) is described by its model.
+        candidates = typing.get_args(field.annotation) or (field.annotation,)
+        owner = next((arg for arg in candidates if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
     return owner, field
 
 

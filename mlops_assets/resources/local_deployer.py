@@ -12,10 +12,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from mlops_assets import settings
+from mlops_assets.lib.deploy.supervisor import (
+    ServerProcess,
+    group_alive,
+    own_bentoml_home,
+    record_tree,
+    stop_server,
+)
 
 
 class DeploymentError(RuntimeError):
@@ -30,29 +38,30 @@ class LocalDeployment:
     url: str
     pid: int
     log_path: str
+    # (pid, start time) of the server's workers once it was ready: they lead their own process groups and keep
+    # serving the port when the leader is killed, so they are stopped by this record (lib/deploy/supervisor.py).
+    workers: tuple[tuple[int, float], ...] = ()
+
+    def server(self) -> ServerProcess:
+        """The supervisor's view of this server (what `stop_server` and `group_alive` take)."""
+        address = urlsplit(self.url)
+        return ServerProcess(
+            self.pid, self.pid, address.hostname, address.port, self.url, self.bento_tag, self.log_path, self.workers
+        )
 
 
 def _state_file() -> Path:
     return settings.deployments_dir() / "local.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def current_deployment() -> LocalDeployment | None:
-    """The recorded local deployment if its process still runs."""
+    """The recorded local deployment if any process of it still runs (stop it with `stop_local`)."""
     path = _state_file()
     if not path.exists():
         return None
-    deployment = LocalDeployment(**json.loads(path.read_text()))
-    return deployment if _alive(deployment.pid) else None
+    data = json.loads(path.read_text())
+    deployment = LocalDeployment(**{**data, "workers": tuple(tuple(w) for w in data.get("workers", ()))})
+    return deployment if group_alive(deployment.server()) else None
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -97,6 +106,7 @@ def start_bento_server(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.export_environment(), **(environment or {})}
+    env = own_bentoml_home(env, log_path.parent / f".bentoml-{port}")  # its /metrics never blanked by another
     bentoml_cli = Path(sys.executable).parent / "bentoml"
     command = [str(bentoml_cli), "serve", bento_tag, "--host", host, "--port", str(port)]
     with log_path.open("wb") as log:
@@ -117,6 +127,25 @@ def start_bento_server(
     return process
 
 
+def require_local_bento(bento_tag: str, model_version: int | None = None) -> None:
+    """Raise the deployments' DeploymentError (lib.deploy.release), naming how to get it back, when `bento_tag` is
+    not in this machine's BentoML store (checked before anything is started or stopped)."""
+    from mlops_assets.lib.deploy.release import DeploymentError as ReleaseError
+    from mlops_assets.packaging import _bentoml
+
+    bentoml = _bentoml()
+    try:
+        bentoml.bentos.get(bento_tag)
+    except bentoml.exceptions.NotFound:
+        version = f"version {model_version}" if model_version is not None else "its version (`mlops models list`)"
+        restore = f"mlops models restore {model_version}" if model_version is not None else "mlops models restore N"
+        raise ReleaseError(
+            f"Bento {bento_tag} is not in the BentoML store at {settings.bentoml_home()}; nothing was started or "
+            f"stopped. Put the model of {version} back with `{restore}` and rebuild the bento with `mlops run`, "
+            "or deploy another version."
+        ) from None
+
+
 def deploy_local(bento_tag: str, port: int | None = None, host: str | None = None) -> LocalDeployment:
     """Serve `bento_tag` on this machine in the background (replacing a running local deployment) and wait until
     ready, with the selected environment's `server:` settings; the bento is brought from the environment's bento
@@ -126,19 +155,30 @@ def deploy_local(bento_tag: str, port: int | None = None, host: str | None = Non
     config = settings.environment_settings().server
     host = host or config.host
     port = port or config.port
+    running = current_deployment()
+    # Checked before anything is stopped: a port held by another program must not cost the running server.
+    if not port_is_free(host, port) and (running is None or running.url != f"http://{host}:{port}"):
+        raise DeploymentError(
+            f"Port {port} on {host} is in use by another program; nothing was stopped. Stop it or pass --port."
+        )
+    fetch_bento(bento_tag)
+    require_local_bento(bento_tag)
     stop_local()
     if not port_is_free(host, port):
         raise DeploymentError(f"Port {port} on {host} is in use; stop what listens there or pass --port.")
-    fetch_bento(bento_tag)
     with opened("prediction_logs") as logs:
         problem = logs.problem()
         if problem:
             raise DeploymentError(f"Prediction logs cannot be kept at {logs.where()}: {problem}.")
         server_environment = logs.server_environment()
     log_path = settings.logs_dir() / "local-server.log"
+    # Truncated per start: an error report's log tail shows this attempt's lines, not an earlier server's.
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_bytes(b"")
     process = start_bento_server(bento_tag, host, port, log_path, config.ready_timeout_s, server_environment)
     url = f"http://{host}:{port}"
-    deployment = LocalDeployment(bento_tag, url, process.pid, str(log_path))
+    recorded = record_tree(ServerProcess(process.pid, process.pid, host, port, url, bento_tag, str(log_path)))
+    deployment = LocalDeployment(bento_tag, url, process.pid, str(log_path), recorded.workers)
     _state_file().parent.mkdir(parents=True, exist_ok=True)
     _state_file().write_text(json.dumps(asdict(deployment), indent=1))
     return deployment
@@ -168,6 +208,7 @@ def stop_local() -> LocalDeployment | None:
     """Stop the local deployment if one runs; returns what was stopped."""
     deployment = current_deployment()
     if deployment is not None:
-        stop_process_group(deployment.pid)
+        # The process group and every recorded worker (which outlive a killed leader), then the port checked free.
+        stop_server(deployment.server(), grace_s=15.0)
     _state_file().unlink(missing_ok=True)
     return deployment

@@ -4,7 +4,9 @@ import dataclasses
 
 import dagster as dg
 
-from mlops_assets.defs.metadata import markdown_table, png_markdown
+from mlops_assets.defs.groups import MODEL, presentation
+from mlops_assets.defs.metadata import png_markdown, table
+from mlops_assets.defs.pictures import confusion_thumbnail
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.atomic import atomic_directory
 from mlops_assets.lib.code_fingerprint import derived_version
@@ -25,6 +27,23 @@ from mlops_assets.resources.bento_store import BentoStore
 from mlops_assets.resources.registry import ModelRegistryResource
 
 REPORT_FILE = "report.json"
+PER_CLASS_COLUMNS = {
+    "label": "Class",
+    "precision": "Share of the images predicted as this class that are of it (0 to 1)",
+    "recall": "Share of this class's images predicted as it (0 to 1)",
+    "f1": "Harmonic mean of precision and recall (0 to 1)",
+    "support": "Test images of this class",
+}
+
+
+def confusion_table(matrix: list[list[int]], labels: list[str]) -> dg.TableMetadataValue:
+    """The confusion matrix as a table: one row per true class, one column of counts per predicted class."""
+    rows = [
+        {"true label": label, **dict(zip(labels, counts, strict=True))}
+        for label, counts in zip(labels, matrix, strict=True)
+    ]
+    descriptions = {"true label": "The images' class", **{label: f"Predicted as {label}" for label in labels}}
+    return table(rows, descriptions)
 
 
 def _champion_metadata(report: EvaluationReport) -> dict[str, object]:
@@ -38,19 +57,21 @@ def _champion_metadata(report: EvaluationReport) -> dict[str, object]:
         metadata["champion_macro_f1"] = champion.metrics["macro_f1"]
         metadata["accuracy_difference"] = report.metrics["accuracy"] - champion.metrics["accuracy"]
         metadata["macro_f1_difference"] = report.metrics["macro_f1"] - champion.metrics["macro_f1"]
-        metadata["per_class_vs_champion"] = markdown_table(
-            ["label", "candidate F1", "champion F1", "change"],
-            [
-                [r["label"], r["candidate_f1"], r["champion_f1"], r["change"]]
-                for r in class_regressions(report.metrics, champion.metrics)
-            ],
+        metadata["per_class_vs_champion"] = table(
+            class_regressions(report.metrics, champion.metrics),
+            {
+                "label": "Class",
+                "candidate_f1": "F1 of this model on the test split",
+                "champion_f1": "F1 of the production model on the same split",
+                "change": "candidate_f1 - champion_f1",
+            },
         )
     return metadata
 
 
 @dg.asset(
-    group_name="evaluation",
-    kinds={"python"},
+    **presentation(MODEL),
+    kinds={"scikitlearn"},
     automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
 )
 def model_evaluation(
@@ -93,18 +114,20 @@ def model_evaluation(
         report,
         data_version=dg.DataVersion(version),
         metadata={
+            # Metrics first, each a number Dagster plots across materializations, per class too.
+            # Exact values: the bento's lineage and the registry record the same numbers.
             "accuracy": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"],
             "num_test_images": metrics["num_examples"],
-            "per_class": markdown_table(
-                ["label", "precision", "recall", "f1", "support"],
-                [[c["label"], c["precision"], c["recall"], c["f1"], c["support"]] for c in metrics["per_class"]],
-            ),
-            "confusion_matrix": png_markdown(
+            "per_class": table(metrics["per_class"], PER_CLASS_COLUMNS),
+            "confusion_matrix": confusion_thumbnail(metrics["confusion_matrix"]),
+            **{f"f1_{row['label']}": row["f1"] for row in metrics["per_class"]},
+            "confusion_matrix_counts": confusion_table(metrics["confusion_matrix"], validated_images.labels),
+            "confusion_matrix_plot": png_markdown(
                 confusion_matrix_png(metrics["confusion_matrix"], validated_images.labels), "confusion matrix"
             ),
-            "weights_sha256": report.weights_sha256,
             **_champion_metadata(report),
+            "weights_sha256": report.weights_sha256,
             **code_version_metadata(context, cache_hit, version),
         },
     )

@@ -8,7 +8,8 @@ import dagster as dg
 import pydantic
 
 from mlops_assets.dataset_choice import DatasetChoice, ResolvedDataset, reader, resolve
-from mlops_assets.defs.metadata import markdown_table
+from mlops_assets.defs.groups import DATA, presentation
+from mlops_assets.defs.metadata import home_path, table
 from mlops_assets.defs.versioning import code_version_metadata
 from mlops_assets.lib.data.manifest import DatasetManifest
 from mlops_assets.lib.registry.datasets import CURRENT, VERSION_RULE, CurrentChoice, DatasetVersionView, DatasetView
@@ -70,7 +71,7 @@ def raw_images_config_for(datasets: Sequence[DatasetView], current: CurrentChoic
 def build_raw_images(config_class: type[RawImagesConfig] = RawImagesConfig) -> dg.AssetsDefinition:
     """The raw_images asset configured by `config_class` (RawImagesConfig or one from `raw_images_config_for`)."""
 
-    @dg.asset(name="raw_images", group_name="ingest", kinds={"python"})
+    @dg.asset(name="raw_images", **presentation(DATA), kinds={"python", "file"})
     def raw_images(
         context: dg.AssetExecutionContext,
         config: config_class,
@@ -148,22 +149,26 @@ def describe(
         manifest,
         data_version=dg.DataVersion(manifest.data_version),
         metadata={
+            # Counts first (numbers Dagster plots), then the dataset's lineage, then where its files are.
+            "num_images": len(manifest.entries),
+            "num_classes": len(counts),
+            "num_skipped": len(manifest.skipped),
+            "total_bytes": sum(entry.size for entry in manifest.entries),
+            **added,
+            "class_counts": table(
+                [{"label": label, "images": number} for label, number in counts.items()],
+                {"label": "Class (the image's folder)", "images": "Images of this class"},
+            ),
+            "split_counts": dg.MetadataValue.json(manifest.split_counts()),
             # Dataset lineage: which dataset, read from where, which of its versions.
             "dataset": resolved.name or "(a folder outside the catalogue)",
             "dataset_source": resolved.source,
             "dataset_version": version.reference if version is not None else "-",
             "dataset_chosen_by": resolved.chosen_by,
             "pinned_version": resolved.pinned is not None,
-            "dataset_root": dg.MetadataValue.path(manifest.root),
+            "dataset_root": home_path(manifest.root),
             "data_version": manifest.data_version,
             "dataset_store": store_uri,
-            **added,
-            "num_images": len(manifest.entries),
-            "num_classes": len(counts),
-            "total_bytes": sum(entry.size for entry in manifest.entries),
-            "split_counts": dg.MetadataValue.json(manifest.split_counts()),
-            "class_counts": markdown_table(["label", "images"], list(counts.items())),
-            "num_skipped": len(manifest.skipped),
             "skipped_files": dg.MetadataValue.json([skipped.__dict__ for skipped in manifest.skipped[:50]]),
             "empty_label_folders": dg.MetadataValue.json(list(manifest.empty_labels)),
             **code_version_metadata(context, cache_hit=False, cache_key=manifest.data_version),

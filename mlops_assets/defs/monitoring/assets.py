@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
+from mlops_assets.defs.groups import MONITORING, presentation
 from mlops_assets.defs.metadata import markdown_table, png_markdown
 from mlops_assets.defs.monitoring import alerting
 from mlops_assets.defs.versioning import own_code_version
@@ -14,17 +15,24 @@ from mlops_assets.lib.atomic import atomic_directory
 from mlops_assets.lib.data.validated_data import ValidatedDataset
 from mlops_assets.lib.models.training import TrainedModel
 from mlops_assets.lib.monitoring import alerts
+from mlops_assets.lib.monitoring.accuracy import live_accuracy, unmatched_feedback, unmatched_note
 from mlops_assets.lib.monitoring.baseline import (
     BASELINE_FILE,
+    DamagedBaseline,
     MonitoringBaseline,
     build_monitoring_baseline,
+    check_baseline_files,
     load_monitoring_baseline,
 )
-from mlops_assets.lib.monitoring.logs import read_day
+from mlops_assets.lib.monitoring.capture import FEEDBACK, feedback_given_on, read_feedback
+from mlops_assets.lib.monitoring.comparison import compare_deployment
+from mlops_assets.lib.monitoring.logs import PredictionLogReader, read_day
 from mlops_assets.lib.monitoring.monitor import DayAssessment, MonitoredVersion, assess_day
 from mlops_assets.lib.monitoring.plots import drift_png
+from mlops_assets.lib.monitoring.settings import MonitoringSettings
 from mlops_assets.lib.monitoring.verdicts import COMPARED, DRIFT, NO_DRIFT, SEVERE_DRIFT
 from mlops_assets.lib.registry.registry import RegistryError
+from mlops_assets.lib.serving.prediction_store import substore
 from mlops_assets.resources.artifacts import ArtifactStore
 from mlops_assets.resources.prediction_logs import PredictionLogs
 from mlops_assets.resources.registry import ModelRegistryResource
@@ -41,7 +49,7 @@ MONITORING_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-01-01", en
 
 
 @dg.asset(
-    group_name="monitoring",
+    **presentation(MONITORING),
     kinds={"python"},
     automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
 )
@@ -57,8 +65,14 @@ def monitoring_baseline(
     stored = artifacts.fetch(BASELINE_KIND, key)
     baseline = None
     if stored is not None and (stored / BASELINE_FILE).is_file():
-        found = load_monitoring_baseline(stored)
-        baseline = found if found.code_version == code_version else None
+        try:
+            found = load_monitoring_baseline(stored)
+            check_baseline_files(found)
+        except DamagedBaseline as damage:
+            # Rebuilt below, replacing the damaged copy.
+            context.log.warning(f"Stored baseline {stored}: {damage}")
+        else:
+            baseline = found if found.code_version == code_version else None
     cache_hit = baseline is not None
     if baseline is None:
         trained_model = artifacts.local_copy(trained_model, "trained_model")
@@ -103,13 +117,19 @@ def _monitored_version(registry: ModelRegistryResource, number: int) -> tuple[Mo
     return MonitoredVersion(view.number, view.model_tag, view.weights_sha256), ""
 
 
-def _baseline(artifacts: ArtifactStore, version: MonitoredVersion | None) -> MonitoringBaseline | None:
+def _baseline(artifacts: ArtifactStore, version: MonitoredVersion | None) -> tuple[MonitoringBaseline | None, str]:
+    """The version's stored baseline (None without one), or None and which file is damaged and why."""
     if version is None:
-        return None
+        return None, ""
     stored = artifacts.fetch(BASELINE_KIND, version.weights_sha256)
     if stored is None or not (stored / BASELINE_FILE).is_file():
-        return None
-    return load_monitoring_baseline(stored)
+        return None, ""
+    try:
+        baseline = load_monitoring_baseline(stored)
+        check_baseline_files(baseline)
+    except DamagedBaseline as damage:
+        return None, str(damage)
+    return baseline, ""
 
 
 def _check_results(assessment: DayAssessment) -> list[dg.AssetCheckResult]:
@@ -195,6 +215,28 @@ def _service_figures(environment: str, day: dt.date) -> dict[str, object]:
     return metadata
 
 
+def _comparison_metadata(
+    store: PredictionLogReader, version: MonitoredVersion | None, day: dt.date, monitoring: MonitoringSettings
+) -> dict[str, object]:
+    """The deployment comparison's verdict line and its details (switch, windows, counts, signals) as metadata."""
+    now = dt.datetime.now(dt.UTC)
+    comparison = compare_deployment(store, version.model_tag if version else None, day, monitoring, now)
+    return {
+        "deployment_comparison": comparison.describe(),
+        "deployment_comparison_signals": dg.MetadataValue.json(comparison.to_dict()),
+    }
+
+
+def delivery_text(delivery: alerts.Delivery, event_id: str) -> str:
+    """What became of an alert, in words: why it failed, that its event was sent before (a day graded again), or
+    where it went."""
+    if delivery.error:
+        return delivery.error
+    if delivery.duplicate:
+        return f"already sent (event {event_id}); not sent again"
+    return f"sent to {delivery.log_path}" + (f" and {delivery.webhook}" if delivery.webhook else "")
+
+
 def _severe_drift_alert(environment: str, assessment: DayAssessment, report: str) -> alerts.Alert:
     version = assessment.version
     severe = [v.describe() for v in assessment.verdicts if v.verdict == SEVERE_DRIFT]
@@ -211,13 +253,16 @@ def _severe_drift_alert(environment: str, assessment: DayAssessment, report: str
             "signals": [v.to_dict() for v in assessment.verdicts if v.verdict == SEVERE_DRIFT],
             "report": report,
         },
+        # Once per environment, day and version, however often the day is graded again.
+        event_id=f"severe-drift-{environment}-{assessment.day.isoformat()}-v{version.number}",
     )
 
 
 @dg.asset(
     partitions_def=MONITORING_PARTITIONS,
-    group_name="monitoring",
-    kinds={"evidently"},
+    **presentation(MONITORING),
+    # Evidently has no icon in the UI; its output is a report.
+    kinds={"evidently", "report"},
     deps=[monitoring_baseline],
     check_specs=[
         dg.AssetCheckSpec(
@@ -246,9 +291,12 @@ def prediction_monitoring(
     monitoring = settings.environment_settings(environment).monitoring
     day = dt.date.fromisoformat(context.partition_key)
     version, no_version_reason = _monitored_version(registry, config.version)
-    log = read_day(prediction_logs.store(), day)
-    baseline = _baseline(artifacts, version)
-    assessment = assess_day(log, version, baseline, monitoring, no_version_reason)
+    store = prediction_logs.store()
+    log = read_day(store, day)
+    accuracy = live_accuracy(log.records, read_feedback(substore(store, FEEDBACK)))
+    unmatched = unmatched_feedback(log, feedback_given_on(substore(store, FEEDBACK), day))
+    baseline, damage = _baseline(artifacts, version)
+    assessment = assess_day(log, version, baseline, monitoring, no_version_reason, damage)
     metadata: dict[str, object] = {
         "environment": environment,
         "day": day.isoformat(),
@@ -260,9 +308,23 @@ def prediction_monitoring(
         "log_files": len(log.files),
         "log_source": prediction_logs.where(),
         "log_problems": "; ".join(assessment.log_problems) or "none",
+        "bad_log_lines": log.num_bad_lines,
+        # Of every model version in the day's log, where feedback gave true labels.
+        "live_accuracy": dg.MetadataValue.json([found.to_dict() for found in accuracy]),
+        "live_accuracy_verdict": "; ".join(
+            [
+                *(found.describe() for found in accuracy),
+                *([unmatched_note(unmatched, day)] if unmatched else []),
+            ]
+        )
+        or "no labelled predictions (feedback: POST /feedback or `mlops feedback`)",
+        "feedback_unmatched": unmatched,
         "verdicts": _verdict_table(assessment),
         "signals": dg.MetadataValue.json([v.to_dict() for v in assessment.verdicts]),
         "severe_signals": ", ".join(v.signal for v in assessment.verdicts if v.verdict == SEVERE_DRIFT) or "none",
+        # After a deployment: this version's labels and confidences against the previous version's (not a check:
+        # a new model is expected to answer differently; this says how much).
+        **_comparison_metadata(store, version, day, monitoring),
         **_service_figures(environment, day),
     }
     report = ""
@@ -279,10 +341,9 @@ def prediction_monitoring(
         metadata["low_confidence_share"] = assessment.drift.current_share_low
         metadata["baseline_low_confidence_share"] = assessment.drift.reference_share_low
     if assessment.overall == SEVERE_DRIFT:
-        delivery = alerting.send(_severe_drift_alert(environment, assessment, report))
-        metadata["alert"] = delivery.error or (
-            f"sent to {delivery.log_path}" + (f" and {delivery.webhook}" if delivery.webhook else "")
-        )
+        alert = _severe_drift_alert(environment, assessment, report)
+        delivery = alerting.send(alert)
+        metadata["alert"] = delivery_text(delivery, alert.event_id)
         if delivery.error:
             # The report and verdicts still count; the failed delivery is in the alert log and here.
             context.log.error(f"Severe-drift alert not delivered: {delivery.error}")

@@ -1,4 +1,7 @@
-"""Retrain on severe drift; alert on failed runs and on candidates that lost the gate."""
+"""Retrain on severe drift; alert on failed runs, on candidates that lost the gate and on alert-label inputs."""
+
+import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -7,8 +10,12 @@ from mlops_assets.defs.jobs import training_pipeline_job
 from mlops_assets.defs.monitoring import alerting
 from mlops_assets.defs.monitoring.assets import MONITORING_ASSET
 from mlops_assets.defs.promotion.checks import PROMOTION_GATE_CHECK
-from mlops_assets.lib.monitoring.alerts import GATE_LOST, RUN_FAILED, Alert
+from mlops_assets.lib.monitoring.alert_inputs import AlertInput, new_alert_inputs, parse_cursor
+from mlops_assets.lib.monitoring.alerts import ALERT_LABEL, GATE_LOST, RUN_FAILED, Alert, AlertDeliveryError
+from mlops_assets.lib.monitoring.capture import ALERT_INPUTS
 from mlops_assets.lib.monitoring.verdicts import SEVERE_DRIFT
+from mlops_assets.lib.serving.prediction_store import substore
+from mlops_assets.resources.prediction_logs import PredictionLogs
 
 DRIFT_REASON = "severe drift"
 
@@ -70,6 +77,7 @@ def failure_alert(context: dg.RunFailureSensorContext, environment: str) -> Aler
             f"Candidate lost the promotion gate in run {run.run_id[:8]}: {gate}",
             environment,
             {**details, "gate": gate},
+            event_id=f"run-failed-{run.run_id}",
         )
     message = context.failure_event.message or "see the run in the Dagster UI"
     return Alert(
@@ -77,6 +85,7 @@ def failure_alert(context: dg.RunFailureSensorContext, environment: str) -> Aler
         f"Run {run.run_id[:8]} of {run.job_name} failed: {message}",
         environment,
         {**details, "failure": message},
+        event_id=f"run-failed-{run.run_id}",
     )
 
 
@@ -84,5 +93,40 @@ def failure_alert(context: dg.RunFailureSensorContext, environment: str) -> Aler
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     """Alert on every failed run of this code location; a run whose candidate lost the gate says so."""
     delivery = alerting.send(failure_alert(context, settings.environment_name()))
-    # Raised, so the tick fails visibly and is retried; the alert log has the alert either way.
+    # Raised, so the tick fails visibly and is retried; the alert is keyed by the run, so a retry posts it again
+    # only while it has not been delivered, and keeps one line for it in the alert log.
     delivery.raise_for_failure()
+
+
+def alert_label_alert(found: AlertInput, saved: Path, kept_in: str, environment: str) -> Alert:
+    """The alert for one input predicted as an alert label at or above its confidence."""
+    record = found.record
+    return Alert(
+        ALERT_LABEL,
+        f"{record['label']!r} predicted with confidence {float(record['confidence']):.4f} (alert at "
+        f"{float(record['alert_confidence']):g}) by {record['model_version']}; input saved at {saved}",
+        environment,
+        {**record, "input": str(saved), "kept_in": f"{kept_in} ({found.source})"},
+        event_id=found.event_id,
+    )
+
+
+@dg.sensor(name="alert_label_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def alert_label_sensor(context: dg.SensorEvaluationContext, prediction_logs: PredictionLogs) -> dg.SkipReason:
+    """Alert once per input the service kept for an alert label (monitoring.capture.alert_labels), with its file."""
+    store = substore(prediction_logs.store(), ALERT_INPUTS)
+    found, cursor, problems = new_alert_inputs(store, parse_cursor(context.cursor))
+    for problem in problems:
+        context.log.warning(f"Alert input skipped: {problem}")
+    environment = settings.environment_name()
+    folder = alerting.alert_log_path().parent / "inputs"
+    failed = []
+    for each in found:
+        delivery = alerting.send(alert_label_alert(each, each.save(folder), str(store), environment))
+        failed += [f"{each.event_id}: {delivery.error}"] if delivery.error else []
+    if failed:
+        # The cursor stays: the next tick reads these inputs again, and alerts already delivered are not sent twice
+        # (their event ids are in the alert log).
+        raise AlertDeliveryError(f"{len(failed)} alert-label alert(s) not delivered: {'; '.join(failed[:3])}")
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
+    return dg.SkipReason(f"{len(found)} alert-label alert(s) sent; {len(problems)} kept input(s) unusable.")

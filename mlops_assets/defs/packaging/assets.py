@@ -6,6 +6,8 @@ import dagster as dg
 import pydantic
 
 from mlops_assets import settings
+from mlops_assets.defs.groups import DEPLOYMENT, presentation
+from mlops_assets.defs.metadata import home_path
 from mlops_assets.defs.training_inputs import training_inputs
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
@@ -14,7 +16,7 @@ from mlops_assets.lib.models.model_package import read_package_document
 from mlops_assets.lib.models.training import TrainedModel
 from mlops_assets.lib.provenance import UNKNOWN, GitState, git_state
 from mlops_assets.lib.registry.registry import NewVersion, Registration
-from mlops_assets.packaging import BentoArtifact, build_service_bento, serving_arguments, store_model
+from mlops_assets.packaging import BentoArtifact, bento_target, build_service_bento, serving_arguments, store_model
 from mlops_assets.resources.artifacts import ArtifactStore
 from mlops_assets.resources.bento_store import BentoStore
 from mlops_assets.resources.registry import ModelRegistryResource
@@ -33,8 +35,9 @@ class BentoConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="packaging",
-    kinds={"bentoml"},
+    **presentation(DEPLOYMENT),
+    # BentoML has no icon in the UI; a bento is a servable image (Docker icon).
+    kinds={"bentoml", "docker"},
     automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
 )
 def bento(
@@ -90,11 +93,20 @@ def bento(
         "plugin": trained_model.plugin,
         "accuracy": f"{metrics['accuracy']:.4f}",
     }
-    serving = serving_arguments()
+    # Checked against the model's labels: an alert label it does not have could never fire.
+    serving = serving_arguments(read_package_document(Path(trained_model.directory))["labels"])
+    # The image target (CPU torch, or CUDA torch where a stage deploys to Cloud Run) is part of the bento's version;
+    # local bentos keep the versions they had before there were targets.
+    target = bento_target()
     # From the candidate's own metrics, not the evaluation's version: a new champion changes that version, but
     # not this bento.
     version = derived_version(
-        trained_model.version, model_evaluation.metrics, own_code_version(context), config.model_dump(), serving
+        trained_model.version,
+        model_evaluation.metrics,
+        own_code_version(context),
+        config.model_dump(),
+        serving,
+        *(() if target == "local" else (target,)),
     )
     model_tag = store_model(trained_model.directory, config.model_name, trained_model.version[:20], labels, lineage)
     artifact, cache_hit = build_service_bento(
@@ -103,6 +115,7 @@ def bento(
         serving=serving,
         version=version,
         plugin=trained_model.plugin,
+        target=target,
     )
     context.log.info(f"{'Reusing' if cache_hit else 'Built'} bento {artifact.bento_tag} serving model {model_tag}")
     # Kept where every machine of the environment finds it before the registry may name it.
@@ -114,24 +127,28 @@ def bento(
         artifact,
         data_version=dg.DataVersion(version),
         metadata={
-            "bento_tag": artifact.bento_tag,
-            "model_tag": model_tag,
             "accuracy": metrics["accuracy"],
-            "git_commit": git.commit,
-            "git_dirty": git.dirty_label,
-            "bento_path": dg.MetadataValue.path(artifact.bento_path),
-            "bento_uri": bento_uri,
-            "lineage": dg.MetadataValue.json(lineage),
+            "macro_f1": metrics["macro_f1"],
+            "bento_tag": artifact.bento_tag,
+            "bento_target": target,
+            "model_tag": model_tag,
             "serve_command": f"mlops deploy local --bento {artifact.bento_tag}",
-            **code_version_metadata(context, cache_hit, version),
+            # The version number never changes; its status does, so the current one is on model_promotion, and
+            # this records only what registering found when the bento was built.
             "registry_version": registration.version.number,
-            "registry_status": registration.version.status,
-            "registry_outcome": (
+            "registration_when_built": (
                 f"registered as version {registration.version.number} ({registration.version.status})"
                 if registration.created
                 else f"the same model is already version {registration.version.number} "
                 f"({registration.version.status}); not registered again"
             ),
+            "current_status": "see the model_promotion asset (or `mlops models list`)",
+            "git_commit": git.commit,
+            "git_dirty": git.dirty_label,
+            "bento_path": home_path(artifact.bento_path),
+            "bento_uri": home_path(bento_uri),
+            "lineage": dg.MetadataValue.json(lineage),
+            **code_version_metadata(context, cache_hit, version),
         },
     )
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlops_assets.defs.groups import DEPLOYMENT, presentation
 from mlops_assets.defs.promotion.state import registry_state_metadata
 from mlops_assets.lib.registry.registry import ModelRegistry, PromotionHold, VersionView
 from mlops_assets.lib.registry.schema import PRODUCTION
@@ -10,8 +11,9 @@ from mlops_assets.resources.registry import ModelRegistryResource
 
 
 @dg.asset(
-    group_name="promotion",
-    kinds={"sqlite"},
+    **presentation(DEPLOYMENT),
+    # The model registry: SQLite locally, PostgreSQL in staging and production.
+    kinds={"sql"},
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
 def model_promotion(

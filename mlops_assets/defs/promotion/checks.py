@@ -42,10 +42,9 @@ def promotion_gate(
         metadata={
             "version": version.number,
             "reason": decision.reason,
-            "primary_metric": policy.primary_metric,
-            "floor": policy.floor,
-            "tolerance": policy.tolerance,
-            "per_class_margin": policy.per_class_margin,
+            # The policy's constant thresholds as text: they are settings, not metrics to plot over time.
+            "policy": f"{policy.primary_metric} >= {policy.floor} (floor); at most {policy.tolerance} below "
+            f"production; no class's F1 more than {policy.per_class_margin} below production's",
             "details": dg.MetadataValue.json(decision.details),
         },
     )

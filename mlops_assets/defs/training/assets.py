@@ -6,7 +6,9 @@ from typing import Literal
 import dagster as dg
 import pydantic
 
-from mlops_assets.defs.metadata import markdown_table, png_markdown
+from mlops_assets.defs.groups import MODEL, presentation
+from mlops_assets.defs.metadata import home_path, png_markdown, table
+from mlops_assets.defs.pictures import training_curves_thumbnail
 from mlops_assets.defs.training.data_parallel import train_data_parallel
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
 from mlops_assets.lib.code_fingerprint import derived_version
@@ -22,6 +24,7 @@ from mlops_assets.resources.artifacts import ArtifactStore
 
 # Processes on one machine: beyond a machine's GPUs (8 at most on one node) or cores, more only compete.
 MAX_PROCESSES = 64
+DEVICES = Literal["auto", "cpu", "cuda", "mps", *(f"cuda:{index}" for index in range(8))]
 
 
 class TrainingConfig(dg.Config):
@@ -44,13 +47,17 @@ class TrainingConfig(dg.Config):
     seed: int = pydantic.Field(
         default=0, ge=0, le=2**32 - 1, description="Seed of every random choice: an integer from 0 to 4294967295."
     )
-    device: str = pydantic.Field(
+    # An enumeration on the launchpad; one GPU by index up to the 8 a node holds.
+    device: DEVICES = pydantic.Field(
         default="auto",
-        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
-        description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:<index>' or 'mps'.",
+        description="Where to train: 'auto' (CUDA when present, else the CPU), 'cpu', 'cuda', 'cuda:<index>' (one GPU) "
+        "or 'mps' (Apple silicon).",
         json_schema_extra={"allowed": "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"},
     )
-    plugin_params: dict[str, float] = {}
+    plugin_params: dict[str, float] = pydantic.Field(
+        default={},
+        description="The plug-in's own settings by name (numbers), e.g. {'hidden': 64}; `mlops plugins` lists them.",
+    )
     processes: int = pydantic.Field(
         default=1,
         ge=1,
@@ -115,7 +122,7 @@ def build_trained_model(config_class: type[TrainingConfig] = TrainingConfig) -> 
 
     @dg.asset(
         name="trained_model",
-        group_name="training",
+        **presentation(MODEL),
         kinds={"pytorch"},
         automation_condition=(dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed())
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
@@ -176,32 +183,43 @@ def train_and_describe(
                     validated_images, config.plugin, config.plugin_params, settings, destination, log_epoch, version
                 )
     history = model.history
+    last = history[-1]
     return dg.Output(
         model,
         data_version=dg.DataVersion(version),
         metadata={
-            **code_version_metadata(context, cache_hit, version),
-            "final_val_accuracy": history[-1]["val_accuracy"],
-            "final_train_loss": history[-1]["train_loss"],
+            # Metrics first: numbers Dagster plots across materializations (the asset's "Plots" tab).
+            "final_val_accuracy": round(last["val_accuracy"], 4),
+            "final_val_loss": round(last["val_loss"], 4),
+            "final_train_accuracy": round(last["train_accuracy"], 4),
+            "final_train_loss": round(last["train_loss"], 4),
+            "best_val_accuracy": round(max(record["val_accuracy"] for record in history), 4),
+            "num_epochs": len(history),
+            "training_seconds": round(model.training_seconds, 2),
+            "training_curves": training_curves_thumbnail(history),
+            "epochs": table(history, EPOCH_COLUMNS),
+            "training_curves_plot": png_markdown(training_curves_png(history), "training curves"),
             "plugin": model.plugin,
             "device": model.device,
             # Older packages did not record it: they were trained in one process.
             "processes": model.settings.get("processes", 1),
-            "training_seconds": round(model.training_seconds, 2),
-            "weights_sha256": model.weights_sha256,
             "hyperparameters": dg.MetadataValue.json({**model.settings, "plugin_params": model.params}),
-            "training_curves": png_markdown(training_curves_png(history), "training curves"),
-            "epochs": markdown_table(
-                ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"],
-                [
-                    [r["epoch"], r["train_loss"], r["train_accuracy"], r["val_loss"], r["val_accuracy"], r["seconds"]]
-                    for r in history
-                ],
-            ),
-            "package_path": dg.MetadataValue.path(model.directory),
-            "stored_at": artifacts.uri("trained_model", version),
+            "weights_sha256": model.weights_sha256,
+            "package_path": home_path(model.directory),
+            "stored_at": home_path(artifacts.uri("trained_model", version)),
+            **code_version_metadata(context, cache_hit, version),
         },
     )
+
+
+EPOCH_COLUMNS = {
+    "epoch": "Pass over the training split, from 1",
+    "train_loss": "Mean cross-entropy on the training split",
+    "train_accuracy": "Share of training images classified right (0 to 1)",
+    "val_loss": "Mean cross-entropy on the validation split",
+    "val_accuracy": "Share of validation images classified right (0 to 1)",
+    "seconds": "Wall-clock seconds of the epoch",
+}
 
 
 # The asset with `plugin` as free text, for code that binds its own resources (tests, notebooks).

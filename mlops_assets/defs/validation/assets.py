@@ -1,11 +1,12 @@
 """Validation: decode every image once, quarantine bad files, run the Great Expectations suite."""
 
 from dataclasses import asdict
-from pathlib import Path
 
 import dagster as dg
 import pydantic
 
+from mlops_assets.defs.groups import DATA, presentation
+from mlops_assets.defs.metadata import home_path, resolve_home_path
 from mlops_assets.defs.validation.checks import BLOCKING_CHECKS, CHECK_NAMES
 from mlops_assets.defs.validation.report import validation_markdown
 from mlops_assets.defs.versioning import code_version_metadata, own_code_version
@@ -62,14 +63,14 @@ def _previous_build(context: dg.AssetExecutionContext) -> ValidatedDataset | Non
     """The last materialized validated data, whose decoded images can be reused by content hash."""
     event = context.instance.get_latest_materialization_event(context.asset_key)
     path = event.asset_materialization.metadata.get("storage_path") if event and event.asset_materialization else None
-    if path is None or not (Path(path.value) / "dataset.json").exists():
+    if path is None or not (resolve_home_path(path.value) / "dataset.json").exists():
         return None
-    return load_validated_dataset(Path(path.value))
+    return load_validated_dataset(resolve_home_path(path.value))
 
 
 @dg.asset(
-    group_name="validation",
-    kinds={"numpy", "great_expectations"},
+    **presentation(DATA),
+    kinds={"numpy", "greatexpectations"},
     automation_condition=dg.AutomationCondition.eager() | dg.AutomationCondition.code_version_changed(),
 )
 def validated_images(
@@ -107,6 +108,8 @@ def validated_images(
                 version=version,
                 # Exactly the files raw_images recorded, from the dataset store (a pinned version's too).
                 files_root=dataset_store.local_root(raw_images),
+                # A large dataset takes minutes: the run's log says how far decoding and validation are.
+                progress=context.log.info,
             )
         context.log.info(f"Decoded {validated.num_decoded_now} images; the others were reused by content hash.")
     report = validated.quarantine()
@@ -121,22 +124,23 @@ def validated_images(
         validated,
         data_version=dg.DataVersion(version),
         metadata={
-            **code_version_metadata(context, cache_hit, version),
-            "num_decoded_now": 0 if cache_hit else validated.num_decoded_now,
-            "storage_path": dg.MetadataValue.path(validated.directory),
-            "stored_at": artifacts.uri("validated_images", version),
-            "input_shape": f"{spec.channels}x{spec.height}x{spec.width} (channels x height x width)",
-            "expectation_profile": profile.name,
+            # Counts first (numbers Dagster plots), then the checks' verdicts, then the files and versioning.
             "num_images_kept": int(sum(validated.split_counts.values())),
             "num_quarantined": len(quarantined),
             "num_skipped": validated.num_skipped,
             "num_invalid": validated.num_invalid,
-            "image_policy": dg.MetadataValue.json(validated.image_policy),
-            "split_counts": dg.MetadataValue.json(validated.split_counts),
-            "normalization": dg.MetadataValue.json({"mean": spec.mean, "std": spec.std}),
+            "num_decoded_now": 0 if cache_hit else validated.num_decoded_now,
             "validation_summary": validation_markdown(validated.outcomes(), CHECK_NAMES, BLOCKING_CHECKS, report),
-            "quarantine_report": dg.MetadataValue.path(f"{validated.directory}/{QUARANTINE_FILE}"),
-            "baseline_statistics": dg.MetadataValue.path(f"{validated.directory}/{BASELINE_FILE}"),
-            "data_docs": dg.MetadataValue.path(str(validated.data_docs_index)),
+            "split_counts": dg.MetadataValue.json(validated.split_counts),
+            "input_shape": f"{spec.channels}x{spec.height}x{spec.width} (channels x height x width)",
+            "expectation_profile": profile.name,
+            "image_policy": dg.MetadataValue.json(validated.image_policy),
+            "normalization": dg.MetadataValue.json({"mean": spec.mean, "std": spec.std}),
+            "storage_path": home_path(validated.directory),
+            "stored_at": home_path(artifacts.uri("validated_images", version)),
+            "quarantine_report": home_path(f"{validated.directory}/{QUARANTINE_FILE}"),
+            "baseline_statistics": home_path(f"{validated.directory}/{BASELINE_FILE}"),
+            "data_docs": home_path(str(validated.data_docs_index)),
+            **code_version_metadata(context, cache_hit, version),
         },
     )

@@ -26,7 +26,7 @@ class ManifestEntry:
 
     @property
     def split(self) -> Split:
-        return assign_split(self.sha256)
+        return assign_split(self.sha256, self.path.rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ PARALLEL_THRESHOLD = 2_000
 # At most this many files per pool task; a 64x64 RGB chunk is then 12 MiB.
 _MAX_CHUNK = 1_024
 QUARANTINE_FILE = "quarantine.csv"
+# Told how far a long pass is, one line at a time (the Dagster asset passes its logger).
+Progress = Callable[[str], None]
 BASELINE_FILE = "baseline.json"
 
 
@@ -202,10 +205,11 @@ class _FileMapper:
     """Runs per-file work over lists of paths: in this process for few files, otherwise in chunks on one
     process pool that is started at most once and shared by the header and decode passes."""
 
-    def __init__(self, workers: int | None, threshold: int) -> None:
+    def __init__(self, workers: int | None, threshold: int, progress: Progress | None = None) -> None:
         self._workers = workers or os.cpu_count() or 1
         self._threshold = threshold
         self._pool: ProcessPoolExecutor | None = None
+        self._progress = progress
 
     def __enter__(self) -> _FileMapper:
         return self
@@ -222,12 +226,22 @@ class _FileMapper:
         size = min(_MAX_CHUNK, -(-len(items) // (self._workers * 4)))
         return [items[start : start + size] for start in range(0, len(items), size)]
 
-    def map(self, function, tasks: list) -> list:
+    def map(self, function, tasks: list, what: str = "files") -> list:
+        """`function` over `tasks` (each a chunk: its first item the chunk's paths), in order; with a progress
+        callback, says how many of the files are done about every tenth of them (`what` names the work)."""
         if len(tasks) <= 1:
             return [function(task) for task in tasks]
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=_pool_context())
-        return list(self._pool.map(function, tasks))
+        total = sum(len(task[0]) for task in tasks)
+        done, reported, results = 0, 0, []
+        for task, result in zip(tasks, self._pool.map(function, tasks), strict=True):
+            results.append(result)
+            done += len(task[0])
+            if self._progress is not None and (done - reported >= total / 10 or done == total):
+                self._progress(f"{what}: {done:,} of {total:,} files ({done / total:.0%})")
+                reported = done
+        return results
 
 
 class DecodedCache:
@@ -293,7 +307,7 @@ def _headers(
     unknown = [index for index, header in enumerate(headers) if header is None]
     chunks = mapper.chunks([paths[index] for index in unknown])
     tasks = [(chunk, policy) for chunk in chunks]
-    read = [header for chunk in mapper.map(_read_header_chunk, tasks) for header in chunk]
+    read = [header for chunk in mapper.map(_read_header_chunk, tasks, "reading image headers") for header in chunk]
     for index, header in zip(unknown, read, strict=True):
         headers[index] = header
     return headers
@@ -333,7 +347,8 @@ def _decode_into(
 ) -> None:
     """Decode the files at `indices` at `geometry` (height, width, channels) into those rows of `columns`."""
     chunks = mapper.chunks(indices)
-    results = mapper.map(_decode_chunk, [([paths[index] for index in chunk], geometry, policy) for chunk in chunks])
+    tasks = [([paths[index] for index in chunk], geometry, policy) for chunk in chunks]
+    results = mapper.map(_decode_chunk, tasks, "decoding images")
     for chunk, result in zip(chunks, results, strict=True):
         columns.assign(np.asarray(chunk, dtype=np.int64), result)
 
@@ -350,6 +365,7 @@ def build_validated_dataset(
     version: str = "",
     parallel_threshold: int = PARALLEL_THRESHOLD,
     files_root: Path | None = None,
+    progress: Progress | None = None,
 ) -> ValidatedDataset:
     """Decode every manifest entry once through the profile's image policy, quarantine files it refuses or that
     fail the per-file quality expectations, run the dataset expectations, and write arrays, statistics, quarantine
@@ -359,13 +375,15 @@ def build_validated_dataset(
     and the policy are the same, so adding one image decodes one image. From `parallel_threshold` files to read or
     decode on, `workers` processes (default: one per core) do it; the result is identical either way. Files are read
     below `files_root` (default: the manifest's root; a local copy where the dataset lies in object storage).
+    `progress` is told, one line at a time, how far the long passes are (a large dataset takes minutes).
     """
     profile = profile or ExpectationProfile()
     policy = profile.image_policy()
     cache = DecodedCache(previous, policy)
     root = Path(files_root if files_root is not None else manifest.root)
     paths = [str(root / entry.path) for entry in manifest.entries]
-    with _FileMapper(workers, parallel_threshold) as mapper:
+    say = progress or (lambda _message: None)
+    with _FileMapper(workers, parallel_threshold, progress) as mapper:
         headers = _headers(mapper, cache, manifest, paths, policy)
         geometry_key = _input_geometry(headers, geometry, manifest, profile)
         columns = DecodedColumns(len(paths), geometry_key)
@@ -376,6 +394,7 @@ def build_validated_dataset(
                 to_decode.append(index)
             else:
                 columns.set(index, *reused)
+        say(f"{len(paths) - len(to_decode):,} images reused by content hash, {len(to_decode):,} to decode")
         _decode_into(columns, to_decode, paths, geometry_key, policy, mapper)
     height, width, channels = geometry_key
 
@@ -394,6 +413,7 @@ def build_validated_dataset(
 
     with atomic_directory(destination) as staging:
         session = GxSession(staging / "data_docs")
+        say(f"Running the per-file expectations of profile {profile.name!r} on {len(stats):,} images")
         stats["quarantine_reason"] = quarantine_reasons(session, stats, profile)
         kept = (stats["quarantine_reason"] == "").to_numpy()
         labels = manifest.labels
@@ -413,9 +433,11 @@ def build_validated_dataset(
         mean, std = channel_statistics(train_images)
         spec = ImageSpec(height, width, channels, mean, std)
         split_counts = {name: int((splits == code).sum()) for name, code in SPLIT_CODES.items()}
+        say("Running the dataset expectations")
         outcomes = run_dataset_suites(
             session, stats, skipped, profile, expected_labels, labels_source, manifest.label_folders
         )
+        say("Building the Data Docs")
         session.build_docs()
 
         np.save(staging / "images.npy", images)

@@ -94,6 +94,21 @@ class LoadedModel:
             ]
         )
 
+    def predict_uint8_with_embedding(
+        self, images: np.ndarray, batch_size: int = 512
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and the plug-in's embeddings [N, D] for uint8 images [N, C, H, W]; embeddings None when the
+        plug-in has none (`ModelPlugin.has_embedding`)."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32), None
+        pieces = [
+            self.plugin.predict_with_embedding(normalize(images[start : start + batch_size], self.spec))
+            for start in range(0, len(images), batch_size)
+        ]
+        probabilities = np.concatenate([piece[0] for piece in pieces])
+        embeddings = [piece[1] for piece in pieces]
+        return probabilities, None if embeddings[0] is None else np.concatenate(embeddings)
+
 
 def package_policy(document: dict[str, Any]) -> ImagePolicy:
     """The image policy recorded in a package document; a package written before policies were recorded was trained

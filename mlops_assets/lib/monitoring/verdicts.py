@@ -12,6 +12,8 @@ SEVERE_DRIFT = "severe drift"
 NOT_ENOUGH_DATA = "not enough data"
 NO_BASELINE = "no baseline"
 NO_MODEL_VERSION = "no model version"
+# A signal this model or configuration does not have (a plug-in without an embedding): neither drift nor a gap.
+NOT_MONITORED = "not monitored"
 COMPARED = (NO_DRIFT, DRIFT, SEVERE_DRIFT)
 UNDETERMINED = (NOT_ENOUGH_DATA, NO_BASELINE, NO_MODEL_VERSION)
 
@@ -62,8 +64,14 @@ def undetermined(signals: list[str], verdict: str, detail: str) -> list[SignalVe
 
 
 def worst(verdicts: list[SignalVerdict]) -> str:
-    """The overall verdict: severe drift over drift over an undetermined signal over no drift."""
+    """The overall verdict: severe drift over drift over an undetermined signal over no drift (a signal that is not
+    monitored counts as none). Raises ValueError for a verdict outside this module's set, which would otherwise be
+    read as "no drift"."""
     found = {verdict.verdict for verdict in verdicts}
+    unknown = found - {*COMPARED, *UNDETERMINED, NOT_MONITORED}
+    if unknown:
+        raise ValueError(f"Unknown monitoring verdict(s) {sorted(unknown)}: add them to lib/monitoring/verdicts.py.")
+    found.discard(NOT_MONITORED)
     for candidate in (SEVERE_DRIFT, DRIFT, *UNDETERMINED):
         if candidate in found:
             return candidate

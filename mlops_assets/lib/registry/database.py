@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,28 +144,30 @@ def check_registry_file(path: Path, home_history: Sequence[str] | None) -> None:
             "truncated or replaced; opening it would start a new, empty registry, so it was left untouched. If this "
             f"home never held model versions, delete the empty file. Otherwise: {_restore_advice(path)}"
         )
-    with path.open("rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
+    # Read through SQLite only. Its locks are POSIX advisory locks, which this process loses on the file as soon as
+    # it closes any descriptor of it that SQLite did not open (https://www.sqlite.org/howtocorrupt.html, 2.2): a
+    # registry open elsewhere in this process (a webserver's, a daemon's) would then look closed to other processes,
+    # and the last of them to close would delete the write-ahead log and its index from under it, so that it reads
+    # stale or "malformed" data. The raw header is read only to describe a file that is refused anyway.
+    verdict = _quick_check(path)
+    if verdict == ["ok"]:
+        return
+    header = _header(path)
     if header != SQLITE_HEADER:
         raise RegistryFileError(
             f"The model registry {path} is not a SQLite database ({size} bytes starting {header[:8]!r}); it cannot "
             f"be read and was left untouched. {_restore_advice(path)}"
         )
-    # Checked again before a verdict of damage: right after other processes closed the registry, a check was seen
-    # to report "malformed" once on a file that then checked whole; a damaged file stays damaged.
-    for attempt in range(QUICK_CHECK_ATTEMPTS):
-        verdict = _quick_check(path)
-        if verdict == ["ok"]:
-            return
-        time.sleep(0.2 * (attempt + 1))
-    if verdict != ["ok"]:
-        raise RegistryFileError(
-            f"The model registry {path} is damaged (SQLite: {'; '.join(verdict[:3])}); it cannot be trusted and "
-            f"was left untouched. {_restore_advice(path)}"
-        )
+    raise RegistryFileError(
+        f"The model registry {path} is damaged (SQLite: {'; '.join(verdict[:3])}); it cannot be trusted and was "
+        f"left untouched. {_restore_advice(path)}"
+    )
 
 
-QUICK_CHECK_ATTEMPTS = 4
+def _header(path: Path) -> bytes:
+    """The file's first bytes, as many as a SQLite header has (fewer for a shorter file)."""
+    with path.open("rb") as handle:
+        return handle.read(len(SQLITE_HEADER))
 
 
 def _quick_check(path: Path) -> list[str]:

@@ -28,16 +28,29 @@ RETRY_INTERVAL_S = 60.0
 
 
 def prediction_record(
-    model_version: str, label: str, confidence: float, statistics: Mapping[str, Any], endpoint: str
+    model_version: str,
+    label: str,
+    confidence: float,
+    statistics: Mapping[str, Any],
+    endpoint: str,
+    request_id: str = "",
+    index: int = 0,
+    embedding: list[float] | None = None,
 ) -> dict[str, Any]:
-    """One logged prediction: the input's statistics (as validation computes them), the answer and the model."""
+    """One logged prediction: the input's statistics (as validation computes them), the answer and the model, and
+    which request (`request_id`, the image's `index` in it) it answered, so feedback can name it; with the model's
+    (compacted) embedding of the input when one is given."""
+    extra = {} if embedding is None else {"embedding": embedding}
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
         "model_version": model_version,
         "endpoint": endpoint,
+        "request_id": request_id,
+        "index": index,
         "label": label,
         "confidence": round(float(confidence), 6),
         **statistics,
+        **extra,
     }
 
 

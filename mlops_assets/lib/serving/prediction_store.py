@@ -51,7 +51,8 @@ class PredictionStore(Protocol):
         """The published log files, oldest first (names sort by the time they were opened)."""
 
     def read(self, name: str) -> list[dict]:
-        """The records of one published file; a last line cut short by a writer still appending is left out."""
+        """The records of one published file (a `LogRecords`); a last line cut short by a writer still appending is
+        left out, and a complete line that is not JSON is skipped and its number kept in `bad_lines`."""
 
 
 def records(store: PredictionStore) -> Iterator[dict]:
@@ -60,10 +61,31 @@ def records(store: PredictionStore) -> Iterator[dict]:
         yield from store.read(name)
 
 
-def _parse_lines(text: str) -> list[dict]:
+class LogRecords(list):
+    """The records of one log file (a list of dicts), and `bad_lines`: the 1-based numbers of complete lines that
+    are not JSON (a damaged disk block, an edited file), skipped so the rest of the file still counts."""
+
+    def __init__(self, records: list[dict], bad_lines: list[int], cut_line: int = 0) -> None:
+        super().__init__(records)
+        self.bad_lines = bad_lines
+        # The 1-based number of a last line without its newline (left out; 0: none), and whether its writer is gone
+        # (then the line will never be finished: a writer that died mid-line).
+        self.cut_line = cut_line
+        self.writer_gone = True
+
+
+def _parse_lines(text: str) -> LogRecords:
     lines = text.split("\n")
+    records, bad = [], []
     # Only complete lines: a writer appending right now may have written part of the last one.
-    return [json.loads(line) for line in lines[:-1] if line.strip()]
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            bad.append(number)
+    return LogRecords(records, bad, len(lines) if lines[-1].strip() else 0)
 
 
 def _writer_gone(path: Path) -> bool:
@@ -103,7 +125,10 @@ class FolderPredictionStore:
         return sorted(path.name for path in self.spool.glob(f"*{SUFFIX}")) if self.spool.is_dir() else []
 
     def read(self, name: str) -> list[dict]:
-        return _parse_lines((self.spool / name).read_text(encoding="utf-8"))
+        found = _parse_lines((self.spool / name).read_text(encoding="utf-8"))
+        # Files here are written in place: a cut last line is only final once its writer is gone.
+        found.writer_gone = _writer_gone(self.spool / name)
+        return found
 
 
 class GcsPredictionStore:
@@ -154,6 +179,19 @@ class GcsPredictionStore:
     def read(self, name: str) -> list[dict]:
         blob = self.client.bucket(self.location.bucket).blob(self.location.key(name))
         return _parse_lines(blob.download_as_text(encoding="utf-8"))
+
+
+def substore(store: PredictionStore, name: str) -> FolderPredictionStore | GcsPredictionStore:
+    """The store of another kind of record beside the prediction log (feedback, hard cases): the sub-folder or
+    sub-prefix `name`, which the log's own `names()` never lists."""
+    if isinstance(store, GcsPredictionStore):
+        return GcsPredictionStore(
+            store.location.child(name),
+            store.spool / name,
+            client=store._client,
+            rotate_interval_s=store.rotate_interval_s,
+        )
+    return FolderPredictionStore(store.spool / name)
 
 
 def open_store(where: str | None, home: Path) -> FolderPredictionStore | GcsPredictionStore:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlops_assets.lib.monitoring.settings import CaptureSettings
 from mlops_assets.lib.settings_validation import ConfigError, problems
 
 
@@ -36,6 +37,9 @@ class ServiceArguments(ServingSettings):
     model_config = ConfigDict(extra="forbid", strict=False)
 
     model_tag: str
+    # What the service keeps for monitoring besides its log (hard cases, inputs of alert labels): the environment
+    # file's `monitoring.capture`.
+    capture: CaptureSettings = CaptureSettings()
 
 
 def validate_service_arguments(arguments: dict) -> ServiceArguments:

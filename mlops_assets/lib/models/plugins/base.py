@@ -102,6 +102,8 @@ class ModelPlugin(abc.ABC):
     data_parallel: ClassVar[bool] = False
     # The plug-in's own parameters (training config `plugin_params`) by name; None: any names, each a finite number.
     param_ranges: ClassVar[Mapping[str, ParamRange] | None] = None
+    # Whether `predict_with_embedding` returns an embedding (monitoring tests drift on it).
+    has_embedding: ClassVar[bool] = False
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> list[str]:
@@ -146,6 +148,12 @@ class ModelPlugin(abc.ABC):
     @abc.abstractmethod
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
         """Class probabilities [N, num_classes] for normalized float32 inputs [N, C, H, W]."""
+
+    def predict_with_embedding(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities [N, num_classes] and the penultimate layer's activations [N, D] (float32) for the same
+        normalized inputs, from one forward pass; the embedding is None for a plug-in without one (the default), and
+        monitoring then says "no embedding from plug-in <name>". Override together with `has_embedding`."""
+        return self.predict_proba(inputs), None
 
     @abc.abstractmethod
     def save(self, directory: Path) -> None:

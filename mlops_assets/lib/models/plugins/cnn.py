@@ -195,6 +195,7 @@ class SmallCNNPlugin(ModelPlugin):
     name = "cnn"
     requirements = ("torch==2.13.0",)
     data_parallel = True
+    has_embedding = True
     param_ranges = {
         "width": ParamRange(integer=True, low=1, high=1024),  # channels of the first convolution
         "dropout": ParamRange(low=0, high=1, high_open=True),  # a dropout of 1 would drop every activation
@@ -336,6 +337,16 @@ class SmallCNNPlugin(ModelPlugin):
         with torch.inference_mode():
             logits = self._network(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self._device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def predict_with_embedding(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and the 128 activations after the last hidden layer's ReLU (the classifier's input)."""
+        self._network.eval()
+        with torch.inference_mode():
+            features = self._network[:-1](
+                torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self._device)
+            )
+            logits = self._network[-1](features)
+            return torch.softmax(logits.float(), dim=1).cpu().numpy(), features.float().cpu().numpy()
 
     def save(self, directory: Path) -> None:
         (directory / _CONFIG_FILE).write_text(json.dumps(self._config, indent=1))

@@ -1,0 +1,168 @@
+"""`mlops deploy STAGE`, `rollback`, `undeploy`, `deployments`: staged deployments of registry versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from mlops_assets import settings
+from mlops_assets.lib.deploy.release import DeploymentError, DeploymentRecord
+from mlops_assets.lib.deploy.stage_settings import STAGES
+
+
+def _deployer(stage: str):
+    from mlops_assets.resources.deployer import deployer_for
+
+    return deployer_for(stage, settings.environment_settings())
+
+
+def describe(record: DeploymentRecord) -> str:
+    """A few lines: what serves where, the traffic split, the pinned URLs and the canary."""
+    traffic = ", ".join(f"{share.revision} {share.percent}%" for share in record.traffic)
+    lines = [
+        f"{record.stage}: version {record.model_version} ({record.bento_tag}) at {record.url} [{record.target}]",
+        f"  traffic: {traffic}",
+        *(f"  pinned {name}: {url}" for name, url in record.revision_urls.items()),
+    ]
+    if record.canary is not None:
+        lines.append(f"  canary: {record.canary.matched}/{record.canary.sent} matched at {record.canary.url}")
+    if record.previous_revision:
+        # Not "rollback returns to it": after a rollback, the revision just left is not where the next one goes.
+        lines.append(f"  previous: {record.previous_revision} (still reachable at its pinned URL)")
+    return "\n".join(lines)
+
+
+def command_deploy_stage(args: argparse.Namespace) -> int:
+    if args.plan:
+        from mlops_assets.lib.deploy.cost import plan_text
+
+        print(plan_text(settings.environment_settings().deployments.stage(args.environment), args.environment))
+        return 0
+    from mlops_assets.deploy_release import deploy_stage
+
+    record = deploy_stage(args.environment, args.version, args.dry_run)
+    if args.dry_run:
+        print("Dry run: nothing was started or changed. It would serve:")
+    print(describe(record))
+    return 0
+
+
+def command_rollback(args: argparse.Namespace) -> int:
+    from mlops_assets.deploy_release import rollback_stage
+
+    print(describe(rollback_stage(args.stage)))
+    return 0
+
+
+def command_undeploy_stage(stage: str) -> int:
+    deployer = _deployer(stage)
+    record = deployer.status()
+    deployer.undeploy()
+    print(f"Stopped {stage} ({record.url})." if record else f"Nothing was deployed in {stage}.")
+    return 0
+
+
+def stage_report(stage: str) -> dict:
+    """What is live in `stage` with its health: {"record": DeploymentRecord JSON or None, "health": problems (one
+    phrase each; [] when healthy), "warning": how the registry's version for the stage and what is live disagree,
+    or None}."""
+    from mlops_assets.deploy_release import disagreement
+
+    deployer = _deployer(stage)
+    record = deployer.status()
+    health = deployer.health() if record is not None else []
+    return {
+        "record": record.to_json() if record else None,
+        "health": health,
+        "warning": disagreement(stage, with_health=False),
+    }
+
+
+def command_deployments(args: argparse.Namespace) -> int:
+    settings.export_environment()
+    reports = {stage: stage_report(stage) for stage in STAGES}
+    if args.json:
+        text = json.dumps(reports, indent=1)
+    else:
+        lines = []
+        for stage, report in reports.items():
+            record = report["record"]
+            lines.append(describe(DeploymentRecord.from_json(record)) if record else f"{stage}: nothing deployed")
+            if record:
+                lines.append(f"  health: {'; '.join(report['health']) or 'ok'}")
+            if report["warning"]:
+                lines.append(f"  warning: {report['warning']}")
+        text = "\n".join(lines)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # A reader that stopped early (`| head`) is not an error; stdout is pointed at devnull so the interpreter's
+        # own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+# The shell's exit status for a command ended by SIGINT (128 + 2).
+INTERRUPTED = 130
+
+
+def interruptible(handler, after: str):  # noqa: ANN001, ANN201 - an argparse handler in, one out
+    """`handler` with Ctrl-C reported as one line, `interrupted; <after>`, and exit status 130 instead of a traceback
+    (what was being started is stopped on the way out, so there is nothing else to say)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except KeyboardInterrupt:
+            print(f"interrupted; {after}", file=sys.stderr)
+            return INTERRUPTED
+
+    return run
+
+
+STAGE_STATE = "a revision being started was stopped and what was serving keeps serving; `mlops deployments` shows it."
+LOCAL_STATE = "`mlops deploy local` serves again; `mlops undeploy local` stops what may be left."
+
+
+def add_deploy_parsers(commands: argparse._SubParsersAction, deploy_local, undeploy_local) -> None:  # noqa: ANN001
+    """`deploy`, `rollback`, `undeploy`, `deployments`; `deploy local` / `undeploy local` stay the one-server
+    commands `deploy_local` / `undeploy_local` (a bento on this machine, no registry stage)."""
+
+    def deploy_handler(args: argparse.Namespace) -> int:
+        if args.environment != "local":
+            return command_deploy_stage(args)
+        if args.plan or args.dry_run:
+            # `local` is one server started right here, outside the staged flow: nothing to plan or simulate.
+            flag = "--plan" if args.plan else "--dry-run"
+            raise DeploymentError(
+                f"{flag} is for the stages (staging, production); `mlops deploy local` starts one server on this "
+                "machine and has no cost or dry run. Leave out the flag, or use `mlops deploy staging " + flag + "`."
+            )
+        return interruptible(deploy_local, LOCAL_STATE)(args)
+
+    deploy = commands.add_parser("deploy", help="deploy a stage's registry version (or `local`: one server)")
+    deploy.add_argument("environment", choices=["local", *STAGES], metavar="STAGE", help="staging, production or local")
+    deploy.add_argument("--version", type=int, help="model version (default: the registry's version in STAGE)")
+    deploy.add_argument("--plan", action="store_true", help="print the estimated monthly cost; deploy nothing")
+    deploy.add_argument("--dry-run", action="store_true", help="show what would be deployed; start nothing")
+    deploy.add_argument("--bento", help="local only: bento tag (default: the production version's)")
+    deploy.add_argument("--port", type=int, help="local only: port (default from the environment file's server:)")
+    deploy.set_defaults(handler=interruptible(deploy_handler, STAGE_STATE))
+
+    rollback = commands.add_parser("rollback", help="move a stage's URL back to its previous revision")
+    rollback.add_argument("stage", choices=STAGES)
+    rollback.set_defaults(handler=interruptible(command_rollback, STAGE_STATE))
+
+    undeploy = commands.add_parser("undeploy", help="stop a stage's deployment (every pinned revision too)")
+    undeploy.add_argument("environment", choices=["local", *STAGES], metavar="STAGE")
+    undeploy.set_defaults(
+        handler=lambda args: (
+            undeploy_local(args) if args.environment == "local" else command_undeploy_stage(args.environment)
+        )
+    )
+
+    deployments = commands.add_parser("deployments", help="what is live in each stage, with its URLs")
+    deployments.add_argument("--json", action="store_true")
+    deployments.set_defaults(handler=command_deployments)
