@@ -162,8 +162,6 @@ def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_with
     _open(page, f"{ui}/asset-groups", "model")
     for group in ("data", "model", "deployment", "monitoring"):
         assert _visible(page, group), group
-    # Each box first says "(fetching statuses)"; the picture is taken once they show.
-    page.locator("text=fetching statuses").first.wait_for(state="hidden", timeout=60_000)
     _shot(page, "graph")
     page.mouse.click(1000, 180, button="right")  # empty graph canvas, above the groups
     page.locator("text=Expand all groups >> visible=true").first.click()
