@@ -107,3 +107,15 @@ def served_bento(digits_subset: Path, isolated_home: Path) -> ServedBento:
         if group_alive(deployment.server()):
             stop_server(deployment.server(), grace_s=15.0)
         os.environ.pop(API_KEY_ENV, None)
+
+
+def predicted_label(url: str, png: bytes) -> str:
+    """The label a service at `url` predicts for one PNG, sent with the test key; asserts a 200 answer."""
+    answer = httpx.post(
+        f"{url}/predict",
+        files={"images": ("x.png", png, "image/png")},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["predictions"][0]["label"])

@@ -12,7 +12,7 @@ from mlops_assets.lib.deploy.release import CanaryCase, DeploymentError, Release
 from mlops_assets.lib.deploy.validation import parse_cloud_run
 from mlops_assets.resources.cloud_run_deployer import CloudRunDeployer
 from mlops_assets_tests.cloud_run_standin import CloudRunStandIn
-from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV
+from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, predicted_label
 from mlops_assets_tests.test_deploy_local import ClientLoop
 
 pytestmark = pytest.mark.e2e
@@ -71,17 +71,6 @@ def cloud(served_bento, tmp_path_factory):
             os.environ["MLOPS_GCP_PROJECT"] = previous
 
 
-def _label(url: str, png: bytes) -> str:
-    answer = httpx.post(
-        f"{url}/predict",
-        files={"images": ("x.png", png, "image/png")},
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["predictions"][0]["label"])
-
-
 def test_dry_run_prints_the_request_and_creates_nothing(cloud, capsys):
     standin, deployer, cases, served = cloud
     record = deployer.deploy(Release("staging", 1, served.bento_tag, cases), dry_run=True)
@@ -112,7 +101,7 @@ def test_rollout_failures_pinning_rollback(cloud):
     assert first.traffic == (TrafficShare("v1", 100),)
     assert first.revision_urls == {"v1": f"{first.url}/v1"}
     assert (first.canary.sent, first.canary.matched, first.previous_revision) == (4, 4, None)
-    assert _label(first.url, png) == cases[0].expected_label
+    assert predicted_label(first.url, png) == cases[0].expected_label
     # The key reached the revision from the stand-in's Secret Manager: without it the revision refuses.
     unauthenticated = httpx.post(f"{first.url}/v1/predict", files={"images": ("x.png", png, "image/png")}, timeout=60)
     assert unauthenticated.status_code == 401
@@ -129,7 +118,7 @@ def test_rollout_failures_pinning_rollback(cloud):
     assert (second.revision, second.previous_revision, second.traffic) == ("v2", "v1", (TrafficShare("v2", 100),))
     assert second.revision_urls == {"v2": f"{first.url}/v2", "v1": f"{first.url}/v1"}
     # Pinning: v1 keeps answering at its tag URL after v2 took the main URL.
-    assert _label(f"{first.url}/v1", png) == cases[0].expected_label
+    assert predicted_label(f"{first.url}/v1", png) == cases[0].expected_label
 
     # A revision that never becomes ready: refused with Cloud Run's reason; v2 keeps serving without a failed request.
     with ClientLoop(first.url, png) as loop, pytest.raises(DeploymentError) as refused:
@@ -158,7 +147,7 @@ def test_rollout_failures_pinning_rollback(cloud):
     rolled = deployer.rollback()
     assert (rolled.revision, rolled.model_version, rolled.previous_revision) == ("v1", 1, "v2")
     assert rolled.traffic == (TrafficShare("v1", 100),)
-    assert _label(f"{first.url}/v2", png) == cases[0].expected_label
+    assert predicted_label(f"{first.url}/v2", png) == cases[0].expected_label
     assert deployer.status().revision == "v1"
     with pytest.raises(DeploymentError) as nothing_before:
         deployer.rollback()

@@ -15,7 +15,7 @@ from mlops_assets import settings
 from mlops_assets.lib.deploy.release import CanaryCase, DeploymentError, Release, TrafficShare
 from mlops_assets.lib.deploy.supervisor import free_port, group_alive, port_is_free
 from mlops_assets.resources.local_target import LocalDeployer
-from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV
+from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, predicted_label
 
 pytestmark = pytest.mark.e2e
 
@@ -76,17 +76,6 @@ def stage(served_bento, tmp_path_factory):
     deployer.undeploy()
 
 
-def _label(url: str, png: bytes) -> str:
-    answer = httpx.post(
-        f"{url}/predict",
-        files={"images": ("x.png", png, "image/png")},
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["predictions"][0]["label"])
-
-
 def test_deploy_switch_refusals_pinning_rollback(stage):
     deployer, cases, served = stage
     png = Path(cases[0].image_path).read_bytes()
@@ -101,7 +90,7 @@ def test_deploy_switch_refusals_pinning_rollback(stage):
     assert first.traffic == (TrafficShare("v1", 100),)
     assert first.revision_urls == {"v1": f"{deployer.url}/v1"}
     assert (first.canary.sent, first.canary.matched, first.previous_revision) == (4, 4, None)
-    assert _label(deployer.url, png) == cases[0].expected_label
+    assert predicted_label(deployer.url, png) == cases[0].expected_label
 
     # A switch under load: the client loop through the stage's URL sees no failed request.
     with ClientLoop(deployer.url, png) as loop:
@@ -114,7 +103,7 @@ def test_deploy_switch_refusals_pinning_rollback(stage):
     state = deployer._load()
     assert [entry["upstream"] for entry in routes["traffic"]] == [state.revisions["v2"].server.url]
     # The older version stays pinned at its own URL after the newer one took the main URL.
-    assert _label(f"{deployer.url}/v1", png) == cases[0].expected_label
+    assert predicted_label(f"{deployer.url}/v1", png) == cases[0].expected_label
 
     # A bento missing from the store is refused before a server starts, saying how to get it back; v2 keeps
     # answering without a failed request.
@@ -142,8 +131,8 @@ def test_deploy_switch_refusals_pinning_rollback(stage):
     back = deployer.rollback()
     assert (back.revision, back.model_version, back.previous_revision) == ("v1", 1, "v2")
     assert back.traffic == (TrafficShare("v1", 100),)
-    assert _label(deployer.url, png) == cases[0].expected_label
-    assert _label(f"{deployer.url}/v2", png) == cases[0].expected_label
+    assert predicted_label(deployer.url, png) == cases[0].expected_label
+    assert predicted_label(f"{deployer.url}/v2", png) == cases[0].expected_label
 
     # The leader of v2 is killed while its workers keep the port: health says so, undeploy stops the whole group.
     v2 = deployer._load().revisions["v2"].server

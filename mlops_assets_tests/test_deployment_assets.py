@@ -24,7 +24,7 @@ from mlops_assets.lib.settings_validation import ConfigError
 from mlops_assets.registry_home import open_registry
 from mlops_assets.resources.deployer import deployer_for
 from mlops_assets_tests.registry_helpers import new_version
-from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV
+from mlops_assets_tests.service_fixtures import API_KEY_ENV, predicted_label
 
 
 def _local_settings(staging_port: int, production_port: int):
@@ -97,17 +97,6 @@ def flow(served_bento, tmp_path_factory):
                 deployer_for(stage, local).undeploy()
 
 
-def _label(url: str, png: bytes) -> str:
-    answer = httpx.post(
-        f"{url}/predict",
-        files={"images": ("x.png", png, "image/png")},
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["predictions"][0]["label"])
-
-
 @pytest.mark.e2e
 def test_staged_flow_through_registry_cli_and_assets(flow, capsys):
     served, local = flow
@@ -138,11 +127,11 @@ def test_staged_flow_through_registry_cli_and_assets(flow, capsys):
     # Staging (local promotion is automatic: it takes the production version), then production.
     assert main(["deploy", "staging"]) == 0
     assert "  canary: 3/3 matched at " in capsys.readouterr().out
-    assert _label(staging_url, png) == case.expected_label
+    assert predicted_label(staging_url, png) == case.expected_label
     assert main(["deploy", "production"]) == 0
     capsys.readouterr()
-    assert _label(production_url, png) == case.expected_label
-    assert _label(f"{production_url}/v{v1}", png) == case.expected_label
+    assert predicted_label(production_url, png) == case.expected_label
+    assert predicted_label(f"{production_url}/v{v1}", png) == case.expected_label
 
     assert main(["deployments"]) == 0
     listed = capsys.readouterr().out
@@ -216,7 +205,7 @@ def test_staged_flow_through_registry_cli_and_assets(flow, capsys):
     rolled = capsys.readouterr().out
     assert rolled.startswith(f"staging: version {v1} ({served.bento_tag}) at {staging_url} [local]\n")
     assert f"  previous: v{v2} (still reachable at its pinned URL)" in rolled
-    assert _label(f"{staging_url}/v{v2}", png) == case.expected_label
+    assert predicted_label(f"{staging_url}/v{v2}", png) == case.expected_label
 
 
 def test_plan_for_the_shipped_configs(monkeypatch, capsys):
@@ -277,6 +266,6 @@ def test_deploy_local_with_a_killed_leader_stops_the_workers_left_serving(flow):
     png = served.samples[0][1]
     with served.client() as client:
         expected = client.post("/predict", files={"images": ("x.png", png, "image/png")}).json()
-    assert _label(second.url, png) == str(expected["predictions"][0]["label"])
+    assert predicted_label(second.url, png) == str(expected["predictions"][0]["label"])
     assert stop_local() == second
     assert port_is_free("127.0.0.1", port) is True
