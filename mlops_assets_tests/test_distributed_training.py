@@ -101,6 +101,33 @@ def test_torchruns_root_cause_names_the_worker_and_its_error(tmp_path: Path) -> 
     assert describe_failure(killed, 2) == "worker 1 of 2 was killed by SIGKILL"
 
 
+def test_the_root_cause_is_the_killed_worker_not_the_one_torchrun_stopped_because_of_it(tmp_path: Path) -> None:
+    # torchrun stamps both failures in the same second when it notices worker 1's death and stops worker 0 with
+    # SIGTERM; its own `get_first_failure` then blames rank 0.
+    stopped, killed = ProcessFailure(0, 4250, -15, "<N/A>"), ProcessFailure(1, 4251, -9, "<N/A>")
+    killed.timestamp = stopped.timestamp
+    raised = ChildFailedError(MODULE, {0: stopped, 1: killed})
+    assert raised.get_first_failure()[0] == 0
+    assert describe_failure(raised, 2) == "worker 1 of 2 was killed by SIGKILL"
+    # A worker whose gloo collective lost its peer is an effect too; the peer's exception is the cause.
+    lost_peer, cause = tmp_path / "lost.json", tmp_path / "cause.json"
+    for path, text in (
+        (lost_peer, "RuntimeError: [Gloo] Connection closed by peer [127.0.0.1]:4000"),
+        (cause, "OutOfMemoryError: CUDA out of memory."),
+    ):
+        path.write_text(json.dumps({"message": {"message": text, "extraInfo": {"timestamp": "5"}}}))
+    raised = ChildFailedError(
+        MODULE, {0: ProcessFailure(0, 4252, 1, str(lost_peer)), 1: ProcessFailure(1, 4253, 1, str(cause))}
+    )
+    assert describe_failure(raised, 2) == "worker 1 of 2 failed: OutOfMemoryError: CUDA out of memory."
+    # Only stopped workers: the earliest, then the lowest rank.
+    raised = ChildFailedError(
+        MODULE, {1: ProcessFailure(1, 4254, -15, "<N/A>"), 0: ProcessFailure(0, 4255, -15, "<N/A>")}
+    )
+    raised.failures[1].timestamp = raised.failures[0].timestamp
+    assert describe_failure(raised, 2) == "worker 0 of 2 was killed by SIGTERM"
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory):
     """The bundled sample digits (1,797 images; 268 test images, so 2 points are 5 images), validated once; step

@@ -26,7 +26,7 @@ from mlops_assets.lib.data.validated_data import ValidatedDataset
 from mlops_assets.lib.models.plugins.base import TrainSettings
 
 if TYPE_CHECKING:
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
 MODULE = "mlops_assets.lib.models.distributed"
 LAUNCH, WORKER = "launch", "worker"
@@ -88,9 +88,33 @@ def read_failure(report: Path) -> str:
         return ""
 
 
+# What a worker dies of when a peer died first: torchrun stops the remaining workers with SIGTERM, and a gloo
+# collective whose peer is gone raises one of these.
+_PEER_LOSS_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def _is_consequence(failure: ProcessFailure) -> bool:
+    """Whether this failure is likely the effect of another worker's failure rather than its cause."""
+    if failure.exitcode == -signal.SIGTERM:
+        return True
+    message = failure.message
+    text = str(message.get("message", "")) if isinstance(message, dict) else str(message)
+    return any(peer_loss in text for peer_loss in _PEER_LOSS_MESSAGES)
+
+
+def root_cause(error: ChildFailedError) -> tuple[int, ProcessFailure]:
+    """The worker whose failure stopped the others, and that failure.
+
+    torchrun's own `get_first_failure` takes the earliest timestamp, but a worker killed without an error file is
+    stamped (in whole seconds) when torchrun notices it, as are the workers torchrun then stops with SIGTERM; ties go
+    to rank 0, which then gets blamed for a peer's death. So failures that are the usual consequence of a peer's
+    failure (SIGTERM, a lost gloo connection) rank after the others; then the earliest, then the lowest rank."""
+    return min(error.failures.items(), key=lambda item: (_is_consequence(item[1]), item[1].timestamp, item[0]))
+
+
 def describe_failure(error: ChildFailedError, processes: int) -> str:
-    """torchrun's first failure (the root cause; the other workers were stopped because of it), in words."""
-    rank, failure = error.get_first_failure()
+    """The root cause of torchrun's failure (see `root_cause`), in words."""
+    rank, failure = root_cause(error)
     worker = f"worker {rank} of {processes}"
     if failure.exitcode < 0:
         return f"{worker} was killed by {failure.signal_name()}"
