@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test dev lint bench clean-home
+.PHONY: demo test dev screenshots lint bench clean-home
 
 $(INSTALLED): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(INSTALLED)  ## lint and run the whole test suite (installs PostgreSQL's 
 
 dev: $(INSTALLED)  ## open the Dagster UI on this project's instance
 	$(BIN)/mlops dev
+
+screenshots: $(INSTALLED)  ## retake the README's UI screenshots (docs/screenshots/) with the browser test
+	sh scripts/ensure_browser.sh
+	MLOPS_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q mlops_assets_tests/test_ui_browser.py
 
 bench: $(INSTALLED)  ## serving benchmark (installs wrk if missing); results in benchmarks/results/ and README.md
 	sh benchmarks/setup.sh

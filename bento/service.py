@@ -27,7 +27,8 @@ with bentoml.importing():
     from mlops_assets.lib.data.image_policy import ImagePolicy, OpenedInput
     from mlops_assets.lib.data.image_stats import image_statistics
     from mlops_assets.lib.data.preprocessing import ImageSpec
-    from mlops_assets.lib.errors import InvalidImageError, MLOpsError
+    from mlops_assets.lib.deploy.startup_refusal import startup_refused
+    from mlops_assets.lib.errors import InvalidImageError
     from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
     from mlops_assets.lib.monitoring.capture import FEEDBACK_EXAMPLE, Capture
     from mlops_assets.lib.monitoring.embeddings import compact_embedding
@@ -39,7 +40,7 @@ with bentoml.importing():
     from mlops_assets.lib.serving.inference_runtime import configure_cpu_threads, inference_context
     from mlops_assets.lib.serving.micro_batcher import MicroBatcher, Overloaded
     from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
-    from mlops_assets.lib.serving.prediction_store import store_from_environment
+    from mlops_assets.lib.serving.prediction_store import stage_from_environment, store_from_environment
     from mlops_assets.lib.serving.request_guard import GuardedBody, GuardedRoute, RequestGuard
     from mlops_assets.lib.serving.request_timeout_fix import cancel_request_timers
     from mlops_assets.lib.serving.serving_arguments import ServiceArguments
@@ -241,18 +242,26 @@ class ImageClassifier:
         self.policy = package_policy(document)
         self.labels = tuple(document["labels"])
         # An alert label the model does not have could never fire: refuse to start rather than watch for nothing.
+        # Every refusal to start goes through `startup_refused`: it also tells the starter, which refuses at once
+        # instead of waiting out its ready timeout while BentoML restarts this worker (lib/deploy/startup_refusal.py).
         problem = alert_label_problem(ARGUMENTS.capture.alert_labels, self.labels)
         if problem:
-            raise MLOpsError(f"The service cannot start: {problem}, and build the bento again.")
+            raise startup_refused(f"The service cannot start: {problem}, and build the bento again.")
         self.version = str(self.model_ref.tag)
         self.model = load_package(Path(self.model_ref.path), device="auto")
         self.device = self.model.plugin.device
         home = Path(os.environ.get("MLOPS_HOME", ".mlops"))
         # A folder, or GCS where the server was started with MLOPS_PREDICTIONS_URL=gs://... (staging, production).
         store = store_from_environment(home)
-        self.prediction_log = PredictionLog(store, ARGUMENTS.prediction_log_sample_rate)
+        # The deployment stage the deployer started this server for (MLOPS_DEPLOYMENT_STAGE; unset: unstaged), so
+        # monitoring grades each stage's traffic apart.
+        try:
+            self.stage = stage_from_environment()
+        except ValueError as error:
+            raise startup_refused(f"The service cannot start: {error}") from None
+        self.prediction_log = PredictionLog(store, ARGUMENTS.prediction_log_sample_rate, stage=self.stage)
         # Feedback, hard cases and inputs of alert labels, beside the log in the same store.
-        self.capture = Capture(store, ARGUMENTS.capture)
+        self.capture = Capture(store, ARGUMENTS.capture, stage=self.stage)
         # The model's embedding rides along with the probabilities (extra columns of the batch's output), compacted to
         # a bounded size, when the plug-in has one and the configuration logs it (embedding drift in monitoring).
         embeddings = ARGUMENTS.capture.embeddings
@@ -443,6 +452,7 @@ class ImageClassifier:
                         request_id,
                         index,
                         embeddings[index].tolist() if embedded else None,
+                        self.stage,
                     )
                     for index, (p, (_, statistics)) in enumerate(zip(predictions, decoded, strict=True))
                 ]

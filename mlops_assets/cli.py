@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_assets import settings
 from mlops_assets.cli_datasets import add_datasets_parser
@@ -15,10 +16,12 @@ from mlops_assets.cli_hardcases import add_hardcases_parser
 from mlops_assets.cli_models import add_models_parser, deployable_bento
 from mlops_assets.cli_monitoring import add_monitor_parser
 from mlops_assets.cli_predict import Predictions, predict_files, report, service_url
-from mlops_assets.lib.environment_settings import EnvironmentSettings
 from mlops_assets.lib.errors import DEBUG_VARIABLE, MLOpsError
-from mlops_assets.lib.foreground import run_in_foreground
+from mlops_assets.lib.foreground import StopSignals, print_to_stderr, run_in_foreground
 from mlops_assets.lib.settings_validation import ConfigError, read_yaml
+
+if TYPE_CHECKING:  # every section's settings model: loaded by the commands that read the environment file
+    from mlops_assets.lib.environment_settings import EnvironmentSettings
 
 
 def load_run_config(path: str | Path) -> dict:
@@ -136,6 +139,13 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_dev(args: argparse.Namespace) -> int:
+    # From the first line on, a stop signal is recorded, never lost: one that comes while the instance is prepared
+    # means `dg dev` is not started at all; later ones stop it and everything it started (lib/foreground.py).
+    with StopSignals() as stop:
+        return _dev(args, stop)
+
+
+def _dev(args: argparse.Namespace, stop: StopSignals) -> int:
     # dagster is pinned exactly; these are the setting and the function behind the UI's Auto-materialize toggle.
     from dagster._daemon.asset_daemon import _PRE_SENSOR_ASSET_DAEMON_PAUSED_KEY, set_auto_materialize_paused
 
@@ -158,7 +168,13 @@ def command_dev(args: argparse.Namespace) -> int:
     command = [str(dg_command), "dev", "--port", str(args.port)]
     # A child, not exec'd: SIGTERM (and SIGHUP) then stop it and everything it starts as Ctrl-C does, even where
     # `dg dev` alone would ignore them (started with SIGINT ignored, it ignores SIGTERM too).
-    return run_in_foreground(command, {**os.environ, **env}, settings.PROJECT_ROOT)
+    return run_in_foreground(
+        command,
+        {**os.environ, **env},
+        settings.PROJECT_ROOT,
+        stop,
+        say=lambda text: print_to_stderr(f"mlops dev: {text}"),
+    )
 
 
 DATASET_HELP = (

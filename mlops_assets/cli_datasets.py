@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_assets import settings
 from mlops_assets.cli_models import format_table
 from mlops_assets.lib.errors import MLOpsError
-from mlops_assets.lib.registry.datasets import SAMPLE, DatasetVersionView, name_problem
 from mlops_assets.lib.settings_validation import ConfigError
+
+if TYPE_CHECKING:  # the catalogue loads SQLAlchemy: only the commands that open it pay for it, not --help
+    from mlops_assets.lib.registry.datasets import DatasetVersionView
 
 
 def _when(view: DatasetVersionView | None) -> str:
@@ -28,8 +31,10 @@ def _source(text: str) -> str:
 
 def command_add(args: argparse.Namespace) -> int:
     from mlops_assets.dataset_choice import reader
-    from mlops_assets.dataset_runs import actor, open_catalog
+    from mlops_assets.dataset_runs import actor
     from mlops_assets.environments import opened
+    from mlops_assets.lib.registry.datasets import name_problem
+    from mlops_assets.registry_home import open_catalog
 
     settings.export_environment()
     problem = name_problem(args.name)
@@ -50,7 +55,8 @@ def command_add(args: argparse.Namespace) -> int:
 
 
 def command_list(_: argparse.Namespace) -> int:
-    from mlops_assets.dataset_runs import open_catalog
+    from mlops_assets.lib.registry.datasets import SAMPLE
+    from mlops_assets.registry_home import open_catalog
 
     settings.export_environment()
     with open_catalog() as catalog:
@@ -78,7 +84,7 @@ def command_list(_: argparse.Namespace) -> int:
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from mlops_assets.dataset_runs import open_catalog
+    from mlops_assets.registry_home import open_catalog
 
     settings.export_environment()
     with open_catalog() as catalog:
@@ -116,9 +122,9 @@ _IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 def command_gc(_: argparse.Namespace) -> int:
     import dagster as dg
 
-    from mlops_assets.dataset_runs import open_catalog
     from mlops_assets.environments import opened
     from mlops_assets.housekeeping import tidy
+    from mlops_assets.registry_home import open_catalog
 
     settings.export_environment()
     with settings.open_instance() as instance:

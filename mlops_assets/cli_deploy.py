@@ -34,6 +34,24 @@ def describe(record: DeploymentRecord) -> str:
     return "\n".join(lines)
 
 
+def live_as_asked(stage: str, version: int | None) -> DeploymentRecord | None:
+    """What `stage` serves when it is `version` (default: the registry's version due there), healthy and not
+    disabled, so that deploying it again would only restart it; None otherwise (deploy: start, fix or refuse)."""
+    from mlops_assets.deploy_release import target_version
+    from mlops_assets.lib.registry.statuses import DISABLED
+    from mlops_assets.registry_home import open_registry
+
+    version = version if version is not None else target_version(stage)
+    deployer = _deployer(stage)
+    live = deployer.status()
+    if version is None or live is None or live.model_version != version or deployer.health():
+        return None
+    with open_registry() as models:
+        if models.version(version).status == DISABLED:
+            return None  # deploy_stage refuses it, saying so
+    return live
+
+
 def command_deploy_stage(args: argparse.Namespace) -> int:
     if args.plan:
         from mlops_assets.lib.deploy.cost import plan_text
@@ -42,6 +60,15 @@ def command_deploy_stage(args: argparse.Namespace) -> int:
         return 0
     from mlops_assets.deploy_release import deploy_stage
 
+    settings.export_environment()
+    live = None if args.force else live_as_asked(args.environment, args.version)
+    if live is not None:
+        # A restart would cost a drain and a canary for nothing; --force is for a server that misbehaves anyway.
+        print(
+            f"Version {live.model_version} is already live in {args.environment} at {live.url}; nothing was changed. "
+            f"`mlops deploy {args.environment} --force` restarts it."
+        )
+        return 0
     record = deploy_stage(args.environment, args.version, args.dry_run)
     if args.dry_run:
         print("Dry run: nothing was started or changed. It would serve:")
@@ -147,6 +174,9 @@ def add_deploy_parsers(commands: argparse._SubParsersAction, deploy_local, undep
     deploy.add_argument("--version", type=int, help="model version (default: the registry's version in STAGE)")
     deploy.add_argument("--plan", action="store_true", help="print the estimated monthly cost; deploy nothing")
     deploy.add_argument("--dry-run", action="store_true", help="show what would be deployed; start nothing")
+    deploy.add_argument(
+        "--force", action="store_true", help="stages: restart the version even when it is already live and healthy"
+    )
     deploy.add_argument("--bento", help="local only: bento tag (default: the production version's)")
     deploy.add_argument("--port", type=int, help="local only: port (default from the environment file's server:)")
     deploy.set_defaults(handler=interruptible(deploy_handler, STAGE_STATE))

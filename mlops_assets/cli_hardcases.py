@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from mlops_assets import settings
+from mlops_assets.lib.serving.prediction_store import LOG_STAGES
 from mlops_assets.lib.settings_validation import ConfigError
 
 
@@ -17,7 +18,7 @@ def command_export(args: argparse.Namespace) -> int:
     settings.export_environment()
     share = settings.environment_settings().monitoring.capture.hard_cases.test_share
     with opened("prediction_logs") as logs:
-        result = export_hard_cases(logs.store(), Path(args.out).expanduser().resolve(), share)
+        result = export_hard_cases(logs.store(), Path(args.out).expanduser().resolve(), share, stage=args.stage)
     per_label = ", ".join(f"{label} {count}" for label, count in sorted(result.written.items())) or "none"
     print(
         f"Exported {result.total} hard case(s) to {result.destination} by predicted label ({per_label}); "
@@ -78,6 +79,12 @@ def add_hardcases_parser(commands: argparse._SubParsersAction) -> None:
     actions = hardcases.add_subparsers(dest="hardcases_command", required=True)
     export = actions.add_parser("export", help="write kept hard cases into DIR/<predicted label>/ for review")
     export.add_argument("--out", required=True, help="the review folder (dataset layout)")
+    export.add_argument(
+        "--stage",
+        choices=LOG_STAGES,
+        help="only the hard cases of this deployment stage's servers (unstaged: servers started outside a deployment "
+        "stage; default: every stage)",
+    )
     export.set_defaults(handler=command_export)
     ingest = actions.add_parser("ingest", help="copy reviewed hard cases into a catalogue dataset's folder")
     ingest.add_argument("review", help="the review folder, each file under its true label")

@@ -9,12 +9,15 @@ import argparse
 import getpass
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mlops_assets import settings
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.provenance import describe_commit, dirty_label
-from mlops_assets.lib.registry.registry import ModelRegistry, VersionView
-from mlops_assets.lib.registry.schema import DISABLED, PRODUCTION
+from mlops_assets.lib.registry.statuses import DISABLED, PRODUCTION
+
+if TYPE_CHECKING:  # the registry loads SQLAlchemy: only the commands that open it pay for it, not --help
+    from mlops_assets.lib.registry.registry import ModelRegistry, VersionView
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -250,9 +253,11 @@ def command_restore(args: argparse.Namespace) -> int:
 
 def deployable_bento(bento_tag: str | None) -> str:
     """The bento to deploy: the production version's by default; a disabled version's bento is refused. It is
-    brought from the environment's bento store when this machine's BentoML store lacks it."""
+    brought from the environment's bento store when this machine's BentoML store lacks it; one that is in neither
+    is refused by `require_local_bento`, saying how to get it back."""
     from mlops_assets.environments import fetch_bento
     from mlops_assets.packaging import bento_model_tag
+    from mlops_assets.resources.local_deployer import require_local_bento
 
     with open_registry() as models:
         if bento_tag is None:
@@ -260,7 +265,9 @@ def deployable_bento(bento_tag: str | None) -> str:
             if production is None:
                 raise MLOpsError("No version is in production; `mlops run` or `mlops models promote N` first.")
             return fetch_bento(production.bento_tag)
-        view = models.find_by_model_tag(bento_model_tag(fetch_bento(bento_tag)))
+        # Checked before its model tag is read from it: a bento the store lacks has none to read.
+        require_local_bento(fetch_bento(bento_tag))
+        view = models.find_by_model_tag(bento_model_tag(bento_tag))
     if view is not None and view.status == DISABLED:
         raise SystemExit(
             f"Bento {bento_tag} serves version {view.number}, which is disabled; "

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 
 from mlops_assets import settings
+from mlops_assets.lib.serving.prediction_store import LOG_STAGES
 from mlops_assets.lib.settings_validation import ConfigError
 
 # The first day the monitoring partitions hold (defs/monitoring/assets.MONITORING_PARTITIONS, not imported here so
@@ -58,7 +59,7 @@ def format_monitoring(summary) -> str:
         version = found["model_version"]
         monitored = f"version {version} ({found['model_tag']})" if version else "no model version"
         lines.append(
-            f"  monitored:     {monitored} in {found['environment']} on {found['day']}: "
+            f"  monitored:     {monitored} in {found['environment']}, stage {found['stage']}, on {found['day']}: "
             f"{found['num_predictions']} logged prediction(s) ({found['log_files']} log file(s) in "
             f"{found['log_source']})"
         )
@@ -86,6 +87,17 @@ def format_monitoring(summary) -> str:
     return "\n".join(lines)
 
 
+def _stages(requested: str | None, day: dt.date) -> list[str]:
+    """`--stage`, else every stage that logged predictions on `day`, else production."""
+    if requested:
+        return [requested]
+    from mlops_assets.environments import opened
+    from mlops_assets.lib.monitoring.logs import stages_logged
+
+    with opened("prediction_logs") as logs:
+        return stages_logged(logs.store(), day) or ["production"]
+
+
 def command_monitor(args: argparse.Namespace) -> int:
     if args.env:
         os.environ["MLOPS_ENV"] = args.env
@@ -100,30 +112,44 @@ def command_monitor(args: argparse.Namespace) -> int:
         # An unknown version is the caller's mistake, not a day without a model: one line, exit 1, no run.
         with open_registry() as models:
             models.version(args.version)  # RegistryError: "There is no version N of ...; see `mlops models list`."
+    from mlops_assets.defs.monitoring.assets import MONITORING_PARTITIONS, monitoring_partition
     from mlops_assets.defs.monitoring.jobs import MONITORING_JOB_NAME
     from mlops_assets.runner import _execute, _open_instance
 
     run_config = {"ops": {"prediction_monitoring": {"config": {"version": args.version}}}} if args.version else None
+    stages = _stages(args.stage, day)
     instance, tidied = _open_instance()
+    failed = False
     with instance:
-        summary = _execute(
-            instance,
-            run_config,
-            None,
-            {"launched_by": "mlops monitor", "dagster/partition": day.isoformat()},
-            MONITORING_JOB_NAME,
-        )
-    summary.housekeeping = tidied
-    print(format_monitoring(summary))
-    # A failed run, or a failed error-severity check (severe drift), is a failure; drift alone is a warning.
-    return 0 if summary.success and not summary.failures else 1
+        for number, stage in enumerate(stages):
+            partition = MONITORING_PARTITIONS.get_tags_for_partition_key(monitoring_partition(day, stage))
+            summary = _execute(
+                instance, run_config, None, {"launched_by": "mlops monitor", **partition}, MONITORING_JOB_NAME
+            )
+            summary.housekeeping = tidied if number == 0 else []
+            print(format_monitoring(summary))
+            # A failed run, or a failed error-severity check (severe drift), is a failure; drift alone is a warning.
+            failed = failed or not summary.success or bool(summary.failures)
+    return 1 if failed else 0
 
 
 def add_monitor_parser(commands: argparse._SubParsersAction) -> None:
     monitor = commands.add_parser(
-        "monitor", help="grade a day's logged predictions against the model's baseline; print the verdict per signal"
+        "monitor",
+        help="grade a day's logged predictions of each deployment stage against the baseline of the version live "
+        "there; print the verdict per signal",
     )
     monitor.add_argument("--env", choices=["local", "staging", "production"], help="environment (default: MLOPS_ENV)")
     monitor.add_argument("--date", help="UTC day as YYYY-MM-DD (default: today)")
-    monitor.add_argument("--version", type=int, help="registry version to monitor (default: production's)")
+    monitor.add_argument(
+        "--version",
+        type=int,
+        help="registry version to monitor (default: the one live in the stage; unstaged: production's)",
+    )
+    monitor.add_argument(
+        "--stage",
+        choices=LOG_STAGES,
+        help="deployment stage whose traffic to grade (unstaged: servers started outside a deployment stage, e.g. "
+        "`mlops deploy local`; default: every stage that logged predictions that day, else production)",
+    )
     monitor.set_defaults(handler=command_monitor)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from mlops_assets.dataset_choice import (
@@ -19,23 +17,15 @@ from mlops_assets.dataset_choice import (
     resolve,
 )
 from mlops_assets.lib.data.content_store import missing_files_error
-from mlops_assets.lib.registry.datasets import CatalogError, CurrentChoice, DatasetCatalog, DatasetView, read_catalogue
+from mlops_assets.lib.registry.datasets import CatalogError, CurrentChoice, DatasetView, read_catalogue
 from mlops_assets.lib.settings_validation import ConfigError
+from mlops_assets.registry_home import open_catalog
 
 log = logging.getLogger(__name__)
 
 
 def actor() -> str:
     return f"{getpass.getuser()} (mlops cli)"
-
-
-@contextmanager
-def open_catalog() -> Iterator[DatasetCatalog]:
-    """The catalogue of this environment's registry (its file checked as `mlops models` checks it)."""
-    from mlops_assets.registry_home import open_registry
-
-    with open_registry() as models:
-        yield models.datasets
 
 
 def catalogue_for_launchpad() -> tuple[list[DatasetView], CurrentChoice | None] | None:

@@ -1,15 +1,22 @@
-"""The home's model registry, opened with what the home holds, so an empty registry file next to a history is refused
-instead of started over (see lib/registry/database.py)."""
+"""The home's model registry (and its dataset catalogue), opened with what the home holds, so an empty registry file
+next to a history is refused instead of started over (see lib/registry/database.py). Light on purpose: `mlops models
+list` and `mlops datasets list` open it without loading Dagster or the data stack."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_assets import settings
 from mlops_assets.lib import postgres
 from mlops_assets.lib.environment_settings import POSTGRESQL
 from mlops_assets.lib.registry.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from mlops_assets.lib.registry.datasets import DatasetCatalog
 
 
 def _count_runs(runs_db: Path) -> int | None:
@@ -63,7 +70,12 @@ def registry_url(environment: str) -> str:
 def open_registry(environment: str | None = None) -> ModelRegistry:
     """The environment's model registry, its file checked against what this home holds (see `home_history`), its
     PostgreSQL server checked to answer (see `registry_url`)."""
-    from mlops_assets.environments import get_environment
-
-    environment = environment or get_environment()
+    environment = environment or settings.environment_name()  # not environments.py: it imports Dagster and GCP
     return ModelRegistry(registry_url(environment), environment, home_history=home_history())
+
+
+@contextmanager
+def open_catalog() -> Iterator[DatasetCatalog]:
+    """The catalogue of this environment's registry (its file checked as `mlops models` checks it)."""
+    with open_registry() as models:
+        yield models.datasets

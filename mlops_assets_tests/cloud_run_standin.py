@@ -285,8 +285,9 @@ class CloudRunStandIn:
                 done.response.CopyFrom(_pack(service))
 
     def _start_revision(self, state: ServiceState, revision: str, template: run_v2.RevisionTemplate) -> str:
+        """Start the revision's server with the container's environment variables (plain values and secrets) and wait
+        for /readyz within its probe budget; '' when ready, else why not."""
         service_id = state.service.name.rpartition("/")[2]
-        """Start the revision's server and wait for /readyz within its probe budget; '' when ready, else why not."""
         container = template.containers[0]
         bento_tag = container.image.rpartition("/")[2]
         env = dict(os.environ)

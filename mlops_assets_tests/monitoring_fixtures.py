@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.lib.serving.prediction_log import prediction_record
+from mlops_assets.lib.serving.prediction_store import log_file_name
 
 
 def records_like(
@@ -30,10 +31,13 @@ def records_like(
     ]
 
 
-def write_log(folder: Path, day: dt.date, records: list[dict], pid: int = 4242, tail: str = "") -> Path:
-    """A log file named as the service names it (`<day>.<pid>.jsonl`), one JSON object per line, then `tail`."""
+def write_log(
+    folder: Path, day: dt.date, records: list[dict], pid: int = 4242, tail: str = "", stage: str | None = None
+) -> Path:
+    """A log file named as the service names it (`<day>.<stage>.<pid>.jsonl`; without `stage` as it did before
+    stages were logged, `<day>.<pid>.jsonl`), one JSON object per line, then `tail`."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{day.isoformat()}.{pid}.jsonl"
+    path = folder / (f"{day.isoformat()}.{pid}.jsonl" if stage is None else log_file_name(day.isoformat(), stage, pid))
     text = "".join(json.dumps(record) + "\n" for record in records)
     path.write_text(text + tail, encoding="utf-8")
     return path

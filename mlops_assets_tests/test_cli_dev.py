@@ -1,107 +1,85 @@
-"""`mlops dev` stops on SIGTERM as it does on Ctrl-C: the UI and every process it started stop, and it exits.
+"""`mlops dev` stops on SIGTERM as it does on Ctrl-C, at any moment of its start: the UI and every process it started
+stop, and it exits 0.
 
 It is started the way a background job of a non-interactive shell is (SIGINT ignored), where `dagster dev` on its
-own ignored SIGTERM as well and kept running.
+own ignored SIGTERM as well and kept running. The moments: while it prepares the instance (before `dg dev` exists),
+as soon as `dg dev` exists (Python still starting), while the code server loads the definitions (the UI not up yet),
+and once the UI answers; then Ctrl-C (SIGINT) once the UI answers, started as a foreground program is.
 """
 
-import contextlib
-import os
+from __future__ import annotations
+
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from filelock import FileLock
 
-from mlops_assets_tests.conftest import free_port
+from mlops_assets_tests.dev_server import MlopsDev, live_processes, signal_caught, start_mlops_dev, ui_answers
 
 pytestmark = pytest.mark.e2e
-MLOPS = str(Path(sys.executable).parent / "mlops")
-DEADLINE_S = 600
+STOPPING = "mlops dev: SIGTERM received: stopping dg (SIGINT to its processes, killed after 30 s)"
 
 
-def _ignore_interrupts() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+def _children(pid: int) -> list[int]:
+    return [process.pid for process, (parent, _) in live_processes().items() if parent == pid]
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """Every live process: pid -> (parent pid, state letter)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def _assert_all_stopped(dev: MlopsDev, status: int) -> None:
+    assert status == 0, dev.output()[-3000:]
+    assert dev.survivors() == set(), {process: live_processes().get(process) for process in dev.survivors()}
+    assert not ui_answers(dev.url)
+    assert "still running" not in dev.output(), dev.output()[-3000:]  # stopped within the grace, not killed
+
+
+def test_sigterm_while_the_instance_is_prepared_means_dg_dev_is_never_started(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    # Holding the home's instance lock keeps `mlops dev` before the start of `dg dev` until the signal is sent.
+    (home / "locks").mkdir(parents=True)
+    with FileLock(home / "locks" / "dagster-instance.lock"):
+        dev = start_mlops_dev(home, ignore_interrupts=True)
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended while we looked
-        found[int(entry.name)] = (int(fields[1]), fields[0])
-    return found
+            dev.wait_for(
+                "mlops dev to catch SIGTERM", lambda: signal_caught(dev.process.pid, signal.SIGTERM), 120, 0.01
+            )
+            dev.process.send_signal(signal.SIGTERM)
+        except BaseException:
+            dev.kill()
+            raise
+    status = dev.process.wait(timeout=120)
+
+    assert dev.output().splitlines()[-1] == "mlops dev: SIGTERM received before dg was started; not starting it"
+    assert dev.seen == set()
+    _assert_all_stopped(dev, status)
 
 
-def _descendants(pid: int) -> set[int]:
-    processes = _processes()
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, (parent, _) in processes.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _running(pids: set[int]) -> set[int]:
-    processes = _processes()
-    return {pid for pid in pids if pid in processes and processes[pid][1] != "Z"}
-
-
-def _ui_answers(url: str) -> bool:
+@pytest.mark.parametrize("moment", ["dg dev starting", "code server loading", "UI up"])
+def test_sigterm_stops_mlops_dev_and_every_process_it_started(tmp_path: Path, moment: str) -> None:
+    dev = start_mlops_dev(tmp_path / "home", ignore_interrupts=True)
     try:
-        return httpx.get(f"{url}/server_info", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="known flake since `mlops dev` runs `dg dev`: in one whole-suite run on a loaded machine `mlops dev` did "
-    "not exit within the guard after SIGTERM (it passes alone); under investigation",
-)
-def test_sigterm_stops_mlops_dev_and_every_process_it_started(tmp_path: Path) -> None:
-    env = {**os.environ, "MLOPS_HOME": str(tmp_path / "home")}
-    for key in ("MLOPS_DATASET", "MLOPS_REGISTRY_URL", "DAGSTER_HOME", "BENTOML_HOME"):
-        env.pop(key, None)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "dev.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [MLOPS, "dev", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_ignore_interrupts,
-            start_new_session=True,
-        )
-    started: set[int] = set()
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while not _ui_answers(url):
-            assert process.poll() is None, f"mlops dev ended ({process.returncode}):\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the UI never answered"
-            time.sleep(0.5)
-        started = _descendants(process.pid)
-        assert len(started) >= 3, started  # dagster dev, its webserver and its daemon at least
-
-        process.send_signal(signal.SIGTERM)
-        # A hang guard, not a timing check: without the fix the process never exits.
-        returncode = process.wait(timeout=120)  # the stop grace is 30 s (lib/foreground.py)
-
-        assert returncode == 0, log.read_text()[-3000:]
-        assert _running(started) == set(), {pid: _processes().get(pid) for pid in _running(started)}
-        assert not _ui_answers(url)
+        leader = dev.wait_for("dg dev to start", dev.leader, interval=0.01)
+        if moment == "code server loading":
+            dev.wait_for("the code server to start", lambda: _children(leader), interval=0.05)
+            assert not ui_answers(dev.url)
+        if moment == "UI up":
+            dev.wait_for("the UI to answer", lambda: ui_answers(dev.url))
+            # dg dev, its code server, webserver and daemon at least
+            assert len(dev.tree()) >= 4, dev.tree()
+        status = dev.stop(signal.SIGTERM)
     finally:
-        for pid in (process.pid, *started):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        process.wait(timeout=60)
+        dev.kill()
+
+    assert STOPPING in dev.output().splitlines(), dev.output()[-3000:]
+    _assert_all_stopped(dev, status)
+
+
+def test_ctrl_c_stops_mlops_dev_and_every_process_it_started(tmp_path: Path) -> None:
+    dev = start_mlops_dev(tmp_path / "home")
+    try:
+        dev.wait_for("the UI to answer", lambda: ui_answers(dev.url))
+        status = dev.stop(signal.SIGINT)
+    finally:
+        dev.kill()
+
+    assert STOPPING.replace("SIGTERM", "SIGINT") in dev.output().splitlines(), dev.output()[-3000:]
+    _assert_all_stopped(dev, status)

@@ -36,6 +36,7 @@ def test_service_carries_gpu_resources_probe_secret_and_tagged_traffic():
         shares=[("v11", 100), ("v12", 0)],
         tagged=["v10", "v11"],
         releases=live,
+        variables={"MLOPS_PREDICTIONS_URL": "gs://logs/staging/predictions", "MLOPS_DEPLOYMENT_STAGE": "staging"},
     )
     template = service.template
     container = template.containers[0]
@@ -60,6 +61,11 @@ def test_service_carries_gpu_resources_probe_secret_and_tagged_traffic():
         container.env[0].value_source.secret_key_ref.secret,
         container.env[0].value_source.secret_key_ref.version,
     ) == ("mlops-api-key", "latest")
+    # The revision logs its predictions to the environment's bucket, under its stage.
+    assert [(variable.name, variable.value) for variable in container.env[1:]] == [
+        ("MLOPS_DEPLOYMENT_STAGE", "staging"),
+        ("MLOPS_PREDICTIONS_URL", "gs://logs/staging/predictions"),
+    ]
     assert [(t.revision, t.percent, t.tag) for t in service.traffic] == [
         ("classifier-v11", 100, "v11"),
         ("classifier-v12", 0, "v12"),

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from dagster_gcp import GCSResource
 
 from mlops_assets import settings
 from mlops_assets.lib.deploy.release import CanaryCase, DeploymentError, Release, TrafficShare
 from mlops_assets.lib.deploy.validation import parse_cloud_run
+from mlops_assets.lib.serving.prediction_store import file_stage
 from mlops_assets.resources.cloud_run_deployer import CloudRunDeployer
+from mlops_assets.resources.prediction_logs import GcsPredictionLogs, LocalPredictionLogs
 from mlops_assets_tests.cloud_run_standin import CloudRunStandIn
 from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, predicted_label
 from mlops_assets_tests.test_deploy_local import ClientLoop
@@ -44,9 +47,9 @@ def _environment(endpoint: str, **cloud_run):
 
 
 @pytest.fixture(scope="module")
-def cloud(served_bento, tmp_path_factory):
-    """The stand-in holding the serving key in its secrets, a deployer pointed at it, and canary cases: the served
-    bento's own answers for held-out images."""
+def cloud(served_bento, tmp_path_factory, gcs_emulator):
+    """The stand-in holding the serving key in its secrets, a deployer pointed at it with the environment's
+    prediction logs on GCS (the emulator), and canary cases: the served bento's own answers for held-out images."""
     directory = tmp_path_factory.mktemp("cloud-canary")
     cases = []
     with served_bento.client() as client:
@@ -59,9 +62,10 @@ def cloud(served_bento, tmp_path_factory):
     endpoint = standin.start()
     previous = os.environ.get("MLOPS_GCP_PROJECT")
     os.environ["MLOPS_GCP_PROJECT"] = PROJECT
-    deployer = CloudRunDeployer("staging", _environment(endpoint))
+    logs = GcsPredictionLogs(url=f"gs://{gcs_emulator.new_bucket('cloud-logs')}/staging", gcs=GCSResource())
+    deployer = CloudRunDeployer("staging", _environment(endpoint), prediction_logs=logs)
     try:
-        yield standin, deployer, tuple(cases), served_bento
+        yield standin, deployer, tuple(cases), served_bento, logs
     finally:
         deployer.undeploy()
         standin.close()
@@ -72,7 +76,7 @@ def cloud(served_bento, tmp_path_factory):
 
 
 def test_dry_run_prints_the_request_and_creates_nothing(cloud, capsys):
-    standin, deployer, cases, served = cloud
+    standin, deployer, cases, served, _ = cloud
     record = deployer.deploy(Release("staging", 1, served.bento_tag, cases), dry_run=True)
     printed = capsys.readouterr().out
     assert printed.startswith("Cloud Run CreateService request (validate_only):\n")
@@ -88,7 +92,7 @@ def test_dry_run_prints_the_request_and_creates_nothing(cloud, capsys):
 
 
 def test_rollout_failures_pinning_rollback(cloud):
-    standin, deployer, cases, served = cloud
+    standin, deployer, cases, served, logs = cloud
     png = Path(cases[0].image_path).read_bytes()
 
     first = deployer.deploy(Release("staging", 1, served.bento_tag, cases))
@@ -158,3 +162,33 @@ def test_rollout_failures_pinning_rollback(cloud):
     assert ("DELETE", SERVICE_PATH) in standin.requests
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{first.url}/-/routes", timeout=5)
+
+    # Every revision was told the environment's GCS prediction logs and its stage: their files (uploaded as the
+    # servers stopped) are named for staging, and every record says staging.
+    store = logs.store()
+    names = store.names()
+    assert names, "the revisions uploaded no prediction log"
+    assert {file_stage(name) for name in names} == {"staging"}
+    assert all(".staging." in name for name in names), names
+    logged = [record for name in names for record in store.read(name)]
+    assert logged and {record["stage"] for record in logged} == {"staging"}
+
+
+def test_a_cloud_run_stage_with_prediction_logs_in_a_local_folder_is_refused(cloud, tmp_path):
+    standin, cloud_deployer, cases, served, _ = cloud
+    folder = tmp_path / "predictions"
+    deployer = CloudRunDeployer(
+        "staging",
+        _environment(cloud_deployer.settings.api_endpoint),
+        prediction_logs=LocalPredictionLogs(root=str(folder)),
+    )
+    before = dict(standin.services)
+    with pytest.raises(DeploymentError) as refused:
+        deployer.deploy(Release("staging", 1, served.bento_tag, cases))
+    assert str(refused.value) == (
+        f"deployments.staging targets Cloud Run, but local keeps prediction logs in a folder of this machine "
+        f"({folder}), which a Cloud Run revision cannot write to; set storage.backend: gcs in deployments/local.yaml "
+        "(prediction logs then go to <storage URL>/predictions/) or deploy staging with target: local. Nothing was "
+        "deployed."
+    )
+    assert standin.services == before

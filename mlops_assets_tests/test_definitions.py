@@ -8,7 +8,8 @@ from mlops_assets.defs.validation.checks import BLOCKING_CHECKS, DESCRIPTIONS, D
 from mlops_assets.environments import KNOWN_ENVIRONMENTS
 
 CHAIN = ["raw_images", "validated_images", "trained_model", "model_evaluation", "bento", "model_promotion"]
-# Built with each model by the pipeline job; prediction_monitoring (one partition per day) has its own job.
+# Built with each model by the pipeline job; prediction_monitoring (one partition per day and deployment stage) has its
+# own job.
 MONITORING = ["monitoring_baseline", "prediction_monitoring"]
 # Started by a person or by production's rollout, never by the pipeline job (a deployment starts servers).
 DEPLOYMENT = ["deployment_staging", "deployment_production"]

@@ -199,6 +199,74 @@ def test_deploy_local_without_a_production_version_is_an_error_line(tmp_path, mo
     )
 
 
+def test_deploy_local_with_a_bento_the_store_lacks_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from mlops_assets.cli import main
+    from mlops_assets.resources.local_deployer import current_deployment
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    for variable in ("DAGSTER_HOME", "BENTOML_HOME", "MLOPS_REGISTRY_URL"):
+        monkeypatch.setenv(variable, os.environ.get(variable, ""))  # restored, whatever the command exports
+    monkeypatch.delenv("MLOPS_REGISTRY_URL")
+    port = free_port()
+    assert main(["deploy", "local", "--bento", "image-classifier-service:no-such-bento", "--port", str(port)]) == 1
+    assert capsys.readouterr().err == (
+        "error: Bento image-classifier-service:no-such-bento is not in the BentoML store at "
+        f"{tmp_path / 'home' / 'bentoml'}; nothing was started or stopped. Put the model of its version "
+        "(`mlops models list`) back with `mlops models restore N` and rebuild the bento with `mlops run`, or deploy "
+        "another version.\n"
+    )
+    assert (current_deployment(), port_is_free("127.0.0.1", port)) == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("staging_port", "production_port", "problems"),
+    [
+        (
+            3030,
+            3000,
+            "deployments.staging.port = 3030: the same port as server.port (`mlops deploy local`); each needs its "
+            "own; deployments.production.port = 3000: the same port as the Dagster UI (`mlops dev`); each needs its "
+            "own",
+        ),
+        (
+            3100,
+            3100,
+            "deployments.production.port = 3100: the same port as deployments.staging.port; each local stage needs "
+            "its own",
+        ),
+    ],
+)
+def test_a_stage_port_another_server_of_the_project_binds_is_refused_when_loaded(
+    tmp_path, staging_port, production_port, problems
+):
+    import yaml
+
+    from mlops_assets.lib.environment_settings import load_environment_settings
+    from mlops_assets.lib.settings_validation import ConfigError
+
+    content = yaml.safe_load((settings.PROJECT_ROOT / "deployments" / "local.yaml").read_text())
+    assert content["server"]["port"] == 3030
+    content["deployments"]["staging"]["port"] = staging_port
+    content["deployments"]["production"]["port"] = production_port
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError) as refused:
+        load_environment_settings(path, "local")
+    assert str(refused.value) == f"{path}: {problems}"
+
+
+def test_a_cloud_run_stage_has_no_local_port_to_collide(tmp_path):
+    import yaml
+
+    from mlops_assets.lib.environment_settings import load_environment_settings
+
+    content = yaml.safe_load((settings.PROJECT_ROOT / "deployments" / "staging.yaml").read_text())
+    content["deployments"]["staging"]["port"] = 3000  # unused by target cloud_run
+    path = tmp_path / "staging.yaml"
+    path.write_text(yaml.safe_dump(content))
+    assert load_environment_settings(path, "staging").deployments.staging.port == 3000
+
+
 def test_deployments_json_with_nothing_deployed_and_a_closed_reader(tmp_path):
     """`mlops deployments --json | head` must not end in a BrokenPipeError traceback: the reader is gone first."""
     import subprocess

@@ -128,6 +128,22 @@ def test_staged_flow_through_registry_cli_and_assets(flow, capsys):
     assert main(["deploy", "staging"]) == 0
     assert "  canary: 3/3 matched at " in capsys.readouterr().out
     assert predicted_label(staging_url, png) == case.expected_label
+
+    # Deploying the live, healthy version again changes nothing; --force restarts it.
+    def serving_pid() -> int:
+        return deployer_for("staging", local)._load().revisions[f"v{v1}"].server.pid
+
+    first_pid = serving_pid()
+    assert main(["deploy", "staging"]) == 0
+    assert capsys.readouterr().out == (
+        f"Version {v1} is already live in staging at {staging_url}; nothing was changed. "
+        "`mlops deploy staging --force` restarts it.\n"
+    )
+    assert serving_pid() == first_pid
+    assert main(["deploy", "staging", "--force"]) == 0
+    assert "  canary: 3/3 matched at " in capsys.readouterr().out
+    assert serving_pid() != first_pid
+    assert predicted_label(staging_url, png) == case.expected_label
     assert main(["deploy", "production"]) == 0
     capsys.readouterr()
     assert predicted_label(production_url, png) == case.expected_label

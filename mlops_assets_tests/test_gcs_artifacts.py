@@ -155,6 +155,15 @@ def test_step_outputs_are_kept_per_run_on_gcs_and_read_back(gcs_emulator: GcsEmu
         "env/dagster/number",
         "env/dagster/next_number",
     } == set(objects)
+    # What the UI shows of each value: its object as a URL.
+    shown = {
+        event.asset_key.to_user_string(): event.materialization.metadata["path"]
+        for event in first.get_asset_materialization_events()
+    }
+    assert shown == {
+        name: dg.MetadataValue.url(f"gs://{bucket}/env/dagster/outputs/{name}/{first.run_id}")
+        for name in ("number", "next_number")
+    }
 
 
 def test_a_bento_kept_neither_here_nor_on_gcs_is_named_with_its_remedy(gcs_emulator: GcsEmulator) -> None:

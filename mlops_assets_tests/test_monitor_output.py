@@ -10,6 +10,7 @@ def _summary(**extra) -> RunSummary:
         "model_version": 3,
         "model_tag": "image-classifier:abc",
         "environment": "local",
+        "stage": "staging",
         "day": "2026-11-03",
         "num_predictions": 400,
         "log_files": 2,
@@ -27,6 +28,11 @@ def test_monitor_prints_each_signal_with_its_statistic_and_the_comparison_line_w
     comparison = "no drift against image-classifier:old (300 in the 24 h before)"
     lines = format_monitoring(_summary(deployment_comparison=comparison)).splitlines()
     assert lines[0] == "Dagster run run-1: SUCCESS"
+    # Which stage's traffic the verdicts are for.
+    assert lines[1] == (
+        "  monitored:     version 3 (image-classifier:abc) in local, stage staging, on 2026-11-03: 400 logged "
+        "prediction(s) (2 log file(s) in predictions)"
+    )
     assert "    predicted_label: drift (jensenshannon 0.3; drift at 0.25, severe at 0.5)" in lines
     assert f"  vs previous:   {comparison}" in lines
     assert lines.index(f"  vs previous:   {comparison}") == lines.index(next(x for x in lines if "checks:" in x)) - 1

@@ -15,7 +15,8 @@ from mlops_assets.defs.monitoring.schedules import _checked_cron, monitoring_sch
 from mlops_assets.defs.monitoring.sensors import run_failure_alert_sensor
 from mlops_assets.lib.monitoring.alerts import read_alerts
 from mlops_assets.lib.settings_validation import ConfigError
-from mlops_assets_tests.monitoring_fixtures import webhook_receiver
+from mlops_assets.resources.prediction_logs import LocalPredictionLogs
+from mlops_assets_tests.monitoring_fixtures import webhook_receiver, write_log
 
 
 @dg.asset
@@ -113,19 +114,46 @@ def repository() -> dg.RepositoryDefinition:
     return build_definitions("local").get_repository_def()
 
 
-def test_the_monitoring_schedule_grades_the_previous_utc_day(repository: dg.RepositoryDefinition) -> None:
+def _tick(repository: dg.RepositoryDefinition, logs: Path) -> list[dg.RunRequest]:
+    schedule = monitoring_schedule("local")
+    when = dt.datetime(2026, 11, 30, 0, 30, tzinfo=dt.UTC)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=when,
+            repository_def=repository,
+            resources={"prediction_logs": LocalPredictionLogs(root=str(logs))},
+        )
+        return schedule.evaluate_tick(context).run_requests
+
+
+def test_the_monitoring_schedule_grades_the_previous_utc_day(
+    repository: dg.RepositoryDefinition, tmp_path: Path
+) -> None:
     schedule = monitoring_schedule("local")
     assert (schedule.cron_schedule, schedule.job_name, schedule.execution_timezone) == (
         "30 0 * * *",
         prediction_monitoring_job.name,
         "UTC",
     )
-    when = dt.datetime(2026, 11, 30, 0, 30, tzinfo=dt.UTC)
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repository)
-        data = schedule.evaluate_tick(context)
-    [request] = data.run_requests
-    assert (request.partition_key, request.run_key) == ("2026-11-29", "monitoring-2026-11-29")
+    # No log that day: production alone is graded (a production that logged nothing is worth its warning).
+    [request] = _tick(repository, tmp_path / "none")
+    assert (request.partition_key, request.run_key) == ("2026-11-29|production", "monitoring-production-2026-11-29")
+
+
+def test_the_monitoring_schedule_grades_every_stage_that_logged_that_day(
+    repository: dg.RepositoryDefinition, tmp_path: Path
+) -> None:
+    logs = tmp_path / "predictions"
+    write_log(logs, dt.date(2026, 11, 29), [], pid=1, stage="staging")
+    write_log(logs, dt.date(2026, 11, 29), [], pid=2)  # written before stages were logged: unstaged
+    write_log(logs, dt.date(2026, 11, 28), [], pid=3, stage="production")  # another day
+    requests = _tick(repository, logs)
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("2026-11-29|production", "monitoring-production-2026-11-29"),
+        ("2026-11-29|staging", "monitoring-staging-2026-11-29"),
+        ("2026-11-29|unstaged", "monitoring-unstaged-2026-11-29"),
+    ]
 
 
 def test_the_retraining_schedule_runs_the_pipeline_on_the_environments_cron() -> None:

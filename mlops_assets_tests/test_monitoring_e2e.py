@@ -98,7 +98,8 @@ def test_drift_is_detected_alerted_and_answered_with_a_retraining_request(tmp_pa
             assert logged_in_distribution >= 200
             calm = _mlops(home, "monitor", MLOPS_ALERT_WEBHOOK_URL=receiver.url)
             assert calm.returncode == 0, calm.stdout[-3000:] + calm.stderr[-3000:]
-            assert f"in local on {today}: {logged_in_distribution} logged prediction(s)" in calm.stdout
+            # `mlops deploy local` serves outside a deployment stage: its traffic is the unstaged partition's.
+            assert f"in local, stage unstaged, on {today}: {logged_in_distribution} logged prediction(s)" in calm.stdout
             assert "  overall:       no drift" in calm.stdout
             assert calm.stdout.count(": no drift (") == 10, calm.stdout  # every signal, the embedding included
             assert "  checks:        no_drift passed, no_severe_drift passed" in calm.stdout
@@ -119,7 +120,7 @@ def test_drift_is_detected_alerted_and_answered_with_a_retraining_request(tmp_pa
             assert f"  service:       {2 * REQUESTS} prediction request(s) since the server started" in drifted.stdout
             [alert] = receiver.received
         assert alert["kind"] == "severe drift"
-        assert alert["title"].startswith(f"Severe drift on {today} for version 1 (")
+        assert alert["title"].startswith(f"Severe drift in unstaged on {today} for version 1 (")
         assert [a["title"] for a in read_alerts(home / "alerts" / "alerts.jsonl")] == [alert["title"]]
         report = Path(alert["details"]["report"])
         assert report.is_file() and f"report:        {report}" in drifted.stdout
@@ -136,3 +137,58 @@ def test_drift_is_detected_alerted_and_answered_with_a_retraining_request(tmp_pa
     assert request.run_key == f"severe-drift-{today}-v1"
     assert request.tags["mlops/reason"] == "severe drift"
     assert "input.brightness" in request.tags["mlops/severe_signals"]
+
+
+def test_staging_traffic_does_not_move_productions_verdict(
+    tmp_path: Path, digits_subset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_assets.lib.deploy.supervisor import start_server, stop_server, wait_ready
+    from mlops_assets.registry_home import open_registry
+
+    home = tmp_path / "home"
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {trained_model: {config: {epochs: 3}}}\n")
+    built = _mlops(home, "run", "--dataset", str(digits_subset), "--config", str(config))
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    # The servers below are started from this process: its home is theirs (BentoML store, prediction logs).
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    with open_registry() as models:
+        bento_tag = models.production().bento_tag
+    servers = {}
+    try:
+        # The same model served in two stages, as the deployers start them: each told its stage.
+        for stage in ("staging", "production"):
+            env = _env(home, MLOPS_DEPLOYMENT_STAGE=stage, MLOPS_PREDICTIONS_URL=str(home / "predictions"))
+            env["BENTOML_HOME"] = str(home / "bentoml")  # the store `mlops run` built the bento in
+            servers[stage] = start_server(bento_tag, "127.0.0.1", free_port(), tmp_path / f"{stage}.log", env)
+        for server in servers.values():
+            wait_ready(server, 180)
+        held_out = _held_out_pngs(digits_subset)
+        _send(servers["production"].url, held_out, seed=3)
+        _send(servers["staging"].url, [_inverted(png) for png in held_out], seed=4)
+        _logged(home)
+    finally:
+        for server in servers.values():
+            stop_server(server)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    names = sorted(path.name for path in (home / "predictions").glob("*.jsonl"))
+    assert {name.split(".")[1] for name in names} == {"staging", "production"}, names
+
+    # Neither stage is deployed through a deployer here, so the version is named; both stages logged today, so
+    # `mlops monitor` grades both, each verdict naming its stage.
+    graded = _mlops(home, "monitor", "--version", "1")
+    assert graded.returncode == 1, graded.stdout[-3000:] + graded.stderr[-3000:]
+    staging_part, production_part = graded.stdout.split("Dagster run ")[1:]
+    assert f"in local, stage staging, on {today}: " in staging_part
+    assert "  overall:       severe drift" in staging_part
+    assert "    input.brightness: severe drift (Wasserstein distance (normed) " in staging_part
+    assert f"in local, stage production, on {today}: " in production_part
+    assert "  overall:       no drift" in production_part
+    assert "  checks:        no_drift passed, no_severe_drift passed" in production_part
+    [alert] = read_alerts(home / "alerts" / "alerts.jsonl")
+    assert alert["event_id"] == f"severe-drift-local-staging-{today}-v1"
+
+    alone = _mlops(home, "monitor", "--version", "1", "--stage", "production")
+    assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
+    assert alone.stdout.count("Dagster run ") == 1
+    assert "  overall:       no drift" in alone.stdout

@@ -1,6 +1,9 @@
 """Prediction logs behind one interface: files in a folder, or closed files uploaded to GCS (the emulator), and read
 back by the same reader interface wherever they are."""
 
+import datetime as dt
+import json
+import os
 import subprocess
 import sys
 import time
@@ -12,10 +15,14 @@ from dagster_gcp import GCSResource
 from mlops_assets.lib.serving.prediction_log import PredictionLog, prediction_record
 from mlops_assets.lib.serving.prediction_store import (
     PREDICTIONS_VARIABLE,
+    STAGE_VARIABLE,
     FolderPredictionStore,
     GcsPredictionStore,
+    file_stage,
     open_store,
     records,
+    stage_from_environment,
+    stage_names,
     store_from_environment,
 )
 from mlops_assets.lib.storage.gcs import parse_gcs_url
@@ -132,7 +139,47 @@ def test_the_service_finds_its_store_in_the_environment(tmp_path: Path, monkeypa
 
 def test_each_environment_tells_its_servers_where_to_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
-    assert LocalPredictionLogs().server_environment() == {PREDICTIONS_VARIABLE: str(tmp_path / "predictions")}
+    # Outside a stage the stage variable is set empty, so one inherited from the caller cannot give the server one.
+    assert LocalPredictionLogs().server_environment() == {
+        PREDICTIONS_VARIABLE: str(tmp_path / "predictions"),
+        STAGE_VARIABLE: "",
+    }
     assert LocalPredictionLogs().store().spool == tmp_path / "predictions"
     remote = GcsPredictionLogs(url="gs://store/staging", gcs=GCSResource(project="test"))
-    assert remote.server_environment() == {PREDICTIONS_VARIABLE: "gs://store/staging/predictions"}
+    assert remote.server_environment("staging") == {
+        PREDICTIONS_VARIABLE: "gs://store/staging/predictions",
+        STAGE_VARIABLE: "staging",
+    }
+    assert (LocalPredictionLogs().is_local(), remote.is_local()) == (True, False)
+
+
+def test_a_writer_names_its_files_by_stage_and_every_record_carries_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(STAGE_VARIABLE, "staging")
+    stage = stage_from_environment()
+    log = PredictionLog(tmp_path, 1.0, flush_interval_s=0.05, stage=stage)
+    log.submit([prediction_record("m:1", "3", 0.9, {}, "/predict", stage=stage)])
+    log.close()
+    [path] = tmp_path.glob("*.jsonl")
+    assert path.name == f"{dt.datetime.now(dt.UTC).date()}.staging.{os.getpid()}.jsonl"
+    assert file_stage(path.name) == "staging"
+    assert json.loads(path.read_text())["stage"] == "staging"
+    # Files written before stages were logged count as unstaged; a reader lists one stage's files by name.
+    old = tmp_path / "2026-11-03.77.jsonl"
+    old.write_text("")
+    store = FolderPredictionStore(tmp_path)
+    assert (file_stage(old.name), stage_names(store, "unstaged"), stage_names(store, "staging")) == (
+        "unstaged",
+        [old.name],
+        [path.name],
+    )
+    monkeypatch.setenv(STAGE_VARIABLE, "")
+    assert stage_from_environment() == "unstaged"
+    monkeypatch.setenv(STAGE_VARIABLE, "canary")
+    with pytest.raises(ValueError) as refused:
+        stage_from_environment()
+    assert str(refused.value) == (
+        "MLOPS_DEPLOYMENT_STAGE = 'canary': expected one of staging, production (set by the deployer), or unset for "
+        "a server outside a deployment stage."
+    )

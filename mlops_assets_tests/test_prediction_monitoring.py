@@ -11,17 +11,21 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mlops_assets import settings
 from mlops_assets.defs.jobs import training_pipeline_job
+from mlops_assets.defs.metadata import resolve_home_path
 from mlops_assets.defs.monitoring.assets import (
     BASELINE_KIND,
     NO_DRIFT_CHECK,
     NO_SEVERE_DRIFT_CHECK,
     monitoring_baseline,
+    monitoring_partition,
     prediction_monitoring,
 )
 from mlops_assets.defs.monitoring.sensors import drift_sensor
 from mlops_assets.lib.data.manifest import scan_dataset
 from mlops_assets.lib.data.validated_data import GeometryConfig, ValidatedDataset, build_validated_dataset
+from mlops_assets.lib.deploy.release import DeploymentRecord
 from mlops_assets.lib.models.plugins.base import TrainSettings
 from mlops_assets.lib.models.training import TrainedModel, train_model
 from mlops_assets.lib.monitoring.alerts import read_alerts
@@ -30,6 +34,7 @@ from mlops_assets.lib.monitoring.drift import SIGNALS
 from mlops_assets.lib.registry.gate import GateDecision
 from mlops_assets.lib.registry.registry import ModelRegistry
 from mlops_assets.resources.artifacts import LocalArtifactStore
+from mlops_assets.resources.local_target import LocalDeployer, StageState
 from mlops_assets.resources.prediction_logs import LocalPredictionLogs
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.monitoring_fixtures import records_like, webhook_receiver, write_log
@@ -83,17 +88,23 @@ def monitored(digits_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def _materialize(
-    instance: dg.DagsterInstance, monitored: Monitored, logs: Path, registry: ModelRegistryResource | None = None
+    instance: dg.DagsterInstance,
+    monitored: Monitored,
+    logs: Path,
+    registry: ModelRegistryResource | None = None,
+    stage: str = "unstaged",
+    run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [prediction_monitoring],
-        partition_key=DAY.isoformat(),
+        partition_key=monitoring_partition(DAY, stage),
         instance=instance,
         resources={
             "registry": registry or monitored.registry,
             "artifacts": monitored.artifacts,
             "prediction_logs": LocalPredictionLogs(root=str(logs)),
         },
+        run_config=run_config,
     )
 
 
@@ -145,7 +156,10 @@ def test_a_day_of_in_distribution_traffic_shows_no_drift_and_passes_both_checks(
     ]
     assert metadata["signals"][-1]["detail"] == "no embedding from plug-in softmax"
     assert metadata["severe_signals"] == "none"
-    assert Path(metadata["report"]).name == "report.html" and Path(metadata["report"]).stat().st_size > 100_000
+    # This test's artifacts lie outside the home, so the path stays absolute (test_metadata_paths covers the home).
+    assert f"/prediction_monitoring/local-unstaged-{DAY}-" in metadata["report"]
+    report = resolve_home_path(metadata["report"])
+    assert report.name == "report.html" and report.stat().st_size > 100_000
     assert metadata["drift_plots"].startswith("![baseline and today](data:image/png;base64,")
     assert "| input.brightness | no drift |" in metadata["verdicts"]
     assert (checks[NO_DRIFT_CHECK].passed, checks[NO_SEVERE_DRIFT_CHECK].passed) == (True, True)
@@ -166,7 +180,8 @@ def test_a_day_of_in_distribution_traffic_shows_no_drift_and_passes_both_checks(
         "detail",
     }
     assert tick.run_requests == []
-    assert tick.skip_message == f"prediction_monitoring for {DAY}: no drift; nothing to retrain for."
+    assert tick.skip_message == f"prediction_monitoring for {DAY} in unstaged: no drift; nothing to retrain for."
+    assert (metadata["stage"], metadata["day"]) == ("unstaged", DAY.isoformat())
 
 
 def test_inverted_traffic_drifts_severely_fails_the_check_alerts_and_the_sensor_requests_retraining(
@@ -196,8 +211,10 @@ def test_inverted_traffic_drifts_severely_fails_the_check_alerts_and_the_sensor_
         assert metadata["alert"] == f"sent to {alert_log} and {receiver.url}"
         [posted] = receiver.received
         assert posted["kind"] == "severe drift"
-        assert posted["text"].startswith(f"[local] Severe drift on {DAY} for version 1 ({monitored.model_tag}): ")
-        assert posted["details"]["report"] == metadata["report"]
+        assert posted["text"].startswith(
+            f"[local] Severe drift in unstaged on {DAY} for version 1 ({monitored.model_tag}): "
+        )
+        assert Path(posted["details"]["report"]) == resolve_home_path(metadata["report"])
         assert [alert["title"] for alert in read_alerts(alert_log)] == [posted["title"]]
 
         # The drift sensor: one retraining request per day and version, remembered through the cursor.
@@ -309,3 +326,59 @@ def test_no_production_version_is_a_verdict_not_a_crash(monitored: Monitored, tm
         f"a version by number (config `version`); records of other model versions, not compared: "
         f"{monitored.model_tag} (10)"
     )
+
+
+def test_each_stage_is_graded_apart_and_the_sensor_sees_every_stages_severe_drift(
+    monitored: Monitored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    logs = tmp_path / "logs"
+    shifted = _records(monitored, 300, seed=7)
+    for record in shifted:
+        record["brightness"] = 1.0 - record["brightness"]
+    write_log(logs, DAY, shifted, pid=11, stage="staging")
+    write_log(logs, DAY, _records(monitored, 300, seed=8), pid=12, stage="production")
+    by_number = {"ops": {"prediction_monitoring": {"config": {"version": 1}}}}
+    with dg.instance_for_test() as instance:
+        # Nothing is deployed in staging in this home: without a version by number there is nothing to grade.
+        undeployed, _ = _outcome(_materialize(instance, monitored, logs, stage="staging"))
+        staging, _ = _outcome(_materialize(instance, monitored, logs, stage="staging", run_config=by_number))
+        production, checks = _outcome(_materialize(instance, monitored, logs, stage="production", run_config=by_number))
+        unstaged, _ = _outcome(_materialize(instance, monitored, logs, stage="unstaged"))
+        # Production's materialization is the latest; staging's severe drift is still seen.
+        tick = drift_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert (undeployed["overall"], undeployed["model_version"]) == ("no model version", 0)
+    assert undeployed["signals"][0]["detail"] == (
+        "nothing is deployed in staging in local; deploy a version (`mlops deploy staging`) or monitor a version by "
+        f"number (config `version`); records of other model versions, not compared: {monitored.model_tag} (300)"
+    )
+    assert (staging["stage"], staging["overall"], staging["num_predictions"]) == ("staging", "severe drift", 300)
+    assert (production["stage"], production["overall"], production["num_predictions"]) == (
+        "production",
+        "no drift",
+        300,
+    )
+    assert (checks[NO_DRIFT_CHECK].passed, checks[NO_SEVERE_DRIFT_CHECK].passed) == (True, True)
+    # Files of neither stage: the unstaged partition has no records.
+    assert (unstaged["stage"], unstaged["overall"], unstaged["log_files"]) == ("unstaged", "not enough data", 0)
+    assert f"/prediction_monitoring/local-staging-{DAY}-" in staging["report"]
+    [alert] = read_alerts(tmp_path / "home" / "alerts" / "alerts.jsonl")
+    assert alert["event_id"] == f"severe-drift-local-staging-{DAY}-v1"
+    assert alert["title"].startswith(f"Severe drift in staging on {DAY} for version 1 ({monitored.model_tag}): ")
+    [request] = tick.run_requests
+    assert (request.run_key, request.tags["mlops/monitored_stage"]) == (f"severe-drift-{DAY}-v1", "staging")
+
+
+def test_a_stage_partition_grades_the_version_live_in_that_stage(
+    monitored: Monitored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    # What the local deployer records once version 1 went live in staging (its own state file, written by it).
+    deployer = LocalDeployer("staging", settings.environment_settings("local"))
+    record = DeploymentRecord("staging", "local", 1, "image-classifier-service:x", "v1", deployer.url, ())
+    deployer._save(StageState(record=record))
+    write_log(tmp_path / "logs", DAY, _records(monitored, 300, seed=9), stage="staging")
+    with dg.instance_for_test() as instance:
+        metadata, _ = _outcome(_materialize(instance, monitored, tmp_path / "logs", stage="staging"))
+    assert (metadata["stage"], metadata["model_version"], metadata["model_tag"]) == ("staging", 1, monitored.model_tag)
+    assert (metadata["overall"], metadata["num_predictions"]) == ("no drift", 300)

@@ -1,6 +1,7 @@
 """The Dagster UI as a user meets it, in headless Chromium: `mlops dev` on a fresh home, the pipeline launched from
 the launchpad with a catalogue dataset chosen by name, and the trained model's and the evaluation's metrics, tables
-and pictures read off their asset pages without a click. Screenshots for the README go to docs/screenshots/.
+and pictures read off their asset pages without a click. Screenshots go to a temporary folder; with
+MLOPS_UPDATE_SCREENSHOTS=1 (`make screenshots`) they replace the README's, in docs/screenshots/.
 
 Chromium comes from the system's packages (`scripts/ensure_browser.sh`, run by `make test`); where none could be
 installed the test is skipped with that reason.
@@ -8,24 +9,19 @@ installed the test is skipped with that reason.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from mlops_assets import settings
-from mlops_assets_tests.conftest import free_port
+from mlops_assets_tests.dev_server import MLOPS, dev_environment, graphql, location_loaded, start_mlops_dev
 
 pytestmark = pytest.mark.e2e
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -36,7 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = settings.PROJECT_ROOT / "docs" / "screenshots"
+README_SCREENSHOTS = settings.PROJECT_ROOT / "docs" / "screenshots"
 DEADLINE_S = 420
 # Few epochs: the test is about what the UI shows, not the model (the gate's floor still holds on these digits).
 LAUNCH_CONFIG = """ops:
@@ -49,68 +45,39 @@ LAUNCH_CONFIG = """ops:
 """
 RUNS_QUERY = "{ runsOrError { ... on Runs { results { runId status jobName } } } }"
 ASSETS_QUERY = "{ assetNodes { assetKey { path } groupName } }"
-LOCATION_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
 
-def _wait(what: str, condition, process: subprocess.Popen, log: Path, timeout_s: float = DEADLINE_S):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = condition()
-        if found:
-            return found
-        assert process.poll() is None, f"mlops dev ended ({process.returncode}):\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()[-3000:]}"
-        time.sleep(1)
-
-
-def _graphql(url: str, query: str) -> dict:
-    try:
-        response = httpx.post(f"{url}/graphql", json={"query": query}, timeout=30)
-    except httpx.HTTPError:
-        return {}
-    return response.json().get("data") or {} if response.status_code == 200 else {}
-
-
-def _location_loaded(url: str) -> bool:
-    entries = (_graphql(url, LOCATION_QUERY).get("workspaceOrError") or {}).get("locationEntries") or []
-    return any(entry["name"] == "mlops_assets" and entry["loadStatus"] == "LOADED" for entry in entries)
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: docs/screenshots/ with MLOPS_UPDATE_SCREENSHOTS=1, else a temporary folder (a test
+    run leaves the checkout as it found it)."""
+    if os.environ.get("MLOPS_UPDATE_SCREENSHOTS") == "1":
+        return README_SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory, digits_subset: Path) -> Iterator[str]:
     """`mlops dev` on a free loopback port and a fresh home whose catalogue names the digits subset `digits`."""
     home = tmp_path_factory.mktemp("ui_home")
-    env = {**os.environ, "MLOPS_HOME": str(home)}
-    for key in ("MLOPS_DATASET", "MLOPS_REGISTRY_URL", "DAGSTER_HOME", "BENTOML_HOME", "MLOPS_ENV"):
-        env.pop(key, None)
     added = subprocess.run(
-        [MLOPS, "datasets", "add", "digits", str(digits_subset)], env=env, capture_output=True, text=True, timeout=300
+        [MLOPS, "datasets", "add", "digits", str(digits_subset)],
+        env=dev_environment(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert added.returncode == 0, added.stdout + added.stderr
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = home / "dev.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [MLOPS, "dev", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = start_mlops_dev(home)
     try:
-        _wait("the code location to load", lambda: _location_loaded(url), process, log)
-        yield url
+        dev.wait_for("the code location to load", lambda: location_loaded(dev.url), DEADLINE_S, 1)
+        yield dev.url
         # `dg dev` is Dagster's current command: no deprecation warning for `dagster dev` in what the user sees.
-        assert "Use 'dg dev' instead" not in log.read_text()
+        assert "Use 'dg dev' instead" not in dev.output()
+        assert dev.stop() == 0, dev.output()[-3000:]
+        assert dev.survivors() == set()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=60)
+        dev.kill()
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +103,9 @@ def _open(page, url: str, text: str) -> None:
     page.get_by_text(text, exact=True).first.wait_for(state="visible", timeout=120_000)
 
 
-def _shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+def _shot(page, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def _visible(page, text: str) -> bool:
@@ -151,22 +118,24 @@ def _picture_shown(page, alt: str) -> bool:
     return picture.is_visible() and picture.evaluate("image => image.complete && image.naturalWidth > 0")
 
 
-def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_without_a_click(browser, ui: str) -> None:
+def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_without_a_click(
+    browser, ui: str, screenshots: Path
+) -> None:
     # Tall enough that an asset page's metadata shows whole (the UI scrolls inside the page, not the page itself).
     page = browser.new_page(viewport={"width": 1920, "height": 1100})
     # A fresh instance greets the first visitor with a "Join the Dagster community" dialog, at a moment of its own
     # choosing; the dialog's Skip button sends this mutation.
-    assert _graphql(ui, "mutation { setNuxSeen }") == {"setNuxSeen": True}
+    assert graphql(ui, "mutation { setNuxSeen }") == {"setNuxSeen": True}
 
     # The lineage graph: one box per group, each named; expanded (the graph's menu), every asset in its group.
     _open(page, f"{ui}/asset-groups", "model")
     for group in ("data", "model", "deployment", "monitoring"):
         assert _visible(page, group), group
-    _shot(page, "graph")
+    _shot(page, screenshots, "graph")
     page.mouse.click(1000, 180, button="right")  # empty graph canvas, above the groups
     page.locator("text=Expand all groups >> visible=true").first.click()
     page.get_by_text("trained_model", exact=True).first.wait_for(state="visible")
-    _shot(page, "graph_expanded")
+    _shot(page, screenshots, "graph_expanded")
 
     # Declarative automation is on: the job's header says so.
     _open(page, f"{ui}/locations/mlops_assets/jobs/training_pipeline_job", "Auto-materialize on")
@@ -176,11 +145,11 @@ def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_with
     page.wait_for_selector(".CodeMirror")
     page.evaluate("config => document.querySelector('.CodeMirror').CodeMirror.setValue(config)", LAUNCH_CONFIG)
     page.get_by_text("No errors", exact=True).wait_for(state="visible")
-    _shot(page, "launchpad")
+    _shot(page, screenshots, "launchpad")
     page.get_by_role("button", name="Launch Run").click()
 
     def finished_run() -> dict | None:
-        runs = (_graphql(ui, RUNS_QUERY).get("runsOrError") or {}).get("results") or []
+        runs = (graphql(ui, RUNS_QUERY).get("runsOrError") or {}).get("results") or []
         ours = [run for run in runs if run["jobName"] == "training_pipeline_job"]
         return next((run for run in ours if run["status"] in ("SUCCESS", "FAILURE", "CANCELED")), None)
 
@@ -192,7 +161,7 @@ def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_with
         run = finished_run()
     page.goto(f"{ui}/runs/{run['runId']}")
     page.get_by_text("Finished execution of run", exact=False).first.wait_for(state="visible", timeout=60_000)
-    _shot(page, "run")
+    _shot(page, screenshots, "run")
     assert run["status"] == "SUCCESS", run
     page.set_viewport_size({"width": 1920, "height": 2300})
 
@@ -201,21 +170,21 @@ def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_with
     for text in ("final_val_accuracy", "best_val_accuracy", "epochs", "val_accuracy", "train_loss", "training_curves"):
         assert _visible(page, text), text
     assert _picture_shown(page, "training curves")
-    _shot(page, "trained_model")
+    _shot(page, screenshots, "trained_model")
 
     # The evaluation: accuracy and per-class F1 as numbers, the per-class table and the confusion matrix.
     _open(page, f"{ui}/assets/model_evaluation", "macro_f1")
     for text in ("accuracy", "macro_f1", "f1_0", "f1_9", "per_class", "precision", "recall", "confusion_matrix_counts"):
         assert _visible(page, text), text
     assert _picture_shown(page, "confusion matrix")
-    _shot(page, "model_evaluation")
+    _shot(page, screenshots, "model_evaluation")
 
     # Serving, deployment and monitoring: each asset's page as a user opens it.
-    nodes = _graphql(ui, ASSETS_QUERY)["assetNodes"]
+    nodes = graphql(ui, ASSETS_QUERY)["assetNodes"]
     later = [node["assetKey"]["path"][-1] for node in nodes if node["groupName"] in ("deployment", "monitoring")]
     assert {"bento", "model_promotion"} <= set(later), later
     for asset in sorted(later):
         _open(page, f"{ui}/assets/{asset}", asset)
         page.get_by_text("Definition", exact=True).first.wait_for(state="visible")
-        _shot(page, asset)
+        _shot(page, screenshots, asset)
     page.close()

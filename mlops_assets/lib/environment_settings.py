@@ -110,8 +110,9 @@ def load_environment_settings(path: Path, environment: str) -> EnvironmentSettin
             key: {} if value is None and key in SECTIONS_WITH_DEFAULTS else value for key, value in content.items()
         }
     settings = validate(EnvironmentSettings, content, str(path))
-    # Cloud Run stages: what Cloud Run would refuse (CPU/memory pairs, GPU sizes and regions, quota) fails here.
-    check_deployment_stages(settings.deployments, str(path))
+    # Cloud Run stages: what Cloud Run would refuse (CPU/memory pairs, GPU sizes and regions, quota) fails here; local
+    # stages: a port another server of the project binds (the other stage, server.port, the Dagster UI).
+    check_deployment_stages(settings.deployments, str(path), settings.server.port)
     if settings.environment != environment:
         raise ConfigError(
             str(path), [f"environment = {settings.environment!r}: expected {environment!r} (the file's environment)"]

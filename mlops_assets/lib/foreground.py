@@ -1,11 +1,16 @@
 """Run a long-lived command (a development server and the processes it starts) until it ends or is told to stop.
 
-The command runs in a process group of its own. SIGINT (Ctrl-C), SIGTERM (a service manager, `kill`) and SIGHUP (the
-terminal closed) sent to this process all stop it the same way: the whole group gets SIGINT, which is what Ctrl-C
-sends a foreground program and what it shuts down cleanly on. The leader is killed if it has not ended after a grace
-period, and whatever it left of the group when it ended is killed. Relaying the signal ourselves also covers a
-process started with SIGINT ignored (a background job of a non-interactive shell), whose children would otherwise
-inherit the ignored SIGINT and not stop at all.
+The command leads a session of its own, and everything it starts stays in that session unless it leaves on purpose
+(calls setsid, as a BentoML server started by a deployment does; whoever starts such a server records and stops it).
+SIGINT (Ctrl-C), SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) sent to this process all stop
+it the same way: the command's process group gets SIGINT, which is what Ctrl-C sends a foreground program and what
+it shuts down cleanly on. If the command is still running after a grace period, every process left in its session
+is killed (SIGKILL), and `say` is told so; whatever a clean shutdown left in the session is killed too. A signal that
+arrives before the command is started means it is not started.
+
+The signal handlers only append to a list and the main loop acts on it. A handler that takes a lock (as
+`threading.Event.set` does) deadlocks when the signal lands while the main thread holds that same lock inside
+`Event.wait`: this process then waited forever and the command was never told to stop.
 """
 
 from __future__ import annotations
@@ -14,52 +19,159 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
+
+import psutil
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# How long the group has to shut down cleanly after SIGINT before what is left of it is killed.
+# How long the command has to shut down cleanly after SIGINT before what is left of its session is killed.
 GRACE_S = 30.0
 _POLL_S = 0.2
+# A process forking while its session is being killed can leave a child one sweep did not see: the session is swept
+# until it is empty (killed processes fork no more), for at most this long.
+_KILL_S = 10.0
 
 
-def run_in_foreground(command: Sequence[str], env: Mapping[str, str], cwd: Path, grace_s: float = GRACE_S) -> int:
-    """Run `command` until it exits or this process gets a stop signal; returns its exit status (128 + the signal
-    number when it was killed by one). Call from the main thread (signal handlers are installed there)."""
-    stop = threading.Event()
-    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in STOP_SIGNALS}
-    try:
-        # Handlers are in place before the fork: the command starts with each signal's default action even where
-        # this process ignores it (a caught signal is reset to its default in an exec'd program, an ignored one
-        # stays ignored), so the SIGINT relayed to it stops it.
-        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, start_new_session=True)
-        for number, handler in previous.items():
-            if handler == signal.SIG_IGN:
-                signal.signal(number, signal.SIG_IGN)  # ignored by whoever started us (nohup, a background job)
-        try:
-            while process.poll() is None and not stop.wait(_POLL_S):
-                pass
-        finally:
-            _stop_group(process, grace_s)
-    finally:
-        for number, handler in previous.items():
+def print_to_stderr(text: str) -> None:
+    """`text` as a line on stderr, if there still is one."""
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP): stopping matters more than saying so
+        print(text, file=sys.stderr, flush=True)
+
+
+class StopSignals:
+    """While entered, SIGINT, SIGTERM and SIGHUP are recorded in `received` (signal numbers, in order) instead of
+    acted on; a signal that whoever started this process ignores (a background job's SIGINT) stays ignored. Enter in
+    the main thread, as early as possible: from then on a stop request is never lost."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        for number in STOP_SIGNALS:
+            self._previous[number] = signal.getsignal(number)
+            if self._previous[number] != signal.SIG_IGN:
+                signal.signal(number, self._record)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for number, handler in self._previous.items():
             signal.signal(number, handler)
+
+    def _record(self, number: int, _frame: FrameType | None) -> None:
+        self.received.append(number)  # no lock: see the module docstring
+
+    @property
+    def first(self) -> str | None:
+        """The name of the first stop signal received (`SIGTERM`), or None."""
+        return signal.Signals(self.received[0]).name if self.received else None
+
+    @contextlib.contextmanager
+    def defaults_for_children(self) -> Iterator[None]:
+        """Catch (and drop) the ignored stop signals while a child is started: a caught signal is reset to its
+        default in an exec'd program, an ignored one stays ignored, and the child must stop on the SIGINT relayed."""
+        ignored = [number for number, handler in self._previous.items() if handler == signal.SIG_IGN]
+        for number in ignored:
+            signal.signal(number, lambda *_: None)
+        try:
+            yield
+        finally:
+            for number in ignored:
+                signal.signal(number, signal.SIG_IGN)
+
+
+def run_in_foreground(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    stop: StopSignals,
+    grace_s: float = GRACE_S,
+    say: Callable[[str], None] = print_to_stderr,
+) -> int:
+    """Run `command` in a new session until it exits or `stop` records a signal. Returns the command's exit status
+    when it ended by itself (128 + the signal number when a signal ended it); when it was stopped: 0 if it ended
+    within `grace_s` (whatever it exited with: a program interrupted while it starts may say "Aborted!" or die of
+    the SIGINT), 128 + SIGKILL if it had to be killed; 0 when the signal came before it was started (it is not
+    started then). `say` gets a line for each thing the user should know about a stop (what was sent, what had to
+    be killed). Call from the main thread, inside `stop`."""
+    name = Path(command[0]).name
+    if stop.received:
+        say(f"{stop.first} received before {name} was started; not starting it")
+        return 0
+    with stop.defaults_for_children():
+        process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, start_new_session=True)
+    stopped = False
+    try:
+        while process.poll() is None and not stop.received:
+            time.sleep(_POLL_S)
+        stopped = process.poll() is None
+    finally:
+        # Also on an exception here (none is expected): nothing of the session is left running.
+        _stop_session(process, name, stop, grace_s, say)
+    if stopped and process.returncode != -signal.SIGKILL:
+        return 0
     return process.returncode if process.returncode >= 0 else 128 - process.returncode
 
 
-def _stop_group(process: subprocess.Popen, grace_s: float) -> None:
-    """SIGINT to the group (unless its leader already ended), SIGKILL to the leader if it is still running after
-    `grace_s`, then SIGKILL to whatever its orderly shutdown left of the group."""
-    group = process.pid  # a new session's leader: its process group has its pid
+def _stop_session(
+    process: subprocess.Popen, name: str, stop: StopSignals, grace_s: float, say: Callable[[str], None]
+) -> None:
+    """SIGINT to the command's group (unless it already ended); after `grace_s`, SIGKILL to every process left in its
+    session; then SIGKILL to whatever its orderly shutdown left there."""
+    session = process.pid  # a new session's leader: the session and its process group have its pid
     if process.poll() is None:
-        _signal_group(group, signal.SIGINT)
+        say(f"{stop.first or 'stop'} received: stopping {name} (SIGINT to its processes, killed after {grace_s:g} s)")
+        _signal_group(session, signal.SIGINT)
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            _signal_group(group, signal.SIGKILL)
+            left = [_describe(member) for member in session_processes(session)]
+            say(
+                f"{name} still running {grace_s:g} s after SIGINT: killing the {len(left)} process(es) left in its "
+                f"session (SIGKILL): {', '.join(left)}"
+            )
+            _kill_session(session)
             process.wait()
-    _signal_group(group, signal.SIGKILL)
+            return
+    left = _kill_session(session)
+    if left:
+        say(f"{name} ended and left {len(left)} process(es) running: killed them (SIGKILL): {', '.join(left)}")
+
+
+def session_processes(session: int) -> list[psutil.Process]:
+    """The live (not zombie) processes whose session id is `session`."""
+    found = []
+    for candidate in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+            if os.getsid(candidate.pid) == session and candidate.status() != psutil.STATUS_ZOMBIE:
+                found.append(candidate)
+    return found
+
+
+def _kill_session(session: int) -> list[str]:
+    """SIGKILL every process in the session until none is left; returns those it killed, described."""
+    killed: dict[int, str] = {}
+    deadline = time.monotonic() + _KILL_S
+    while members := session_processes(session):
+        for member in members:
+            killed.setdefault(member.pid, _describe(member))
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()  # psutil checks that the pid still names the same process (its start time)
+        if time.monotonic() > deadline:
+            break  # SIGKILL cannot be refused: what is still listed is exiting (a process stuck in the kernel)
+        time.sleep(0.05)
+    return list(killed.values())
+
+
+def _describe(process: psutil.Process) -> str:
+    try:
+        return f"{process.pid} {' '.join(process.cmdline()[:3]) or process.name()}"
+    except psutil.Error:
+        return f"{process.pid} (ended)"
 
 
 def _signal_group(group: int, number: int) -> None:

@@ -6,6 +6,7 @@ import concurrent.futures
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as google_exceptions
 from google.api_core.client_options import ClientOptions
@@ -27,6 +28,9 @@ from mlops_assets.lib.deploy.release import DeploymentError, DeploymentRecord, R
 from mlops_assets.lib.environment_settings import EnvironmentSettings
 from mlops_assets.resources.deployer import Deployer
 
+if TYPE_CHECKING:
+    from mlops_assets.resources.prediction_logs import PredictionLogs
+
 TARGET = "cloud_run"
 
 
@@ -44,14 +48,41 @@ class CloudRunDeployer(Deployer):
     smoke test at its tag URL (0 %), then the configured traffic steps."""
 
     def __init__(
-        self, stage: str, environment_settings: EnvironmentSettings, client: run_v2.ServicesClient | None = None
+        self,
+        stage: str,
+        environment_settings: EnvironmentSettings,
+        client: run_v2.ServicesClient | None = None,
+        prediction_logs: PredictionLogs | None = None,
     ) -> None:
         self.stage = stage
+        self.environment = environment_settings.environment
         stage_settings = environment_settings.deployments.stage(stage)
         # Checked with the rest of the environment file when it was loaded (validation.stage_problems).
         self.settings = stage_settings.cloud_run
         self.api_key_env = environment_settings.serving.api_key_env
         self._client = client
+        # The environment's prediction logs (None: the environment's own resource, opened when deploying).
+        self._prediction_logs = prediction_logs
+
+    def _log_variables(self) -> dict[str, str]:
+        """The container's prediction-log place and stage; raises DeploymentError when the environment keeps its
+        prediction logs in a folder of this machine, which a Cloud Run revision cannot write to."""
+        if self._prediction_logs is not None:
+            return self._checked_log_variables(self._prediction_logs)
+        from mlops_assets.environments import opened
+
+        with opened("prediction_logs", self.environment) as logs:
+            return self._checked_log_variables(logs)
+
+    def _checked_log_variables(self, logs: PredictionLogs) -> dict[str, str]:
+        if logs.is_local():
+            raise DeploymentError(
+                f"deployments.{self.stage} targets Cloud Run, but {self.environment} keeps prediction logs in a folder "
+                f"of this machine ({logs.where()}), which a Cloud Run revision cannot write to; set storage.backend: "
+                f"gcs in deployments/{self.environment}.yaml (prediction logs then go to <storage URL>/predictions/) "
+                f"or deploy {self.stage} with target: local. Nothing was deployed."
+            )
+        return logs.server_environment(self.stage)
 
     # -- the client ------------------------------------------------------------------------------------------------
 
@@ -182,6 +213,7 @@ class CloudRunDeployer(Deployer):
         any failure restores the previous traffic and raises DeploymentError. `dry_run` sends the first request
         with validate_only, prints it, and changes nothing."""
         project = self._project()
+        variables = self._log_variables()
         name = service_path(project, self.settings)
         current = self._get(name)
         releases = read_releases(current) if current is not None else []
@@ -205,6 +237,7 @@ class CloudRunDeployer(Deployer):
                 shares=shares,
                 tagged=[*tagged, release.revision],
                 releases=live,
+                variables=variables,
             )
 
         first = service_for(first_shares, releases)

@@ -11,7 +11,7 @@ from dagster_gcp.gcs.io_manager import PickledObjectGCSIOManager
 from upath import UPath
 
 from mlops_assets.lib.storage.gcs import parse_gcs_url
-from mlops_assets.resources.run_outputs import OUTPUTS_DIR, producing_run
+from mlops_assets.resources.run_outputs import OUTPUTS_DIR, producing_run, written_path
 
 # Below the store URL: step outputs in their own folder, beside artifacts/ and bentos/.
 OUTPUTS_PREFIX = "dagster"
@@ -41,6 +41,13 @@ class GcsRunOutputsIOManager(PickledObjectGCSIOManager):
         super().dump_to_path(context, obj, path)
         latest = UPath(self.prefix).joinpath(*context.asset_key.path).as_posix()
         self.bucket_obj.blob(latest).upload_from_string(pickle.dumps(obj))
+
+    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, dg.MetadataValue]:
+        """The value's object as a gs:// URL (Dagster's own `path` is the object name without its bucket)."""
+        if obj is None:
+            return {}  # Dagster shows no `path` for a step that returned nothing
+        # dagster-gcp is pinned exactly: its URL of an object, as it logs it.
+        return {"path": dg.MetadataValue.url(self._uri_for_path(written_path(self, context)))}
 
 
 class GcsRunOutputs(dg.ConfigurableResource):

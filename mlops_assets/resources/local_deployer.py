@@ -1,4 +1,6 @@
-"""Local deployment: a bento served by a background BentoML server on loopback."""
+"""Local deployment (`mlops deploy local`): a bento served by a background BentoML server on loopback, started,
+watched until ready (or refused as soon as its service says it cannot start) and stopped by the deployment
+supervisor (lib/deploy/supervisor.py), which the deployment stages use too."""
 
 from __future__ import annotations
 
@@ -6,28 +8,25 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
 from mlops_assets import settings
+
+# The deployments' error, under the name this module always offered: a server that could not be started or stopped.
+from mlops_assets.lib.deploy.release import DeploymentError
 from mlops_assets.lib.deploy.supervisor import (
     ServerProcess,
     group_alive,
-    own_bentoml_home,
+    port_is_free,
     record_tree,
+    start_server,
     stop_server,
+    url_for,
+    wait_ready,
 )
-
-
-class DeploymentError(RuntimeError):
-    """The local server could not be started or stopped."""
 
 
 @dataclass(frozen=True)
@@ -64,32 +63,6 @@ def current_deployment() -> LocalDeployment | None:
     return deployment if group_alive(deployment.server()) else None
 
 
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        return probe.connect_ex((host, port)) != 0
-
-
-def _wait_ready(process: subprocess.Popen, url: str, timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise DeploymentError(
-                f"The BentoML server exited with code {process.returncode} before it was ready. "
-                f"Last log lines:\n{_tail(log_path)}"
-            )
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise DeploymentError(f"The BentoML server was not ready within {timeout_s:.0f} s. Log:\n{_tail(log_path)}")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
-
-
 def start_bento_server(
     bento_tag: str,
     host: str,
@@ -97,40 +70,31 @@ def start_bento_server(
     log_path: Path,
     ready_timeout_s: float,
     environment: dict[str, str] | None = None,
-) -> subprocess.Popen:
-    """Start `bentoml serve` in its own process group, logging to `log_path`, and wait until /readyz answers;
-    `environment` adds variables to the server's (e.g. where its prediction logs go).
+) -> ServerProcess:
+    """Start `bentoml serve` through the supervisor (own process group and BENTOML_HOME, `log_path` emptied first so
+    an error's log tail shows this start's lines) and wait until /readyz answers; `environment` adds variables to
+    the server's (e.g. where its prediction logs go). Returns the ready server with its workers recorded.
 
-    Records nothing: `deploy_local` adds the state file; a caller that starts a server this way stops it with
-    `stop_process_group(process.pid)`.
+    Raises DeploymentError, the server stopped, when the port is taken, when the service says it cannot start (with
+    its own message, as soon as it says so), when the server exits, or when it is not ready within
+    `ready_timeout_s` seconds (with the log's tail). Records nothing: `deploy_local` adds the state file; a caller
+    that starts a server this way stops it with `stop_server(server)` (or `stop_process_group(server.pid)`).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_bytes(b"")
     env = {**os.environ, **settings.export_environment(), **(environment or {})}
-    env = own_bentoml_home(env, log_path.parent / f".bentoml-{port}")  # its /metrics never blanked by another
-    bentoml_cli = Path(sys.executable).parent / "bentoml"
-    command = [str(bentoml_cli), "serve", bento_tag, "--host", host, "--port", str(port)]
-    with log_path.open("wb") as log:
-        # Own session so the server and its workers can be stopped together, whatever shell started us.
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    server = start_server(bento_tag, host, port, log_path, env)
     try:
-        _wait_ready(process, f"http://{host}:{port}", ready_timeout_s, log_path)
+        wait_ready(server, ready_timeout_s)
     except BaseException:
-        stop_process_group(process.pid)
+        stop_server(server, grace_s=15.0)
         raise
-    return process
+    return record_tree(server)
 
 
 def require_local_bento(bento_tag: str, model_version: int | None = None) -> None:
-    """Raise the deployments' DeploymentError (lib.deploy.release), naming how to get it back, when `bento_tag` is
-    not in this machine's BentoML store (checked before anything is started or stopped)."""
-    from mlops_assets.lib.deploy.release import DeploymentError as ReleaseError
+    """Raise DeploymentError, naming how to get it back, when `bento_tag` is not in this machine's BentoML store
+    (checked before anything is started or stopped)."""
     from mlops_assets.packaging import _bentoml
 
     bentoml = _bentoml()
@@ -139,7 +103,7 @@ def require_local_bento(bento_tag: str, model_version: int | None = None) -> Non
     except bentoml.exceptions.NotFound:
         version = f"version {model_version}" if model_version is not None else "its version (`mlops models list`)"
         restore = f"mlops models restore {model_version}" if model_version is not None else "mlops models restore N"
-        raise ReleaseError(
+        raise DeploymentError(
             f"Bento {bento_tag} is not in the BentoML store at {settings.bentoml_home()}; nothing was started or "
             f"stopped. Put the model of {version} back with `{restore}` and rebuild the bento with `mlops run`, "
             "or deploy another version."
@@ -157,7 +121,7 @@ def deploy_local(bento_tag: str, port: int | None = None, host: str | None = Non
     port = port or config.port
     running = current_deployment()
     # Checked before anything is stopped: a port held by another program must not cost the running server.
-    if not port_is_free(host, port) and (running is None or running.url != f"http://{host}:{port}"):
+    if not port_is_free(host, port) and (running is None or running.url != url_for(host, port)):
         raise DeploymentError(
             f"Port {port} on {host} is in use by another program; nothing was stopped. Stop it or pass --port."
         )
@@ -172,20 +136,16 @@ def deploy_local(bento_tag: str, port: int | None = None, host: str | None = Non
             raise DeploymentError(f"Prediction logs cannot be kept at {logs.where()}: {problem}.")
         server_environment = logs.server_environment()
     log_path = settings.logs_dir() / "local-server.log"
-    # Truncated per start: an error report's log tail shows this attempt's lines, not an earlier server's.
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_bytes(b"")
-    process = start_bento_server(bento_tag, host, port, log_path, config.ready_timeout_s, server_environment)
-    url = f"http://{host}:{port}"
-    recorded = record_tree(ServerProcess(process.pid, process.pid, host, port, url, bento_tag, str(log_path)))
-    deployment = LocalDeployment(bento_tag, url, process.pid, str(log_path), recorded.workers)
+    server = start_bento_server(bento_tag, host, port, log_path, config.ready_timeout_s, server_environment)
+    deployment = LocalDeployment(bento_tag, server.url, server.pid, str(log_path), server.workers)
     _state_file().parent.mkdir(parents=True, exist_ok=True)
     _state_file().write_text(json.dumps(asdict(deployment), indent=1))
     return deployment
 
 
 def stop_process_group(pid: int, grace_s: float = 15.0) -> None:
-    """SIGTERM the process group led by `pid`, then SIGKILL what is left after `grace_s`."""
+    """SIGTERM the process group led by `pid`, then SIGKILL what is left after `grace_s` (for a caller that kept
+    only the pid; `stop_server` also stops workers that outlived a killed leader)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,8 @@ class LocalDeployer(Deployer):
             problem = logs.problem()
             if problem:
                 raise DeploymentError(f"Prediction logs cannot be kept at {logs.where()}: {problem}.")
-            extra = logs.server_environment()
+            # The stage's name, so its servers log apart from the other stage's (monitoring grades them apart).
+            extra = logs.server_environment(self.stage)
         return {**os.environ, **settings.export_environment(), **extra}
 
     # --- the switch --------------------------------------------------------------------------------------------
@@ -271,20 +272,27 @@ class LocalDeployer(Deployer):
             time.sleep(DRAIN_POLL_S)
         stop_server(server)
 
-    def _record(self, state: StageState, canary: CanaryResult | None, previous: str | None) -> DeploymentRecord:
-        main = state.revisions[state.main]
+    def _record(
+        self,
+        main: Release,
+        revisions: Iterable[str],
+        previous: str | None,
+        canary: CanaryResult | None = None,
+        deployed_at: str = "",
+    ) -> DeploymentRecord:
+        """The stage's record with `main` holding the main URL and each of `revisions` pinned at its own URL."""
         return DeploymentRecord(
             stage=self.stage,
             target="local",
             model_version=main.model_version,
             bento_tag=main.bento_tag,
-            revision=state.main,
+            revision=main.revision,
             url=self.url,
-            traffic=(TrafficShare(state.main, 100),),
-            revision_urls={name: f"{self.url}/{name}" for name in sorted(state.revisions)},
+            traffic=(TrafficShare(main.revision, 100),),
+            revision_urls={name: f"{self.url}/{name}" for name in sorted(revisions)},
             canary=canary,
             previous_revision=previous,
-            deployed_at=_now(),
+            deployed_at=deployed_at,
         )
 
     def deploy(self, release: Release, *, dry_run: bool = False) -> DeploymentRecord:
@@ -294,18 +302,7 @@ class LocalDeployer(Deployer):
             # The revision the main URL leaves (a redeploy of the main revision keeps the one before it).
             previous = state.main if state.main != release.revision else (state.history[-2:-1] or [None])[0]
             if dry_run:
-                revisions = sorted({*state.revisions, release.revision})
-                return DeploymentRecord(
-                    stage=self.stage,
-                    target="local",
-                    model_version=release.model_version,
-                    bento_tag=release.bento_tag,
-                    revision=release.revision,
-                    url=self.url,
-                    traffic=(TrafficShare(release.revision, 100),),
-                    revision_urls={name: f"{self.url}/{name}" for name in revisions},
-                    previous_revision=previous,
-                )
+                return self._record(release, {*state.revisions, release.revision}, previous)
             new, canary = self._start_revision(release)
             replaced = state.revisions.get(release.revision)
             state.revisions[release.revision] = new
@@ -322,7 +319,7 @@ class LocalDeployer(Deployer):
                 self._drain_and_stop(state, replaced.server)
             if old_main != release.revision:
                 state.history.append(release.revision)
-            state.record = self._record(state, canary, previous)
+            state.record = self._record(release, state.revisions, previous, canary, _now())
             self._save(state)
             return state.record
 
@@ -338,10 +335,9 @@ class LocalDeployer(Deployer):
             revision = state.revisions[target]
             if check is not None:
                 check(revision.model_version)
+            back = Release(self.stage, revision.model_version, revision.bento_tag, revision.canary)
             if not ready(revision.server):
-                restarted, canary = self._start_revision(
-                    Release(self.stage, revision.model_version, revision.bento_tag, revision.canary)
-                )
+                restarted, canary = self._start_revision(back)
                 stop_server(revision.server)
                 state.revisions[target] = revision = restarted
             else:
@@ -349,7 +345,7 @@ class LocalDeployer(Deployer):
             state.main = target
             self._publish_routes(state)
             state.history = [*state.history[:-2], target]
-            state.record = self._record(state, canary, current)
+            state.record = self._record(back, state.revisions, current, canary, _now())
             self._save(state)
             return state.record
 

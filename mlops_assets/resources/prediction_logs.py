@@ -16,6 +16,7 @@ from dagster_gcp import GCSResource
 from mlops_assets import settings
 from mlops_assets.lib.serving.prediction_store import (
     PREDICTIONS_VARIABLE,
+    STAGE_VARIABLE,
     FolderPredictionStore,
     GcsPredictionStore,
     PredictionStore,
@@ -36,9 +37,15 @@ class PredictionLogs(dg.ConfigurableResource):
     def store(self) -> PredictionStore:
         """The logs as a store: `names()` and `read(name)` give what servers published (prediction_store.records)."""
 
-    def server_environment(self) -> dict[str, str]:
-        """The variables a server of this environment is started with, so it logs here."""
-        return {PREDICTIONS_VARIABLE: self.where()}
+    def server_environment(self, stage: str | None = None) -> dict[str, str]:
+        """The variables a server of this environment is started with, so it logs here, under its deployment `stage`
+        (None: a server outside a stage; the variable is then set empty, so one inherited from the caller's
+        environment cannot give it a stage)."""
+        return {PREDICTIONS_VARIABLE: self.where(), STAGE_VARIABLE: stage or ""}
+
+    @abstractmethod
+    def is_local(self) -> bool:
+        """Whether the logs are kept in a folder of this machine (which a server elsewhere cannot write to)."""
 
     @abstractmethod
     def problem(self) -> str:
@@ -55,6 +62,9 @@ class LocalPredictionLogs(PredictionLogs):
 
     def store(self) -> FolderPredictionStore:
         return FolderPredictionStore(Path(self.where()))
+
+    def is_local(self) -> bool:
+        return True
 
     def problem(self) -> str:
         path = Path(self.where())
@@ -73,6 +83,9 @@ class GcsPredictionLogs(PredictionLogs):
 
     def where(self) -> str:
         return str(self.location())
+
+    def is_local(self) -> bool:
+        return False
 
     def store(self) -> GcsPredictionStore:
         # A reader needs no spool; a writer (the service) makes its own under its MLOPS_HOME/cache.

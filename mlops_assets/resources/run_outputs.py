@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import dagster as dg
 from upath import UPath
 
+from mlops_assets import settings
 from mlops_assets.lib.atomic import atomic_write_bytes
 
 OUTPUTS_DIR = "outputs"
@@ -52,6 +54,15 @@ class RunOutputsIOManager(dg.UPathIOManager):
         with path.open("rb") as stream:
             return pickle.load(stream)
 
+    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, dg.MetadataValue]:
+        """The value's file as the UI shows every path: relative to MLOPS_HOME (Dagster's own `path` is absolute)."""
+        if obj is None:
+            return {}  # Dagster shows no `path` for a step that returned nothing
+        path = Path(str(written_path(self, context)))
+        with contextlib.suppress(ValueError):  # a storage folder outside the home is shown as it is
+            path = path.resolve().relative_to(settings.mlops_home())
+        return {"path": dg.MetadataValue.path(str(path))}
+
     def _producing_run(self, context: dg.InputContext) -> str | None:
         return producing_run(context, self.instance)
 
@@ -66,3 +77,10 @@ def producing_run(context: dg.InputContext, instance: dg.DagsterInstance) -> str
         pass  # loaded from storage: not produced in this run
     event = instance.get_latest_materialization_event(context.asset_key)
     return event.run_id if event is not None else None
+
+
+def written_path(manager: dg.UPathIOManager, context: dg.OutputContext) -> UPath:
+    """Where `manager.handle_output` writes the output (dagster is pinned exactly: its own private helpers)."""
+    if context.has_asset_partitions:
+        return next(iter(manager._get_paths_for_partitions(context).values()))  # noqa: SLF001
+    return manager._get_path(context)  # noqa: SLF001

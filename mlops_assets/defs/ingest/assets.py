@@ -168,7 +168,7 @@ def describe(
             "pinned_version": resolved.pinned is not None,
             "dataset_root": home_path(manifest.root),
             "data_version": manifest.data_version,
-            "dataset_store": store_uri,
+            "dataset_store": home_path(store_uri),
             "skipped_files": dg.MetadataValue.json([skipped.__dict__ for skipped in manifest.skipped[:50]]),
             "empty_label_folders": dg.MetadataValue.json(list(manifest.empty_labels)),
             **code_version_metadata(context, cache_hit=False, cache_key=manifest.data_version),

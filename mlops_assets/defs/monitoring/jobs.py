@@ -1,4 +1,4 @@
-"""The job that materializes one day of prediction monitoring."""
+"""The job that materializes one day of prediction monitoring for one deployment stage."""
 
 from __future__ import annotations
 
@@ -12,6 +12,6 @@ prediction_monitoring_job = dg.define_asset_job(
     MONITORING_JOB_NAME,
     selection=dg.AssetSelection.assets(MONITORING_ASSET),
     partitions_def=MONITORING_PARTITIONS,
-    description="Grade one day's logged predictions of the production version against its baseline "
-    "(prediction_monitoring and its drift checks).",
+    description="Grade one day's logged predictions of one deployment stage against the baseline of the version "
+    "live there (prediction_monitoring and its drift checks).",
 )

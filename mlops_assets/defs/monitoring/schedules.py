@@ -6,8 +6,14 @@ import dagster as dg
 
 from mlops_assets import settings
 from mlops_assets.defs.jobs import training_pipeline_job
+from mlops_assets.defs.monitoring.assets import monitoring_partition
 from mlops_assets.defs.monitoring.jobs import prediction_monitoring_job
+from mlops_assets.lib.monitoring.logs import stages_logged
 from mlops_assets.lib.settings_validation import ConfigError
+from mlops_assets.resources.prediction_logs import PredictionLogs
+
+# Graded every day, logs or not: a production that logged nothing is worth a warning.
+ALWAYS_GRADED = "production"
 
 SCHEDULED_RETRAINING = "scheduled retraining"
 
@@ -22,8 +28,14 @@ def _checked_cron(environment: str, setting: str, cron: str) -> str:
     return cron
 
 
+def graded_stages(logs: PredictionLogs, day: dt.date) -> list[str]:
+    """The stages whose `day` is graded: every stage with a log file that day, and production always."""
+    found = stages_logged(logs.store(), day)
+    return found if ALWAYS_GRADED in found else [ALWAYS_GRADED, *found]
+
+
 def monitoring_schedule(environment: str) -> dg.ScheduleDefinition:
-    """prediction_monitoring of the previous UTC day, at `monitoring.schedule_cron`."""
+    """prediction_monitoring of the previous UTC day, per deployment stage, at `monitoring.schedule_cron`."""
     cron = _checked_cron(
         environment, "schedule_cron", settings.environment_settings(environment).monitoring.schedule_cron
     )
@@ -35,10 +47,15 @@ def monitoring_schedule(environment: str) -> dg.ScheduleDefinition:
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
-    def prediction_monitoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        """Grade yesterday's (UTC) predictions once the day is complete."""
-        day = (context.scheduled_execution_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
-        return dg.RunRequest(run_key=f"monitoring-{day}", partition_key=day)
+    def prediction_monitoring_schedule(
+        context: dg.ScheduleEvaluationContext, prediction_logs: PredictionLogs
+    ) -> list[dg.RunRequest]:
+        """Grade yesterday's (UTC) predictions once the day is complete: one run per stage that logged any."""
+        day = (context.scheduled_execution_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date()
+        return [
+            dg.RunRequest(run_key=f"monitoring-{stage}-{day}", partition_key=monitoring_partition(day, stage))
+            for stage in graded_stages(prediction_logs, day)
+        ]
 
     return prediction_monitoring_schedule
 

@@ -14,10 +14,14 @@ from mlops_assets.lib.monitoring.alert_inputs import AlertInput, new_alert_input
 from mlops_assets.lib.monitoring.alerts import ALERT_LABEL, GATE_LOST, RUN_FAILED, Alert, AlertDeliveryError
 from mlops_assets.lib.monitoring.capture import ALERT_INPUTS
 from mlops_assets.lib.monitoring.verdicts import SEVERE_DRIFT
-from mlops_assets.lib.serving.prediction_store import substore
+from mlops_assets.lib.serving.prediction_store import UNSTAGED, substore
 from mlops_assets.resources.prediction_logs import PredictionLogs
 
 DRIFT_REASON = "severe drift"
+
+
+# Materializations of prediction_monitoring read per tick at most (the rest on the next tick, from the cursor).
+DRIFT_EVENTS_PER_TICK = 100
 
 
 def _metadata_value(entry: dg.EventLogEntry, key: str) -> object:
@@ -25,36 +29,62 @@ def _metadata_value(entry: dg.EventLogEntry, key: str) -> object:
     return getattr(value, "value", value)
 
 
-@dg.asset_sensor(
-    asset_key=dg.AssetKey(MONITORING_ASSET),
-    job=training_pipeline_job,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def drift_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    """Request a retraining run when a monitored day shows severe drift (once per day and model version)."""
+def _retraining_request(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest | str:
+    """The retraining request for one materialization of prediction_monitoring, or why there is none."""
     overall = _metadata_value(asset_event, "overall")
     day, version = _metadata_value(asset_event, "day"), _metadata_value(asset_event, "model_version")
+    # Materializations from before stages were graded carry no stage: they graded every server's traffic.
+    stage = str(_metadata_value(asset_event, "stage") or UNSTAGED)
     if overall != SEVERE_DRIFT:
-        return dg.SkipReason(f"prediction_monitoring for {day}: {overall}; nothing to retrain for.")
+        return f"prediction_monitoring for {day} in {stage}: {overall}; nothing to retrain for."
     environment = str(_metadata_value(asset_event, "environment") or settings.environment_name())
     if not settings.environment_settings(environment).monitoring.retrain_on_severe_drift:
-        return dg.SkipReason(
-            f"Severe drift on {day} (version {version}), but monitoring.retrain_on_severe_drift is off "
+        return (
+            f"Severe drift on {day} in {stage} (version {version}), but monitoring.retrain_on_severe_drift is off "
             f"in {environment}."
         )
     signals = str(_metadata_value(asset_event, "severe_signals"))
-    context.log.info(f"Severe drift on {day} for version {version} ({signals}): requesting a retraining run.")
+    context.log.info(
+        f"Severe drift on {day} in {stage} for version {version} ({signals}): requesting a retraining run."
+    )
     return dg.RunRequest(
-        # One retraining per day and version, however often the day is monitored again.
+        # One retraining per day and version, however often the day is monitored again and in however many stages
+        # it drifted.
         run_key=f"severe-drift-{day}-v{version}",
         tags={
             "mlops/reason": DRIFT_REASON,
             "mlops/monitored_day": str(day),
+            "mlops/monitored_stage": stage,
             "mlops/monitored_version": str(version),
             "mlops/severe_signals": signals[:200],
         },
     )
+
+
+@dg.sensor(
+    name="drift_sensor",
+    job=training_pipeline_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def drift_sensor(context: dg.SensorEvaluationContext):
+    """Request a retraining run when a monitored day of any stage shows severe drift (once per day and version)."""
+    # Every materialization since the cursor (the storage id of the last one read), oldest first: stages are graded
+    # side by side, so the latest alone (an asset sensor's view) could hide another stage's severe drift.
+    after = int(context.cursor) if context.cursor and context.cursor.isdigit() else None
+    found = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(MONITORING_ASSET), after_storage_id=after),
+        limit=DRIFT_EVENTS_PER_TICK,
+        ascending=True,
+    ).records
+    if not found:
+        return dg.SkipReason(f"No new materialization of {MONITORING_ASSET}.")
+    outcomes = [_retraining_request(context, record.event_log_entry) for record in found]
+    context.update_cursor(str(found[-1].storage_id))
+    requests = [outcome for outcome in outcomes if isinstance(outcome, dg.RunRequest)]
+    if requests:
+        return requests
+    return dg.SkipReason(" ".join(outcomes))
 
 
 def _failed_gate(instance: dg.DagsterInstance, run_id: str) -> str | None:

@@ -87,7 +87,8 @@ def validated_images(
         expected, source = profile.labels, f"configured in profile {profile.name!r}"
     else:
         expected = label_sets.recall(artifacts, raw_images.root) or ()
-        source = f"recorded when this dataset first passed ({label_sets.where(artifacts, raw_images.root)})"
+        recorded = home_path(label_sets.where(artifacts, raw_images.root)).value  # shown in the checks' summaries
+        source = f"recorded when this dataset first passed ({recorded})"
     # The expected label set is left out: it only becomes known once the same data first passes, and then agrees.
     version = derived_version(raw_images.data_version, own_code_version(context), asdict(geometry), profile.fingerprint)
     stored = artifacts.fetch("validated_images", version)

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlops_assets.defs.metadata import home_path
 from mlops_assets.defs.validation.report import check_markdown
 from mlops_assets.lib.data import data_validation as roles
 from mlops_assets.lib.data.validated_data import ValidatedDataset
@@ -65,6 +66,6 @@ def validated_images_quality(
                 "expectations": dg.MetadataValue.json(outcome.expectations),
                 "failed_expectations": len(outcome.failures()),
                 "details": dg.MetadataValue.json(outcome.details[:500]),
-                "data_docs": dg.MetadataValue.path(str(validated_images.data_docs_index)),
+                "data_docs": home_path(validated_images.data_docs_index),
             },
         )

@@ -7,10 +7,12 @@ import json
 import mimetypes
 from collections.abc import Sequence
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from mlops_assets.lib.deploy.release import CanaryCase, CanaryResult
+
+if TYPE_CHECKING:  # run_canary imports it: `mlops deployments` loads this module without sending anything
+    import httpx
 
 CASES_FILE = "cases.json"
 
@@ -36,6 +38,8 @@ def run_canary(url: str, cases: Sequence[CanaryCase], api_key: str | None, timeo
     """POST each case's image to `url`/predict (Bearer `api_key` when given) and compare the top label with the
     recorded one. Never raises for a wrong or failed answer: the result counts matches and names the first misses
     (file, what came back); no cases is a failed canary (`passed` is False)."""
+    import httpx
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     failures: list[str] = []
     matched = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from google.cloud import run_v2
@@ -49,7 +49,9 @@ def revision_name(settings: CloudRunSettings, release: Release) -> str:
     return f"{settings.service}-{release.revision}"
 
 
-def _container(project: str, settings: CloudRunSettings, release: Release, api_key_env: str) -> run_v2.Container:
+def _container(
+    project: str, settings: CloudRunSettings, release: Release, api_key_env: str, variables: Mapping[str, str]
+) -> run_v2.Container:
     limits = {"cpu": f"{settings.cpu:g}", "memory": settings.memory}
     if settings.accelerator is not None:
         limits["nvidia.com/gpu"] = "1"
@@ -57,6 +59,8 @@ def _container(project: str, settings: CloudRunSettings, release: Release, api_k
     if settings.api_key_secret is not None:
         secret = run_v2.SecretKeySelector(secret=settings.api_key_secret, version=settings.api_key_secret_version)
         env.append(run_v2.EnvVar(name=api_key_env, value_source=run_v2.EnvVarSource(secret_key_ref=secret)))
+    # Plain values (where the prediction log goes, the deployment stage), sorted so equal releases build equal specs.
+    env += [run_v2.EnvVar(name=name, value=value) for name, value in sorted(variables.items())]
     return run_v2.Container(
         name="bento",
         image=image_uri(project, settings, release.bento_tag),
@@ -76,9 +80,15 @@ def _container(project: str, settings: CloudRunSettings, release: Release, api_k
 
 
 def revision_template(
-    project: str, settings: CloudRunSettings, release: Release, api_key_env: str
+    project: str,
+    settings: CloudRunSettings,
+    release: Release,
+    api_key_env: str,
+    variables: Mapping[str, str] | None = None,
 ) -> run_v2.RevisionTemplate:
-    """The revision a release becomes: the bento's image on the configured GPU, CPU, memory and scaling."""
+    """The revision a release becomes: the bento's image on the configured GPU, CPU, memory and scaling, its
+    container started with the environment `variables` (the prediction log's place and the stage) and the API key
+    from Secret Manager."""
     template = run_v2.RevisionTemplate(
         revision=revision_name(settings, release),
         labels={"model-version": str(release.model_version)},
@@ -86,7 +96,7 @@ def revision_template(
             min_instance_count=settings.min_instances, max_instance_count=settings.max_instances
         ),
         max_instance_request_concurrency=settings.concurrency,
-        containers=[_container(project, settings, release, api_key_env)],
+        containers=[_container(project, settings, release, api_key_env, variables or {})],
         timeout=duration_pb2.Duration(seconds=300),
     )
     if settings.service_account is not None:
@@ -142,14 +152,16 @@ def build_service(
     shares: Sequence[tuple[str, int]],
     tagged: Sequence[str],
     releases: Sequence[LiveRelease],
+    variables: Mapping[str, str] | None = None,
 ) -> run_v2.Service:
-    """The whole service for one step of a rollout: the release's revision template, the traffic split `shares`
-    (revision tag, percent) plus 0 % targets for the other `tagged` revisions, and the live `releases` recorded."""
+    """The whole service for one step of a rollout: the release's revision template (its container started with
+    `variables`), the traffic split `shares` (revision tag, percent) plus 0 % targets for the other `tagged`
+    revisions, and the live `releases` recorded."""
     return run_v2.Service(
         name=service_path(project, settings),
         labels={"managed-by": "mlops-assets"},
         annotations={RELEASES_ANNOTATION: releases_annotation(releases)},
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
-        template=revision_template(project, settings, release, api_key_env),
+        template=revision_template(project, settings, release, api_key_env, variables),
         traffic=traffic(settings, shares, tagged),
     )

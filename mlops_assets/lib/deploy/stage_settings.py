@@ -20,7 +20,8 @@ class StageSettings(BaseModel):
     target: Literal["local", "cloud_run"] = "local"
     # local: the interface the stage's router binds; a non-loopback address requires the serving API key to be set.
     host: str = Field("127.0.0.1", min_length=1)
-    # local: the stage's main URL (router) port; each deployed version gets its own free loopback port.
+    # local: the stage's main URL (router) port; each deployed version gets its own free loopback port. Neither the
+    # other stage's port, nor server.port (`mlops deploy local`), nor the Dagster UI's (validation.DAGSTER_UI_PORT).
     port: int = Field(3100, ge=1, le=65535)
     # Seconds a new version has to answer /readyz before it is refused.
     ready_timeout_s: float = Field(120.0, gt=0)

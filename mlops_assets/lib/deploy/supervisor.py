@@ -1,8 +1,15 @@
-"""Supervised BentoML servers: started in their own process group, health checked, stopped as a whole group."""
+"""Supervised BentoML servers: started in their own process group, health checked, stopped as a whole group.
+
+A server that cannot start is refused at once: `start_server` names a refusal file in the server's own folder (its
+BENTOML_HOME) through the server's environment, the service writes why it cannot start there before it raises
+(lib/deploy/startup_refusal.py), and `wait_ready` refuses with that message as soon as it appears, rather than
+waiting out the ready timeout while BentoML restarts the failing worker again and again.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -17,6 +24,7 @@ from typing import Any
 import httpx
 
 from mlops_assets.lib.deploy.release import DeploymentError
+from mlops_assets.lib.deploy.startup_refusal import REFUSAL_FILE_NAME, REFUSAL_FILE_VARIABLE, read_startup_refusal
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -35,6 +43,8 @@ class ServerProcess:
     # (pid, start time) of every descendant seen once it was ready: BentoML's workers lead their own process
     # groups, so they are found and stopped by these, even after the leader is gone.
     workers: tuple[tuple[int, float], ...] = ()
+    # Where the service writes why it cannot start ("" for a server that writes none, such as the router).
+    refusal_path: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,8 +58,6 @@ def record_tree(server: ServerProcess) -> ServerProcess:
     """`server` with its leader's descendants now recorded beside those recorded before (call once it is ready).
     Kept, not replaced: a leader killed a moment ago still looks alive (unreaped) but has no children left, and
     the workers it had keep serving; `_live_workers` drops recorded ones that are gone by their start times."""
-    import dataclasses
-
     import psutil
 
     try:
@@ -156,15 +164,19 @@ def start_server(
     bento_tag: str, host: str, port: int, log_path: Path, env: Mapping[str, str] | None = None
 ) -> ServerProcess:
     """Start `bentoml serve BENTO_TAG --host H --port P` in its own process group, logging to `log_path`, with
-    `env` as its whole environment (default: this process's). Returns at once; `wait_ready` waits for /readyz.
-    Raises DeploymentError when the port is taken."""
+    `env` as its whole environment (default: this process's) plus its own BENTOML_HOME and refusal file. Returns at
+    once; `wait_ready` waits for /readyz. Raises DeploymentError when the port is taken."""
     if not port_is_free(host, port):
         raise DeploymentError(f"Port {port} on {host} is in use; stop what listens there or choose another port.")
     bentoml_cli = Path(sys.executable).parent / "bentoml"
     command = [str(bentoml_cli), "serve", bento_tag, "--host", host, "--port", str(port)]
-    env = own_bentoml_home(env if env is not None else os.environ, log_path.parent / f".bentoml-{port}")
-    server, _ = spawn(command, host, port, log_path, env, bento_tag)
-    return server
+    home = log_path.parent / f".bentoml-{port}"
+    env = own_bentoml_home(env if env is not None else os.environ, home)
+    # The folder is reused by the next server on this port: an earlier server's refusal must not refuse this one.
+    refusal = home / REFUSAL_FILE_NAME
+    refusal.unlink(missing_ok=True)
+    server, _ = spawn(command, host, port, log_path, {**env, REFUSAL_FILE_VARIABLE: str(refusal)}, bento_tag)
+    return dataclasses.replace(server, refusal_path=str(refusal))
 
 
 def own_bentoml_home(env: Mapping[str, str], home: Path) -> dict[str, str]:
@@ -208,14 +220,26 @@ def leader_alive(server: ServerProcess) -> bool:
     return _leader_exit_code(server.pid) is None
 
 
+def _refused(server: ServerProcess) -> DeploymentError | None:
+    """The error to raise when the server's service recorded that it cannot start, else None."""
+    refusal = read_startup_refusal(server.refusal_path)
+    if refusal is None:
+        return None
+    return DeploymentError(f"{refusal} The server for {server.bento_tag} refused to start; its log: {server.log_path}")
+
+
 def wait_ready(server: ServerProcess, timeout_s: float, path: str = "/readyz") -> None:
-    """Return once `GET <path>` answers 200; raises DeploymentError with the log's tail when the server exits or
-    does not become ready within `timeout_s` seconds (the server is left running: the caller stops it)."""
+    """Return once `GET <path>` answers 200. Raises DeploymentError with the service's own message as soon as it
+    records that it cannot start, and with the log's tail when the server exits or does not become ready within
+    `timeout_s` seconds (the server is left running: the caller stops it)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        refused = _refused(server)
+        if refused is not None:
+            raise refused
         code = _leader_exit_code(server.pid)
         if code is not None:
-            raise DeploymentError(
+            raise _refused(server) or DeploymentError(
                 f"The server for {server.bento_tag or 'the router'} exited (status {code}) before it was ready. "
                 f"Last log lines ({server.log_path}):\n{log_tail(server.log_path)}"
             )

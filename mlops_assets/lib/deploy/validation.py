@@ -65,6 +65,8 @@ _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Gi|Mi|G|M)$")
 # Cloud Run service names: lowercase letters, digits and hyphens, starting with a letter, at most 49 characters.
 SERVICE_NAME = r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$"
 _ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# The Dagster UI's port (`mlops dev`, `make dev`): no local stage may take it.
+DAGSTER_UI_PORT = 3000
 
 
 class CloudRunSettings(BaseModel):
@@ -211,10 +213,36 @@ def parse_cloud_run(data: Mapping[str, Any] | None, stage: str, source: str) -> 
     return settings
 
 
-def stage_problems(deployments: Any) -> list[str]:
+def _port_problems(deployments: Any, server_port: int) -> list[str]:
+    """A local stage's port that another server of this project binds: the other local stage's, server.port
+    (`mlops deploy local`) or the Dagster UI's. Refused whatever the hosts, as a server on all interfaces takes the
+    port on every one."""
+    found: list[str] = []
+    staging, production = deployments.staging, deployments.production
+    if staging.target == production.target == "local" and staging.port == production.port:
+        found.append(
+            f"deployments.production.port = {production.port}: the same port as deployments.staging.port; "
+            "each local stage needs its own"
+        )
+    reserved = {
+        DAGSTER_UI_PORT: "the Dagster UI (`mlops dev`)",
+        server_port: "server.port (`mlops deploy local`)",
+    }
+    for stage in ("staging", "production"):
+        stage_settings = getattr(deployments, stage)
+        if stage_settings.target == "local" and stage_settings.port in reserved:
+            found.append(
+                f"deployments.{stage}.port = {stage_settings.port}: the same port as "
+                f"{reserved[stage_settings.port]}; each needs its own"
+            )
+    return found
+
+
+def stage_problems(deployments: Any, server_port: int) -> list[str]:
     """What the types alone cannot refuse in a checked `deployments:` section, one phrase per setting: a cloud_run
-    stage without (or with a wrong) `cloud_run:` section, `cloud_run:` on a local stage, a stage `after` itself, two
-    local stages on one port; [] when none."""
+    stage without (or with a wrong) `cloud_run:` section, `cloud_run:` on a local stage, a stage `after` itself, a
+    local stage on the other's port, on `server_port` (the environment's `server.port`) or on the Dagster UI's;
+    [] when none."""
     found: list[str] = []
     for stage in ("staging", "production"):
         stage_settings = getattr(deployments, stage)
@@ -227,18 +255,12 @@ def stage_problems(deployments: Any) -> list[str]:
             found.append(f"{_prefix(stage)}: set, but target = 'local'; set target: cloud_run or remove it")
         if stage_settings.after == stage:
             found.append(f"deployments.{stage}.after = {stage!r}: a stage cannot wait for itself")
-    staging, production = deployments.staging, deployments.production
-    if staging.target == production.target == "local" and staging.port == production.port:
-        found.append(
-            f"deployments.production.port = {production.port}: the same port as deployments.staging.port; "
-            "each local stage needs its own"
-        )
-    return found
+    return found + _port_problems(deployments, server_port)
 
 
-def check_deployment_stages(deployments: Any, source: str) -> None:
+def check_deployment_stages(deployments: Any, source: str, server_port: int) -> None:
     """Raise ConfigError (one line, naming each wrong setting) for every problem `stage_problems` finds."""
-    found = stage_problems(deployments)
+    found = stage_problems(deployments, server_port)
     if found:
         raise ConfigError(source, found)
 

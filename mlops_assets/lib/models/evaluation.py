@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_assets.lib.atomic import atomic_write_text
-from mlops_assets.lib.data.validated_data import ValidatedDataset
 from mlops_assets.lib.models.metrics import classification_report
 from mlops_assets.lib.models.model_package import load_package, read_package_document
+
+if TYPE_CHECKING:  # validated_data.py imports pandas, PIL and the validation code
+    from mlops_assets.lib.data.validated_data import ValidatedDataset
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlops_assets.lib.monitoring.settings import CaptureSettings
 from mlops_assets.lib.serving.prediction_log import PredictionLog
-from mlops_assets.lib.serving.prediction_store import PredictionStore, substore
+from mlops_assets.lib.serving.prediction_store import UNSTAGED, PredictionStore, substore
 
 FEEDBACK = "feedback"
 HARD_CASES = "hardcases"
@@ -109,11 +109,15 @@ def feedback_given_on(store: PredictionStore, day: dt.date) -> set[tuple[str, in
 class Capture:
     """The service's feedback, hard-case and alert-input writers over `store` (the prediction log's store)."""
 
-    def __init__(self, store: PredictionStore, settings: CaptureSettings, seed: int | None = None) -> None:
+    def __init__(
+        self, store: PredictionStore, settings: CaptureSettings, seed: int | None = None, stage: str = UNSTAGED
+    ) -> None:
         self.settings = settings
-        self.feedback_log = PredictionLog(substore(store, FEEDBACK), 1.0)
-        self.hard_case_log = PredictionLog(substore(store, HARD_CASES), 1.0)
-        self.alert_log = PredictionLog(substore(store, ALERT_INPUTS), 1.0)
+        # The server's deployment stage, in each file's name and record, as in the prediction log.
+        self.stage = stage
+        self.feedback_log = PredictionLog(substore(store, FEEDBACK), 1.0, stage=stage)
+        self.hard_case_log = PredictionLog(substore(store, HARD_CASES), 1.0, stage=stage)
+        self.alert_log = PredictionLog(substore(store, ALERT_INPUTS), 1.0, stage=stage)
         self._random = random.Random(seed)
         self._day, self._kept_today = "", 0
 
@@ -153,6 +157,7 @@ class Capture:
         for index, (data, label, confidence) in enumerate(zip(uploads, labels, confidences, strict=True)):
             record = {
                 "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "stage": self.stage,
                 "model_version": model_version,
                 "endpoint": endpoint,
                 "request_id": request_id,

@@ -188,10 +188,12 @@ def comparison_days(day: dt.date, settings: MonitoringSettings) -> tuple[dt.date
     return day - dt.timedelta(days=days_back), day
 
 
-def read_days(reader: PredictionLogReader, first: dt.date, last: dt.date) -> pd.DataFrame:
-    """The usable records of the log files of `first` to `last` (inclusive), one table (damaged lines and malformed
-    records are left out as for one day; the day's own monitoring names them)."""
-    frames = [read_day(reader, first + dt.timedelta(days=n)).records for n in range((last - first).days + 1)]
+def read_days(reader: PredictionLogReader, first: dt.date, last: dt.date, stage: str | None = None) -> pd.DataFrame:
+    """The usable records of the log files of `first` to `last` (inclusive) of deployment `stage` (None: every
+    stage), one table (damaged lines and malformed records are left out as for one day; the day's own monitoring
+    names them)."""
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    frames = [read_day(reader, day, stage).records for day in days]
     frames = [frame for frame in frames if not frame.empty]
     if not frames:
         return pd.DataFrame(columns=["model_version", "timestamp", "label", "confidence"])
@@ -199,12 +201,19 @@ def read_days(reader: PredictionLogReader, first: dt.date, last: dt.date) -> pd.
 
 
 def compare_deployment(
-    reader: PredictionLogReader, model_tag: str | None, day: dt.date, settings: MonitoringSettings, now: dt.datetime
+    reader: PredictionLogReader,
+    model_tag: str | None,
+    day: dt.date,
+    settings: MonitoringSettings,
+    now: dt.datetime,
+    stage: str | None = None,
 ) -> VersionComparison:
     """The comparison recorded with `day`'s monitoring: `model_tag` (None: no version monitored) against the version
-    before it, from the logs of the days `comparison_days` names, windows cut short at the end of `day` or `now`."""
+    before it in the same deployment `stage` (None: every stage), from the logs of the days `comparison_days` names,
+    windows cut short at the end of `day` or `now`."""
     if model_tag is None:
         return VersionComparison(_all(NO_MODEL_VERSION, "no model version to compare"), "")
     first, last = comparison_days(day, settings)
     end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    return compare_with_previous(read_days(reader, first, last), model_tag, settings, min(end_of_day, now))
+    records = read_days(reader, first, last, stage)
+    return compare_with_previous(records, model_tag, settings, min(end_of_day, now))

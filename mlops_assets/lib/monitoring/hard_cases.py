@@ -18,7 +18,7 @@ from mlops_assets.lib.data.image_policy import ImagePolicy, read_header
 from mlops_assets.lib.data.splits import HARD_CASE_PREFIX, HARD_CASE_TEST_PREFIX, hard_case_in_test
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.monitoring.capture import HARD_CASES, REQUEST_ID
-from mlops_assets.lib.serving.prediction_store import PredictionStore, substore
+from mlops_assets.lib.serving.prediction_store import PredictionStore, stage_names, substore
 
 _EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 
@@ -65,15 +65,18 @@ def _ledger(destination: Path) -> set[str]:
     return {line.split(" ", 1)[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
-def export_hard_cases(store: PredictionStore, destination: Path, test_share: float) -> ExportResult:
-    """Every kept hard case of `store` (the prediction store) written to `destination/<predicted label>/` (the
-    prediction as a suggestion, the confidence in no name: a reviewer moves each file to its true label's folder,
-    or deletes it). Each export is remembered in `destination/.exported` by content hash, so exporting again adds
-    only new cases (never one a reviewer deleted), and identical inputs become one file."""
+def export_hard_cases(
+    store: PredictionStore, destination: Path, test_share: float, stage: str | None = None
+) -> ExportResult:
+    """Every kept hard case of `store` (the prediction store) from the servers of deployment `stage` (None: every
+    stage) written to `destination/<predicted label>/` (the prediction as a suggestion, the confidence in no name: a
+    reviewer moves each file to its true label's folder, or deletes it). Each export is remembered in
+    `destination/.exported` by content hash, so exporting again adds only new cases (never one a reviewer deleted),
+    and identical inputs become one file."""
     result = ExportResult(destination)
     exported = _ledger(destination)
     cases = substore(store, HARD_CASES)
-    for name in cases.names():
+    for name in stage_names(cases, stage):
         for number, record in enumerate(cases.read(name), start=1):
             where = f"{name} record {number}"
             try:

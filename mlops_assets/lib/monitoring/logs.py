@@ -11,17 +11,19 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from mlops_assets.lib.serving.prediction_store import LOG_STAGES, file_stage
+
 # What the service writes per image (lib/serving/prediction_log.prediction_record) and monitoring compares.
 NUMERIC_FIELDS = ("confidence", "brightness", "contrast", "width", "height")
 TEXT_FIELDS = ("model_version", "label", "format", "mode")
 # Read when present: which answer it was (what feedback names) and when.
-OPTIONAL_TEXT_FIELDS = ("request_id", "timestamp")
+OPTIONAL_TEXT_FIELDS = ("request_id", "timestamp", "stage")
 _EXAMPLES = 3
 
 
 class PredictionLogReader(Protocol):
-    """Where the prediction log is read from (a folder, a bucket): file names `<YYYY-MM-DD>...jsonl`, oldest first,
-    and one file's records (a last line still being written is left out)."""
+    """Where the prediction log is read from (a folder, a bucket): file names `<YYYY-MM-DD>...[.<stage>].<pid>.jsonl`,
+    oldest first, and one file's records (a last line still being written is left out)."""
 
     def names(self) -> list[str]: ...
 
@@ -128,9 +130,17 @@ def record_problem(record: Any) -> str:
     return ""
 
 
-def read_day(reader: PredictionLogReader, day: dt.date) -> DayLog:
-    """Every record in the files of `day` (named by the UTC day they were opened), with empty files, unreadable
-    files and malformed records counted and named instead of failing the read."""
+def stages_logged(reader: PredictionLogReader, day: dt.date) -> list[str]:
+    """The deployment stages with a log file of `day`, in LOG_STAGES order (found by file name, nothing read)."""
+    prefix = day.isoformat()
+    found = {file_stage(name) for name in reader.names() if name.startswith(prefix)}
+    return [stage for stage in LOG_STAGES if stage in found]
+
+
+def read_day(reader: PredictionLogReader, day: dt.date, stage: str | None = None) -> DayLog:
+    """Every record in the files of `day` (named by the UTC day they were opened) of deployment `stage` (by file
+    name; None: every stage), with empty files, unreadable files and malformed records counted and named instead
+    of failing the read."""
     prefix = day.isoformat()
     log = DayLog(
         day=day,
@@ -138,7 +148,7 @@ def read_day(reader: PredictionLogReader, day: dt.date) -> DayLog:
     )
     rows: list[dict] = []
     for name in reader.names():
-        if not name.startswith(prefix):
+        if not name.startswith(prefix) or (stage is not None and file_stage(name) != stage):
             continue
         log.files.append(name)
         try:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mlops_assets.lib.models.evaluation import ChampionEvaluation
 from mlops_assets.lib.registry.policy import PromotionPolicy
+
+if TYPE_CHECKING:  # evaluation.py imports numpy, pandas and PIL: not for code that only reads the registry
+    from mlops_assets.lib.models.evaluation import ChampionEvaluation
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-CANDIDATE = "candidate"
-STAGING = "staging"
-PRODUCTION = "production"
-ARCHIVED = "archived"
-DISABLED = "disabled"
-STATUSES = (CANDIDATE, STAGING, PRODUCTION, ARCHIVED, DISABLED)
+# Re-exported: the registry's code names the states from here.
+from mlops_assets.lib.registry.statuses import ARCHIVED, CANDIDATE, DISABLED, PRODUCTION, STAGING, STATUSES  # noqa: F401
 
 
 def utc_now() -> datetime:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.lib.serving.prediction_store import SUFFIX, FolderPredictionStore, PredictionStore
+from mlops_assets.lib.serving.prediction_store import UNSTAGED, FolderPredictionStore, PredictionStore, log_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,15 @@ def prediction_record(
     request_id: str = "",
     index: int = 0,
     embedding: list[float] | None = None,
+    stage: str = UNSTAGED,
 ) -> dict[str, Any]:
-    """One logged prediction: the input's statistics (as validation computes them), the answer and the model, and
-    which request (`request_id`, the image's `index` in it) it answered, so feedback can name it; with the model's
-    (compacted) embedding of the input when one is given."""
+    """One logged prediction: the input's statistics (as validation computes them), the answer and the model, the
+    deployment `stage` whose server answered, and which request (`request_id`, the image's `index` in it) it
+    answered, so feedback can name it; with the model's (compacted) embedding of the input when one is given."""
     extra = {} if embedding is None else {"embedding": embedding}
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        "stage": stage,
         "model_version": model_version,
         "endpoint": endpoint,
         "request_id": request_id,
@@ -61,7 +63,8 @@ class PredictionLog:
     whole backlog at once. Waking the writer per record instead made it compete with the event loop for the GIL on
     every sampled request. The writer closes its file when the day changes, after the store's `rotate_interval_s`,
     and at `close()`, and hands each closed file to the store (GCS uploads it); a file the store cannot take now is
-    kept and offered again at the next rotation. `store` may be a folder (Path): the files stay there.
+    kept and offered again at the next rotation. `store` may be a folder (Path): the files stay there. Each file's
+    name carries the server's deployment `stage`, so readers pick one stage's files by name.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class PredictionLog:
         sample_rate: float,
         seed: int | None = None,
         flush_interval_s: float = FLUSH_INTERVAL_S,
+        stage: str = UNSTAGED,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"prediction log sample rate must be within [0, 1], got {sample_rate}.")
@@ -78,6 +82,7 @@ class PredictionLog:
         self.store: PredictionStore = FolderPredictionStore(store) if isinstance(store, Path) else store
         self.directory = self.store.spool
         self.sample_rate = sample_rate
+        self.stage = stage
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
         self._random = random.Random(seed)
@@ -111,7 +116,7 @@ class PredictionLog:
         self._thread.join(timeout_s)
 
     def current_file(self) -> Path:
-        """The file records are appended to now (one per day and process; with rotation, one per interval)."""
+        """The file records are appended to now (one per day, stage and process; with rotation, one per interval)."""
         now = dt.datetime.now(dt.UTC)
         if self._open is not None and self._open.name.startswith(f"{now:%Y-%m-%d}") and not self._rotation_due():
             return self._open
@@ -119,7 +124,7 @@ class PredictionLog:
             self._close_current()
         # Workers never interleave partial lines: the process id is in the name.
         stamp = f"{now:%Y-%m-%d}" if self.store.rotate_interval_s is None else f"{now:%Y-%m-%dT%H%M%S.%fZ}"
-        self._open, self._opened_at = self.directory / f"{stamp}.{os.getpid()}{SUFFIX}", time.monotonic()
+        self._open, self._opened_at = self.directory / log_file_name(stamp, self.stage, os.getpid()), time.monotonic()
         return self._open
 
     def _rotation_due(self) -> bool:

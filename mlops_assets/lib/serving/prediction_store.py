@@ -7,7 +7,11 @@ object, then removed locally, so a reader never sees half a file. Readers (monit
 published through the same interface, wherever it is.
 
 The service learns where to log from the environment variable PREDICTIONS_VARIABLE (a folder or gs://bucket/prefix;
-unset: MLOPS_HOME/predictions), which whoever starts the server sets from the environment's `storage:` settings.
+unset: MLOPS_HOME/predictions), which whoever starts the server sets from the environment's `storage:` settings, and
+which deployment stage it serves from STAGE_VARIABLE (`staging`, `production`; unset: UNSTAGED, a server started
+outside a deployment stage). A file's name says its stage, `<date>[T<time>Z].<stage>.<pid>.jsonl`, so a reader lists
+one stage's files without reading the others; files written before stages were logged, `<date>[T<time>Z].<pid>.jsonl`,
+are the unstaged ones.
 """
 
 from __future__ import annotations
@@ -20,17 +24,56 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mlops_assets.lib.deploy.stage_settings import STAGES
 from mlops_assets.lib.storage.gcs import GcsLocation, is_gcs_url, parse_gcs_url, storage_client
 
 if TYPE_CHECKING:
     from google.cloud import storage
 
 PREDICTIONS_VARIABLE = "MLOPS_PREDICTIONS_URL"
+# Set by the deployers on the servers of a deployment stage: which stage's traffic the server logs.
+STAGE_VARIABLE = "MLOPS_DEPLOYMENT_STAGE"
+# The stage of a server started outside a deployment stage (`mlops serve`, `mlops deploy local`, a test's server),
+# and of records logged before stages were.
+UNSTAGED = "unstaged"
+# Every stage a record can belong to, in the order they are reported.
+LOG_STAGES = (*STAGES, UNSTAGED)
 SUFFIX = ".jsonl"
 # Seconds a log file stays open on GCS before it is closed and uploaded: how late records reach the bucket.
 GCS_ROTATE_INTERVAL_S = 300.0
-# `<date>[T<time>Z].<pid>.jsonl`: the writer's process id, so a leftover of a dead process can be told apart.
+# `<date>[T<time>Z][.<stage>].<pid>.jsonl`: the writer's process id, so a leftover of a dead process can be told apart.
 _WRITER_PID = re.compile(r"\.(\d+)\.jsonl$")
+_FILE_STAGE = re.compile(r"\.([a-z]+)\.\d+\.jsonl$")
+
+
+def stage_from_environment() -> str:
+    """The stage STAGE_VARIABLE names (UNSTAGED when unset or empty); raises ValueError naming the variable and the
+    stages for any other value, so a misconfigured server refuses to start rather than log under a wrong stage."""
+    value = os.environ.get(STAGE_VARIABLE, "").strip()
+    if not value:
+        return UNSTAGED
+    if value not in STAGES:
+        raise ValueError(
+            f"{STAGE_VARIABLE} = {value!r}: expected one of {', '.join(STAGES)} (set by the deployer), or unset for "
+            "a server outside a deployment stage."
+        )
+    return value
+
+
+def log_file_name(stamp: str, stage: str, pid: int) -> str:
+    """The name of a writer's file: `<stamp>.<stage>.<pid>.jsonl`."""
+    return f"{stamp}.{stage}.{pid}{SUFFIX}"
+
+
+def file_stage(name: str) -> str:
+    """The stage a log file's name says (UNSTAGED for a name without one: written before stages were logged)."""
+    match = _FILE_STAGE.search(name)
+    return match.group(1) if match is not None and match.group(1) in LOG_STAGES else UNSTAGED
+
+
+def stage_names(store: PredictionStore, stage: str | None) -> list[str]:
+    """The published files of `stage` (None: every stage), oldest first, chosen by name alone."""
+    return [name for name in store.names() if stage is None or file_stage(name) == stage]
 
 
 class PredictionStore(Protocol):

@@ -1,0 +1,169 @@
+"""lib/foreground.py with real processes: a stop signal stops the command and every process of its session, within
+the grace period or by SIGKILL after it (and says so), and a signal that comes before the start means no start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mlops_assets.lib.foreground import StopSignals, run_in_foreground, session_processes
+
+PYTHON = Path(sys.executable).name
+# The leader starts a helper in a process group of its own (so the SIGINT sent to the leader's group misses it),
+# writes both pids, then waits. IGNORE=1: both ignore SIGINT; else the leader exits 0 on it.
+CHILD = """import os, signal, subprocess, sys, time
+if sys.argv[1] == "helper":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        time.sleep(1)
+if os.environ["IGNORE"] == "1":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+helper = subprocess.Popen([sys.executable, sys.argv[0], "helper"], process_group=0)
+with open(sys.argv[1] + ".tmp", "w") as pids:
+    pids.write(f"{os.getpid()} {helper.pid}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+try:
+    while True:
+        time.sleep(1)
+except KeyboardInterrupt:
+    sys.exit(0)
+"""
+
+
+@pytest.fixture
+def child(tmp_path: Path) -> Path:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    return script
+
+
+@pytest.fixture
+def ignored_sigint() -> Iterator[None]:
+    """SIGINT ignored in this process, as in a background job of a non-interactive shell."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _signal_when(path: Path, number: int) -> threading.Thread:
+    """Send `number` to this process once `path` exists (the handler runs in the main thread)."""
+
+    def send() -> None:
+        while not path.exists():
+            time.sleep(0.02)
+        os.kill(os.getpid(), number)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _described(pid: int, script: Path, argument: Path | str) -> str:
+    return f"{pid} {sys.executable} {script} {argument}"
+
+
+def test_a_command_still_running_after_the_grace_is_killed_with_its_whole_session_and_said_so(
+    child: Path, tmp_path: Path
+) -> None:
+    pids_file = tmp_path / "pids"
+    said: list[str] = []
+    with StopSignals() as stop:
+        sender = _signal_when(pids_file, signal.SIGTERM)
+        status = run_in_foreground(
+            [sys.executable, str(child), str(pids_file)], {**os.environ, "IGNORE": "1"}, tmp_path, stop, 1, said.append
+        )
+    sender.join()
+    leader, helper = (int(pid) for pid in pids_file.read_text().split())
+
+    assert status == 128 + signal.SIGKILL
+    assert said == [
+        f"SIGTERM received: stopping {PYTHON} (SIGINT to its processes, killed after 1 s)",
+        f"{PYTHON} still running 1 s after SIGINT: killing the 2 process(es) left in its session (SIGKILL): "
+        f"{_described(leader, child, pids_file)}, {_described(helper, child, 'helper')}",
+    ]
+    assert (_alive(leader), _alive(helper)) == (False, False)
+    assert session_processes(leader) == []
+
+
+def test_what_a_clean_shutdown_leaves_in_the_session_is_killed_and_said_so(child: Path, tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids"
+    said: list[str] = []
+    with StopSignals() as stop:
+        sender = _signal_when(pids_file, signal.SIGHUP)
+        status = run_in_foreground(
+            [sys.executable, str(child), str(pids_file)], {**os.environ, "IGNORE": "0"}, tmp_path, stop, 60, said.append
+        )
+    sender.join()
+    leader, helper = (int(pid) for pid in pids_file.read_text().split())
+
+    assert status == 0
+    assert said == [
+        f"SIGHUP received: stopping {PYTHON} (SIGINT to its processes, killed after 60 s)",
+        f"{PYTHON} ended and left 1 process(es) running: killed them (SIGKILL): {_described(helper, child, 'helper')}",
+    ]
+    assert (_alive(leader), _alive(helper)) == (False, False)
+
+
+def test_a_signal_before_the_start_means_the_command_is_never_started(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    said: list[str] = []
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        while not stop.received:  # the handler runs in this thread, between two bytecodes
+            time.sleep(0.01)
+        status = run_in_foreground(
+            [sys.executable, "-c", f"open({str(marker)!r}, 'w')"], os.environ, tmp_path, stop, 60, said.append
+        )
+
+    assert status == 0
+    assert said == [f"SIGTERM received before {PYTHON} was started; not starting it"]
+    assert not marker.exists()
+
+
+def test_an_ignored_sigint_stays_ignored_but_the_command_stops_on_the_one_relayed_to_it(
+    child: Path, tmp_path: Path, ignored_sigint: None
+) -> None:
+    pids_file = tmp_path / "pids"
+    said: list[str] = []
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        assert stop.received == []
+        sender = _signal_when(pids_file, signal.SIGTERM)
+        status = run_in_foreground(
+            [sys.executable, str(child), str(pids_file)], {**os.environ, "IGNORE": "0"}, tmp_path, stop, 60, said.append
+        )
+    sender.join()
+    helper = int(pids_file.read_text().split()[1])
+
+    assert status == 0  # the leader exited on its KeyboardInterrupt: it got SIGINT with its default action
+    assert said == [
+        f"SIGTERM received: stopping {PYTHON} (SIGINT to its processes, killed after 60 s)",
+        f"{PYTHON} ended and left 1 process(es) running: killed them (SIGKILL): {_described(helper, child, 'helper')}",
+    ]
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_a_command_that_ends_by_itself_gives_its_exit_status(tmp_path: Path) -> None:
+    said: list[str] = []
+    with StopSignals() as stop:
+        status = run_in_foreground(
+            [sys.executable, "-c", "raise SystemExit(3)"], os.environ, tmp_path, stop, 60, said.append
+        )
+
+    assert (status, said) == (3, [])
