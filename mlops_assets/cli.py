@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from mlops_assets import settings
 from mlops_assets.cli_datasets import add_datasets_parser
 from mlops_assets.cli_deploy import add_deploy_parsers
+from mlops_assets.cli_dev import add_dev_parser
 from mlops_assets.cli_feedback import add_feedback_parser
 from mlops_assets.cli_hardcases import add_hardcases_parser
 from mlops_assets.cli_models import add_models_parser, deployable_bento
 from mlops_assets.cli_monitoring import add_monitor_parser
 from mlops_assets.cli_predict import Predictions, predict_files, report, service_url
 from mlops_assets.lib.errors import DEBUG_VARIABLE, MLOpsError
-from mlops_assets.lib.foreground import StopSignals, print_to_stderr, run_in_foreground
 from mlops_assets.lib.settings_validation import ConfigError, read_yaml
 
 if TYPE_CHECKING:  # every section's settings model: loaded by the commands that read the environment file
@@ -138,45 +138,6 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_dev(args: argparse.Namespace) -> int:
-    # From the first line on, a stop signal is recorded, never lost: one that comes while the instance is prepared
-    # means `dg dev` is not started at all; later ones stop it and everything it started (lib/foreground.py).
-    with StopSignals() as stop:
-        return _dev(args, stop)
-
-
-def _dev(args: argparse.Namespace, stop: StopSignals) -> int:
-    # dagster is pinned exactly; these are the setting and the function behind the UI's Auto-materialize toggle.
-    from dagster._daemon.asset_daemon import _PRE_SENSOR_ASSET_DAEMON_PAUSED_KEY, set_auto_materialize_paused
-
-    from mlops_assets.housekeeping import tidy
-
-    env = settings.export_environment()
-    # Created here under the home's lock (not by the three processes `dagster dev` starts), and tidied.
-    with settings.open_instance() as instance:
-        for note in tidy(instance).notes():
-            print(f"housekeeping: {note}")
-        # The UI's "Auto-materialize" switch (its header and /health): automation conditions run through
-        # `automation_sensor`, on by default, so a fresh instance (which reads "off") is switched on, as the toggle
-        # does; a person's later choice stands.
-        stored = instance.daemon_cursor_storage.get_cursor_values({_PRE_SENSOR_ASSET_DAEMON_PAUSED_KEY})
-        if _PRE_SENSOR_ASSET_DAEMON_PAUSED_KEY not in stored:
-            set_auto_materialize_paused(instance, False)
-    # Dagster's current command line, as a user types it in the project: `dg dev` loads the code location that
-    # [tool.dg] in pyproject.toml names (the one workspace.yaml names for runs started by `mlops`).
-    dg_command = Path(sys.executable).parent / "dg"
-    command = [str(dg_command), "dev", "--port", str(args.port)]
-    # A child, not exec'd: SIGTERM (and SIGHUP) then stop it and everything it starts as Ctrl-C does, even where
-    # `dg dev` alone would ignore them (started with SIGINT ignored, it ignores SIGTERM too).
-    return run_in_foreground(
-        command,
-        {**os.environ, **env},
-        settings.PROJECT_ROOT,
-        stop,
-        say=lambda text: print_to_stderr(f"mlops dev: {text}"),
-    )
-
-
 DATASET_HELP = (
     "a dataset of the catalogue (`mlops datasets list`), NAME@VERSION for one recorded version, or a folder "
     "<root>/<label>/<image> (gs://bucket/prefix where the environment reads GCS); remembered as the current dataset "
@@ -222,9 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_feedback_parser(commands)
     add_hardcases_parser(commands)
 
-    dev = commands.add_parser("dev", help="open the Dagster UI on this project's instance")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.set_defaults(handler=command_dev)
+    add_dev_parser(commands)
     return parser
 
 

@@ -8,8 +8,9 @@ import os
 import sys
 
 from mlops_assets import settings
-from mlops_assets.lib.deploy.release import DeploymentError, DeploymentRecord
+from mlops_assets.lib.deploy.release import DeploymentRecord
 from mlops_assets.lib.deploy.stage_settings import STAGES
+from mlops_assets.lib.settings_validation import ConfigError
 
 
 def _deployer(stage: str):
@@ -52,6 +53,78 @@ def live_as_asked(stage: str, version: int | None) -> DeploymentRecord | None:
     return live
 
 
+def _environment_file() -> str:
+    return f"deployments/{settings.environment_name()}.yaml"
+
+
+def refused_options(args: argparse.Namespace) -> list[str]:
+    """What `mlops deploy` refuses in its arguments before anything runs, one phrase each (the options of
+    `mlops deploy local` given for a stage and those of the stages given for `local`, options `--plan` would
+    ignore, a version below 1); [] when there is nothing to refuse."""
+    stage = args.environment
+    problems = []
+    if stage == "local":
+        for flag, given in (("--plan", args.plan), ("--dry-run", args.dry_run)):
+            if given:
+                # `local` is one server started right here, outside the staged flow: nothing to plan or simulate.
+                problems.append(
+                    f"{flag} is for the stages (staging, production); `mlops deploy local` starts one server on this "
+                    f"machine and has no cost or dry run. Leave out the flag, or use `mlops deploy staging {flag}`"
+                )
+        if args.version is not None:
+            problems.append(
+                f"--version = {args.version}: only the stages (staging, production) take it; `mlops deploy local` "
+                "serves a bento (--bento TAG, default: the production version's)"
+            )
+        if args.force:
+            problems.append(
+                "--force is for the stages (staging, production); `mlops deploy local` always starts its server anew"
+            )
+        return problems
+    if args.bento is not None:
+        problems.append(
+            f"--bento = {args.bento!r}: only `mlops deploy local` takes it; {stage} serves the bento of the "
+            f"registry's version for {stage} (or --version N) with the settings of deployments.{stage} in "
+            f"{_environment_file()}"
+        )
+    if args.port is not None:
+        problems.append(
+            f"--port = {args.port}: only `mlops deploy local` takes it; {stage} takes its port from "
+            f"deployments.{stage}.port in {_environment_file()}"
+        )
+    if args.version is not None and args.version < 1:
+        problems.append(f"--version = {args.version}: expected an integer >= 1")
+    if args.plan:
+        ignored = [flag for flag, given in (("--dry-run", args.dry_run), ("--force", args.force)) if given]
+        ignored += [f"--version {args.version}"] if args.version is not None else []
+        if ignored:
+            problems.append(
+                f"--plan only prints {stage}'s estimated cost and deploys nothing; leave out {' and '.join(ignored)} "
+                "or --plan"
+            )
+    return problems
+
+
+def refuse_a_project_port(port: int) -> None:
+    """Raise ConfigError when `port` (`mlops deploy local --port`) is a local stage's URL port in the environment
+    file, or one that a stage's router or revision recorded as running listens on: starting there would fail, or
+    take the stage's clients, so the port is refused before anything slow is imported or anything started."""
+    from mlops_assets.resources.local_target import LocalDeployer
+
+    environment = settings.environment_settings()
+    owners: dict[int, str] = {}
+    for stage in STAGES:
+        config = environment.deployments.stage(stage)
+        if config.target == "local":
+            running = LocalDeployer(stage, environment).ports_in_use()
+            owners |= {number: f"port {number} is where {name} listens" for number, name in running.items()}
+            owners[config.port] = (
+                f"port {config.port} is the {stage} stage's URL (deployments.{stage}.port in {_environment_file()})"
+            )
+    if port in owners:
+        raise ConfigError("command line", [f"--port = {port}: {owners[port]}; choose another port"])
+
+
 def command_deploy_stage(args: argparse.Namespace) -> int:
     if args.plan:
         from mlops_assets.lib.deploy.cost import plan_text
@@ -61,6 +134,7 @@ def command_deploy_stage(args: argparse.Namespace) -> int:
     from mlops_assets.deploy_release import deploy_stage
 
     settings.export_environment()
+    before = _deployer(args.environment).status()
     live = None if args.force else live_as_asked(args.environment, args.version)
     if live is not None:
         # A restart would cost a drain and a canary for nothing; --force is for a server that misbehaves anyway.
@@ -70,8 +144,17 @@ def command_deploy_stage(args: argparse.Namespace) -> int:
         )
         return 0
     record = deploy_stage(args.environment, args.version, args.dry_run)
+    # The same version again (--force, or an unhealthy one) is a restart: said so, not shown as a new deployment.
+    restart = before is not None and before.model_version == record.model_version
+    why = "--force" if args.force else "it was not healthy"
     if args.dry_run:
-        print("Dry run: nothing was started or changed. It would serve:")
+        would = f"restart version {record.model_version} ({why}) and serve" if restart else "serve"
+        print(f"Dry run: nothing was started or changed. It would {would}:")
+    elif restart:
+        print(
+            f"Restarted version {record.model_version} in {args.environment} ({why}): a new server replaced the one "
+            "that served it, at the same URLs."
+        )
     print(describe(record))
     return 0
 
@@ -158,15 +241,13 @@ def add_deploy_parsers(commands: argparse._SubParsersAction, deploy_local, undep
     commands `deploy_local` / `undeploy_local` (a bento on this machine, no registry stage)."""
 
     def deploy_handler(args: argparse.Namespace) -> int:
+        problems = refused_options(args)
+        if problems:
+            raise ConfigError("command line", problems)
         if args.environment != "local":
             return command_deploy_stage(args)
-        if args.plan or args.dry_run:
-            # `local` is one server started right here, outside the staged flow: nothing to plan or simulate.
-            flag = "--plan" if args.plan else "--dry-run"
-            raise DeploymentError(
-                f"{flag} is for the stages (staging, production); `mlops deploy local` starts one server on this "
-                "machine and has no cost or dry run. Leave out the flag, or use `mlops deploy staging " + flag + "`."
-            )
+        if args.port is not None:
+            refuse_a_project_port(args.port)
         return interruptible(deploy_local, LOCAL_STATE)(args)
 
     deploy = commands.add_parser("deploy", help="deploy a stage's registry version (or `local`: one server)")

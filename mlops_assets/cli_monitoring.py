@@ -45,6 +45,16 @@ def _check_outcomes(summary) -> tuple[str, list[str]]:
     return ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()), others
 
 
+def _openable(location: str) -> str:
+    """A recorded location as the user can open it from any folder: a URL (gs://...) as it is, a path made absolute
+    (the metadata holds paths relative to MLOPS_HOME)."""
+    if "://" in location:
+        return location
+    from mlops_assets.defs.metadata import resolve_home_path
+
+    return str(resolve_home_path(location).resolve())
+
+
 def format_monitoring(summary) -> str:
     """The run's outcome, the verdict per signal with its statistic and thresholds (or why nothing was compared),
     the checks, the report and any alert."""
@@ -80,9 +90,12 @@ def format_monitoring(summary) -> str:
         if "deployment_comparison" in found:
             lines.append(f"  vs previous:   {found['deployment_comparison']}")
         lines.append(f"  checks:        {checks}")
-        for key, label in (("service", "service"), ("report", "report"), ("alert", "alert")):
-            if key in found:
-                lines.append(f"  {label + ':':<14} {found[key]}")
+        if "service" in found:
+            lines.append(f"  service:       {found['service']}")
+        if "report" in found:
+            lines.append(f"  report:        {_openable(str(found['report']))}")
+        if "alert" in found:
+            lines.append(f"  alert:         {found['alert']}")
     lines += [f"  {line}" for line in others]
     return "\n".join(lines)
 

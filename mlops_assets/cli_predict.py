@@ -124,9 +124,12 @@ def _unreachable(url: str, error: Exception, not_sent: int) -> str:
 
 
 def format_prediction(path: str | Path, answer: dict) -> str:
-    """One line per file: the top label exactly as the model names it (non-ASCII included), confidence, model."""
+    """One line per file: the top label exactly as the model names it (non-ASCII included), confidence, model, and
+    the request id `mlops feedback --label REQUEST_ID LABEL` names (when the service answered one)."""
     top = answer["predictions"][0]
-    return f"{path}: label {top['label']}, confidence {top['confidence']:.3f}, model {answer['model_version']}"
+    line = f"{path}: label {top['label']}, confidence {top['confidence']:.3f}, model {answer['model_version']}"
+    request_id = answer.get("request_id")
+    return f"{line}, request_id {request_id}" if request_id else line
 
 
 def report(outcome: Predictions) -> int:
@@ -147,5 +150,29 @@ def service_url(given: str | None) -> str:
         return given
     deployment = current_deployment()
     if deployment is None:
-        raise MLOpsError("No local deployment is running; start one with `mlops deploy local`, or pass --url.")
+        live = _live_stage_urls()
+        message = "No local deployment is running; start one with `mlops deploy local`, or pass --url."
+        if live:
+            message += f" Live stages (pass one's URL with --url): {'; '.join(live)}."
+        raise MLOpsError(message)
     return deployment.url
+
+
+def _live_stage_urls() -> list[str]:
+    """`<stage> at <url>` for each deployment stage with a recorded deployment (the deployers' status: the local state
+    file, one Cloud Run lookup), or `<stage>: not read (<why>)` when its status cannot be read."""
+    from mlops_assets import settings
+    from mlops_assets.lib.deploy.stage_settings import STAGES
+    from mlops_assets.resources.deployer import deployer_for
+
+    environment = settings.environment_settings()
+    live = []
+    for stage in STAGES:
+        try:
+            record = deployer_for(stage, environment).status()
+        except Exception as error:  # noqa: BLE001 - the hint must not hide the error it is part of; the reason is shown
+            live.append(f"{stage}: not read ({type(error).__name__}: {error})")
+            continue
+        if record is not None:
+            live.append(f"{stage} at {record.url}")
+    return live

@@ -88,19 +88,24 @@ def validated_data_of(model_version: int, data_version: str, package: Path) -> V
     return data
 
 
-def target_version(stage: str) -> int | None:
-    """The registry's version `stage` should serve: the holder of its status; for staging, where the environment's
-    promotion policy is automatic and no version holds staging, the production holder (the pipeline moves a version
-    that passed the gate through staging to production in one step, so staging is the first place it is deployed).
-    None when no version is due there."""
+def due_version(stage: str) -> tuple[int | None, str | None]:
+    """The registry's version `stage` should serve, with the registry status it holds, as (number, status): the
+    holder of the stage's own status; for staging, where the environment's promotion policy is automatic and no
+    version holds staging, the production holder (the pipeline moves a version that passed the gate through staging
+    to production in one step, so staging is the first place it is deployed). (None, None) when none is due."""
     from mlops_assets.registry_home import open_registry
 
     automatic = settings.environment_settings().promotion.staging_to_production == "automatic"
     with open_registry() as models:
-        holder = models.holder(stage)
+        holder, status = models.holder(stage), stage
         if holder is None and stage == STAGING and automatic:
-            holder = models.holder(PRODUCTION)
-    return holder.number if holder is not None else None
+            holder, status = models.holder(PRODUCTION), PRODUCTION
+    return (holder.number, status) if holder is not None else (None, None)
+
+
+def target_version(stage: str) -> int | None:
+    """The registry's version `stage` should serve (see `due_version`); None when no version is due there."""
+    return due_version(stage)[0]
 
 
 def release_for(stage: str, version: int | None = None) -> Release:
@@ -184,22 +189,34 @@ def disagreement(stage: str, with_health: bool = True) -> str | None:
     serves)."""
     from mlops_assets.resources.deployer import deployer_for
 
-    due = target_version(stage)
+    due, status = due_version(stage)
+    # Said outright when staging takes the production version: `mlops models list` shows it as production only.
+    why = f"the registry's {status} version" + (
+        "; staging follows production under the automatic promotion policy" if status != stage else ""
+    )
     deployer = deployer_for(stage, settings.environment_settings())
     live = deployer.status()
     if live is None:
         if due is None:
             return None
-        return f"The registry has version {due} in {stage}, but nothing is deployed there; run `mlops deploy {stage}`."
+        return (
+            f"Nothing is deployed in {stage}; version {due} is due there ({why}); deploy it with "
+            f"`mlops deploy {stage}`."
+        )
     if due is None:
         return (
             f"Version {live.model_version} is live in {stage} at {live.url}, but no version is in {stage} in the "
             f"registry; promote one (`mlops models promote N --to {stage}`) or run `mlops undeploy {stage}`."
         )
     if live.model_version != due:
+        # `mlops models rollback` moves production back: a way to keep the live version only where production's
+        # version is the one due.
+        keep = (
+            f" (or `mlops models rollback` if version {live.model_version} should stay)" if status == PRODUCTION else ""
+        )
         return (
-            f"The registry has version {due} in {stage}, but version {live.model_version} is live at {live.url}; "
-            f"run `mlops deploy {stage}` (or `mlops models rollback` if version {live.model_version} should stay)."
+            f"Version {due} is due in {stage} ({why}), but version {live.model_version} is live at {live.url}; "
+            f"deploy it with `mlops deploy {stage}`{keep}."
         )
     problems = deployer.health() if with_health else []
     if problems:

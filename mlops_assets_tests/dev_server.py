@@ -82,6 +82,14 @@ def signal_caught(pid: int, number: int) -> bool:
 def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _default_signals() -> None:
+    # As a shell starts a foreground program, whatever this test process ignores (pytest itself may run as a
+    # background job, and Dagster's in-process runs then leave SIGTERM ignored in it).
+    for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 @dataclass
@@ -163,7 +171,7 @@ def start_mlops_dev(home: Path, ignore_interrupts: bool = False) -> MlopsDev:
             env=dev_environment(home),
             stdout=output,
             stderr=subprocess.STDOUT,
-            preexec_fn=_ignore_interrupts if ignore_interrupts else None,
+            preexec_fn=_ignore_interrupts if ignore_interrupts else _default_signals,
             start_new_session=True,
         )
     dev = MlopsDev(process, f"http://127.0.0.1:{port}", log)

@@ -3,6 +3,7 @@ them, the API key is sent, every answered file gets its line and every refusal a
 the service's message."""
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,9 @@ def test_predict_prints_a_non_ascii_label_as_written(
     assert main(["predict", str(image), "--url", non_ascii_server.url]) == 0
 
     confidence = answer["predictions"][0]["confidence"]
-    expected = f"{image}: label chat noir (été), confidence {confidence:.3f}, model {non_ascii_server.model_tag}\n"
-    assert capsys.readouterr().out == expected
+    expected = f"{image}: label chat noir (été), confidence {confidence:.3f}, model {non_ascii_server.model_tag}"
+    # Each request's own id (for `mlops feedback --label REQUEST_ID LABEL`) ends the line.
+    assert re.fullmatch(re.escape(expected) + r", request_id [0-9a-f]{32}\n", capsys.readouterr().out)
 
 
 def test_predict_without_the_key_names_the_file_and_the_refusal(
@@ -131,7 +133,10 @@ def test_every_answered_file_gets_its_line_then_every_other_an_error_line(
     assert [line.split(": label ")[0] for line in answered] == [str(dark), str(bright)]
     assert answered[0].startswith(f"{dark}: label {NON_ASCII_LABEL}, confidence ")
     assert answered[1].startswith(f"{bright}: label bright, confidence ")
-    assert all(line.endswith(f", model {non_ascii_server.model_tag}") for line in answered)
+    assert all(
+        re.search(f", model {re.escape(non_ascii_server.model_tag)}, request_id [0-9a-f]{{32}}$", line)
+        for line in answered
+    )
     errors = output.err.splitlines()
     assert errors[0].startswith(f"error: {text}: HTTP 400: image 0: cannot be decoded: The bytes are not a recognised")
     assert errors[1:] == [
@@ -160,3 +165,12 @@ def test_format_prediction_keeps_every_character_of_the_label() -> None:
         "predictions": [{"label": '猫 «chat» "noir" (été)', "confidence": 0.91234, "probabilities": {}}],
     }
     assert format_prediction("a b.png", answer) == 'a b.png: label 猫 «chat» "noir" (été), confidence 0.912, model m:1'
+
+
+def test_format_prediction_ends_with_the_request_id_feedback_needs() -> None:
+    answer = {
+        "model_version": "m:1",
+        "request_id": "0f" * 16,
+        "predictions": [{"label": "7", "confidence": 0.5, "probabilities": {}}],
+    }
+    assert format_prediction("a.png", answer) == f"a.png: label 7, confidence 0.500, model m:1, request_id {'0f' * 16}"

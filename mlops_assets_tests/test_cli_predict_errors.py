@@ -62,6 +62,25 @@ def test_without_a_deployment_or_url_the_error_says_what_to_do(
     )
 
 
+def test_without_a_local_deployment_the_error_names_the_live_stages_urls(
+    image: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_assets import settings
+    from mlops_assets.lib.deploy.release import DeploymentRecord
+    from mlops_assets.resources.local_target import LocalDeployer, StageState
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    # What the local deployer records once a version went live in staging (production: nothing deployed).
+    deployer = LocalDeployer("staging", settings.environment_settings("local"))
+    record = DeploymentRecord("staging", "local", 1, "image-classifier-service:x", "v1", "http://127.0.0.1:3107", ())
+    deployer._save(StageState(record=record))
+    assert main(["predict", str(image)]) == 1
+    assert capsys.readouterr().err == (
+        "error: No local deployment is running; start one with `mlops deploy local`, or pass --url. Live stages (pass "
+        "one's URL with --url): staging at http://127.0.0.1:3107.\n"
+    )
+
+
 class _Answers(BaseHTTPRequestHandler):
     """A server that is not the image classifier: every POST gets the status and body set on the server."""
 

@@ -172,20 +172,6 @@ def test_non_loopback_without_key_refused(stage, monkeypatch):
     assert "MLOPS_UNSET_KEY_FOR_TEST is not set" in str(refused.value)
 
 
-@pytest.mark.parametrize("flag", ["--plan", "--dry-run"])
-def test_deploy_local_refuses_plan_and_dry_run_before_starting_anything(flag, capsys):
-    from mlops_assets.cli import main
-    from mlops_assets.resources.local_deployer import current_deployment
-
-    before = current_deployment()  # the session's served bento may be running; it must be left as it is
-    assert main(["deploy", "local", flag]) == 1
-    assert capsys.readouterr().err == (
-        f"error: {flag} is for the stages (staging, production); `mlops deploy local` starts one server on this "
-        f"machine and has no cost or dry run. Leave out the flag, or use `mlops deploy staging {flag}`.\n"
-    )
-    assert current_deployment() == before
-
-
 def test_deploy_local_without_a_production_version_is_an_error_line(tmp_path, monkeypatch, capsys):
     from mlops_assets.cli import main
 

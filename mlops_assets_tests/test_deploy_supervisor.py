@@ -6,6 +6,7 @@ The servers here are small Python programs that refuse as the service does (`sta
 
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -86,3 +87,33 @@ def test_an_earlier_servers_refusal_does_not_refuse_the_next_one_on_its_port(tmp
         f"Last log lines ({log}):\n"
     )
     assert "'image-classifier-service:no-such-bento' is not found in BentoML store" in message
+
+
+def _ignored_signals(pid: int) -> int:
+    """The SigIgn mask of process `pid` (bit n-1 set: signal n ignored)."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    return int(line.split()[1], 16)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_server_started_where_sigterm_is_ignored_still_stops_on_sigterm(tmp_path: Path) -> None:
+    # As in a process where Dagster's in-process execution copied an ignored SIGINT's handler to SIGTERM.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        server, process = spawn(
+            [sys.executable, "-c", "import time; time.sleep(600)"],
+            "127.0.0.1",
+            free_port(),
+            tmp_path / "server.log",
+            os.environ,
+            TAG,
+        )
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # this process's own choice is kept
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        assert _ignored_signals(process.pid) >> (signal.SIGTERM - 1) & 1 == 0
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        stop_server(server)

@@ -141,7 +141,12 @@ def test_staged_flow_through_registry_cli_and_assets(flow, capsys):
     )
     assert serving_pid() == first_pid
     assert main(["deploy", "staging", "--force"]) == 0
-    assert "  canary: 3/3 matched at " in capsys.readouterr().out
+    forced = capsys.readouterr().out
+    assert forced.startswith(
+        f"Restarted version {v1} in staging (--force): a new server replaced the one that served it, at the same "
+        f"URLs.\nstaging: version {v1} ({served.bento_tag}) at {staging_url} [local]\n"
+    )
+    assert "  canary: 3/3 matched at " in forced
     assert serving_pid() != first_pid
     assert predicted_label(staging_url, png) == case.expected_label
     assert main(["deploy", "production"]) == 0
@@ -182,15 +187,17 @@ def test_staged_flow_through_registry_cli_and_assets(flow, capsys):
     check = production_matches_registry()
     assert check.passed is False
     assert check.description == (
-        f"The registry has version {v2} in production, but version {v1} is live at {production_url}; run "
-        f"`mlops deploy production` (or `mlops models rollback` if version {v1} should stay)."
+        f"Version {v2} is due in production (the registry's production version), but version {v1} is live at "
+        f"{production_url}; deploy it with `mlops deploy production` (or `mlops models rollback` if version {v1} "
+        "should stay)."
     )
     assert staging_matches_registry().passed is False
     assert main(["deployments"]) == 0
     listed = capsys.readouterr().out
     assert (
-        f"  warning: The registry has version {v2} in production, but version {v1} is live at {production_url}; "
-        f"run `mlops deploy production` (or `mlops models rollback` if version {v1} should stay).\n"
+        f"  warning: Version {v2} is due in production (the registry's production version), but version {v1} is "
+        f"live at {production_url}; deploy it with `mlops deploy production` (or `mlops models rollback` if version "
+        f"{v1} should stay).\n"
     ) in listed
 
     # Materializing staging deploys the new version; production still serves v1 and its check keeps failing.

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlops_assets.lib.foreground import StopSignals, run_in_foreground, session_processes
+from mlops_assets.lib.foreground import StopSignals, describe, run_in_foreground, session_processes
 
 PYTHON = Path(sys.executable).name
 # The leader starts a helper in a process group of its own (so the SIGINT sent to the leader's group misses it),
@@ -74,7 +74,10 @@ def _alive(pid: int) -> bool:
 
 
 def _described(pid: int, script: Path, argument: Path | str) -> str:
-    return f"{pid} {sys.executable} {script} {argument}"
+    """As the lines about killed processes name them: the program's file name, then every argument (none here is
+    longer than 80 characters)."""
+    assert len(str(script)) <= 80, script
+    return f"{pid} {PYTHON} {script} {argument}"
 
 
 def test_a_command_still_running_after_the_grace_is_killed_with_its_whole_session_and_said_so(
@@ -167,3 +170,43 @@ def test_a_command_that_ends_by_itself_gives_its_exit_status(tmp_path: Path) -> 
         )
 
     assert (status, said) == (3, [])
+
+
+def test_a_process_is_described_by_its_whole_command_line_with_long_arguments_shortened(tmp_path: Path) -> None:
+    code = "import time; time.sleep(60)"
+    long_argument = "--instance-ref=" + "x" * 200
+    process = psutil.Popen([sys.executable, "-c", code, "run-worker", long_argument])
+    try:
+        described = describe(process)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert described == f"{process.pid} {PYTHON} -c {code} run-worker --instance-ref={'x' * 62}..."
+    assert describe(process) == f"{process.pid} (ended)"
+
+
+def test_a_sigterm_ignored_by_accident_is_still_a_stop_request(child: Path, tmp_path: Path) -> None:
+    # Dagster's in-process execution copies SIGINT's handler to SIGTERM; in a process started as a background job
+    # (SIGINT ignored) SIGTERM then ends up ignored too, and `mlops dev` started from there never stopped on SIGTERM.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pids_file = tmp_path / "pids"
+    said: list[str] = []
+    try:
+        with StopSignals() as stop:
+            sender = _signal_when(pids_file, signal.SIGTERM)
+            status = run_in_foreground(
+                [sys.executable, str(child), str(pids_file)],
+                {**os.environ, "IGNORE": "0"},
+                tmp_path,
+                stop,
+                60,
+                said.append,
+            )
+        sender.join()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the caller's handler is put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert status == 0
+    assert said[0] == f"SIGTERM received: stopping {PYTHON} (SIGINT to its processes, killed after 60 s)"

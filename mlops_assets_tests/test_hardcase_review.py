@@ -70,7 +70,9 @@ def test_identical_inputs_are_exported_once(tmp_path: Path) -> None:
     result = export_hard_cases(store, review, test_share=0.0)
     assert (result.written, result.already_there, result.duplicates) == ({"3": 1}, 0, 3)
     assert [path.name for path in review.glob("*/*")] == [f"hardcase-{1:032x}-0.png"]
-    assert export_hard_cases(store, review, test_share=0.0).written == {}
+    # Exported again: the one file counts once as exported before, its three repeats as duplicates.
+    again = export_hard_cases(store, review, test_share=0.0)
+    assert (again.written, again.already_there, again.duplicates) == ({}, 1, 3)
 
 
 def test_a_record_with_a_bad_index_or_request_id_is_named_not_exported(tmp_path: Path) -> None:
@@ -140,3 +142,21 @@ def test_ingest_without_a_catalogue_dataset_says_to_add_one(
         "dataset folder of the catalogue: run `mlops datasets add NAME FOLDER` first (then `mlops run --dataset "
         "NAME` makes it current), or name one with --dataset\n"
     )
+
+
+def test_a_second_export_counts_the_files_exported_before_not_their_repeated_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    # Two distinct images, each kept for three requests: six records, two files.
+    _store(home, [_case(seed, 10 * seed + request) for request in range(1, 4) for seed in (1, 2)])
+    review = tmp_path / "review"
+    assert main(["hardcases", "export", "--out", str(review)]) == 0
+    capsys.readouterr()
+    assert main(["hardcases", "export", "--out", str(review)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"Exported 0 hard case(s) to {review} by predicted label (none); 2 exported before; 4 duplicate(s) of another "
+        "case's image skipped; 0 marked for the test split (share 0.5)."
+    )
+    assert len(list(review.glob("*/*"))) == 2

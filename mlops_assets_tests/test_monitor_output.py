@@ -1,5 +1,9 @@
 """`mlops monitor`'s printed summary: the verdict per signal, the checks and the deployment comparison line."""
 
+from pathlib import Path
+
+import pytest
+
 from mlops_assets.cli_monitoring import format_monitoring
 from mlops_assets.lib.monitoring.verdicts import grade
 from mlops_assets.runner import RunSummary
@@ -40,3 +44,19 @@ def test_monitor_prints_each_signal_with_its_statistic_and_the_comparison_line_w
 
 def test_monitor_prints_no_comparison_line_when_none_was_recorded():
     assert "vs previous" not in format_monitoring(_summary())
+
+
+def test_monitor_prints_the_report_as_an_absolute_path_under_mlops_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The metadata holds the report relative to MLOPS_HOME; printed so that it opens from any folder.
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    relative = "artifacts/prediction_monitoring/local-staging-2026-11-03-run1/report.html"
+    lines = format_monitoring(_summary(report=relative)).splitlines()
+    assert f"  report:        {tmp_path.resolve() / 'home' / relative}" in lines
+
+
+def test_monitor_prints_a_report_url_as_it_is():
+    url = "gs://bucket/mlops/artifacts/prediction_monitoring/local-staging-2026-11-03-run1/report.html"
+    assert f"  report:        {url}" in format_monitoring(_summary(report=url)).splitlines()

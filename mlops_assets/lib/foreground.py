@@ -6,7 +6,8 @@ SIGINT (Ctrl-C), SIGTERM (a service manager, `kill`) and SIGHUP (the terminal cl
 it the same way: the command's process group gets SIGINT, which is what Ctrl-C sends a foreground program and what
 it shuts down cleanly on. If the command is still running after a grace period, every process left in its session
 is killed (SIGKILL), and `say` is told so; whatever a clean shutdown left in the session is killed too. A signal that
-arrives before the command is started means it is not started.
+arrives before the command is started means it is not started. A caller's check that finds the command broken
+while it runs (`mlops dev`: a webserver that cannot serve the UI) stops it the same way.
 
 The signal handlers only append to a list and the main loop acts on it. A handler that takes a lock (as
 `threading.Event.set` does) deadlocks when the signal lands while the main thread holds that same lock inside
@@ -28,12 +29,19 @@ from types import FrameType
 import psutil
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Ignored at start only by convention (a shell's background job ignores SIGINT, `nohup` SIGHUP): those stay ignored.
+# SIGTERM is a service manager's stop request and is always caught: an ignored SIGTERM is inherited by accident, e.g.
+# from a process in which Dagster's in-process execution copied an ignored SIGINT's handler to SIGTERM.
+_INHERITED_IGNORES = (signal.SIGINT, signal.SIGHUP)
 # How long the command has to shut down cleanly after SIGINT before what is left of its session is killed.
 GRACE_S = 30.0
 _POLL_S = 0.2
 # A process forking while its session is being killed can leave a child one sweep did not see: the session is swept
 # until it is empty (killed processes fork no more), for at most this long.
 _KILL_S = 10.0
+# How much of a process's command line the lines about killed processes show (see `describe`).
+_ARGUMENT_CHARS = 80
+_LINE_CHARS = 240
 
 
 def print_to_stderr(text: str) -> None:
@@ -44,8 +52,9 @@ def print_to_stderr(text: str) -> None:
 
 class StopSignals:
     """While entered, SIGINT, SIGTERM and SIGHUP are recorded in `received` (signal numbers, in order) instead of
-    acted on; a signal that whoever started this process ignores (a background job's SIGINT) stays ignored. Enter in
-    the main thread, as early as possible: from then on a stop request is never lost."""
+    acted on; a SIGINT or SIGHUP that whoever started this process ignores (a background job's SIGINT) stays ignored,
+    SIGTERM is always caught. Enter in the main thread, as early as possible: from then on a stop request is never
+    lost."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
@@ -54,7 +63,7 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         for number in STOP_SIGNALS:
             self._previous[number] = signal.getsignal(number)
-            if self._previous[number] != signal.SIG_IGN:
+            if self._previous[number] != signal.SIG_IGN or number not in _INHERITED_IGNORES:
                 signal.signal(number, self._record)
         return self
 
@@ -74,7 +83,11 @@ class StopSignals:
     def defaults_for_children(self) -> Iterator[None]:
         """Catch (and drop) the ignored stop signals while a child is started: a caught signal is reset to its
         default in an exec'd program, an ignored one stays ignored, and the child must stop on the SIGINT relayed."""
-        ignored = [number for number, handler in self._previous.items() if handler == signal.SIG_IGN]
+        ignored = [
+            number
+            for number, handler in self._previous.items()
+            if handler == signal.SIG_IGN and number in _INHERITED_IGNORES
+        ]
         for number in ignored:
             signal.signal(number, lambda *_: None)
         try:
@@ -91,13 +104,17 @@ def run_in_foreground(
     stop: StopSignals,
     grace_s: float = GRACE_S,
     say: Callable[[str], None] = print_to_stderr,
+    failure: Callable[[int], str | None] | None = None,
 ) -> int:
-    """Run `command` in a new session until it exits or `stop` records a signal. Returns the command's exit status
-    when it ended by itself (128 + the signal number when a signal ended it); when it was stopped: 0 if it ended
-    within `grace_s` (whatever it exited with: a program interrupted while it starts may say "Aborted!" or die of
-    the SIGINT), 128 + SIGKILL if it had to be killed; 0 when the signal came before it was started (it is not
-    started then). `say` gets a line for each thing the user should know about a stop (what was sent, what had to
-    be killed). Call from the main thread, inside `stop`."""
+    """Run `command` in a new session until it exits, `stop` records a signal or `failure` finds it broken. Returns
+    the command's exit status when it ended by itself (128 + the signal number when a signal ended it); when a
+    signal stopped it: 0 if it ended within `grace_s` (whatever it exited with: a program interrupted while it starts
+    may say "Aborted!" or die of the SIGINT), 128 + SIGKILL if it had to be killed; 0 when the signal came before it
+    was started (it is not started then). `failure` is called with the session id at every poll (0.2 s) while the
+    command runs: when it returns a reason (a line for the user), `say` gets it, the session is stopped as on a signal
+    and 1 is returned. `say` gets a line for each thing the user should know about a stop (why, what was sent, what
+    had to be killed).
+    Call from the main thread, inside `stop`."""
     name = Path(command[0]).name
     if stop.received:
         say(f"{stop.first} received before {name} was started; not starting it")
@@ -105,31 +122,43 @@ def run_in_foreground(
     with stop.defaults_for_children():
         process = subprocess.Popen(list(command), env=dict(env), cwd=cwd, start_new_session=True)
     stopped = False
+    broken = None
     try:
         while process.poll() is None and not stop.received:
+            if failure is not None and (broken := failure(process.pid)) is not None:
+                break
             time.sleep(_POLL_S)
         stopped = process.poll() is None
     finally:
-        # Also on an exception here (none is expected): nothing of the session is left running.
-        _stop_session(process, name, stop, grace_s, say)
+        # Also on an exception here (a failure check that raised): nothing of the session is left running.
+        if stopped and broken is not None:
+            say(broken)
+            reason = None
+        else:
+            reason = f"{stop.first or 'stop'} received"
+        _stop_session(process, name, reason, grace_s, say)
+    if stopped and broken is not None:
+        return 1
     if stopped and process.returncode != -signal.SIGKILL:
         return 0
     return process.returncode if process.returncode >= 0 else 128 - process.returncode
 
 
 def _stop_session(
-    process: subprocess.Popen, name: str, stop: StopSignals, grace_s: float, say: Callable[[str], None]
+    process: subprocess.Popen, name: str, reason: str | None, grace_s: float, say: Callable[[str], None]
 ) -> None:
-    """SIGINT to the command's group (unless it already ended); after `grace_s`, SIGKILL to every process left in its
-    session; then SIGKILL to whatever its orderly shutdown left there."""
+    """SIGINT to the command's group (unless it already ended), said with `reason` (`SIGTERM received`; None when the
+    reason was said already); after `grace_s`, SIGKILL to every process left in its session; then SIGKILL to
+    whatever its orderly shutdown left there."""
     session = process.pid  # a new session's leader: the session and its process group have its pid
     if process.poll() is None:
-        say(f"{stop.first or 'stop'} received: stopping {name} (SIGINT to its processes, killed after {grace_s:g} s)")
+        stopping = f"stopping {name} (SIGINT to its processes, killed after {grace_s:g} s)"
+        say(f"{reason}: {stopping}" if reason else stopping)
         _signal_group(session, signal.SIGINT)
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            left = [_describe(member) for member in session_processes(session)]
+            left = [describe(member) for member in session_processes(session)]
             say(
                 f"{name} still running {grace_s:g} s after SIGINT: killing the {len(left)} process(es) left in its "
                 f"session (SIGKILL): {', '.join(left)}"
@@ -158,7 +187,7 @@ def _kill_session(session: int) -> list[str]:
     deadline = time.monotonic() + _KILL_S
     while members := session_processes(session):
         for member in members:
-            killed.setdefault(member.pid, _describe(member))
+            killed.setdefault(member.pid, describe(member))
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()  # psutil checks that the pid still names the same process (its start time)
         if time.monotonic() > deadline:
@@ -167,11 +196,21 @@ def _kill_session(session: int) -> list[str]:
     return list(killed.values())
 
 
-def _describe(process: psutil.Process) -> str:
+def describe(process: psutil.Process) -> str:
+    """`PID COMMAND LINE`, shortened: the program's file name without its folder, each argument longer than
+    `_ARGUMENT_CHARS` cut to that many characters ending in "...", the whole line to `_LINE_CHARS` (a code server and
+    a run worker are told apart by their arguments, and Dagster passes a serialized instance on the command line)."""
     try:
-        return f"{process.pid} {' '.join(process.cmdline()[:3]) or process.name()}"
+        arguments = process.cmdline()
+        words = [Path(arguments[0]).name, *arguments[1:]] if arguments else [process.name()]
     except psutil.Error:
         return f"{process.pid} (ended)"
+    line = " ".join(_shortened(word, _ARGUMENT_CHARS) for word in words)
+    return f"{process.pid} {_shortened(line, _LINE_CHARS)}"
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _signal_group(group: int, number: int) -> None:

@@ -359,6 +359,14 @@ class LocalDeployer(Deployer):
             self._state_file.unlink(missing_ok=True)
             self._routes_file.unlink(missing_ok=True)
 
+    def ports_in_use(self) -> dict[int, str]:
+        """{port: what of this stage listens there} for the router and every revision whose processes still run, as
+        the state file records them (the router's may differ from deployments.<stage>.port after a settings change)."""
+        state = self._load()
+        servers = {f"the {self.stage} stage's router": state.router} if state.router is not None else {}
+        servers |= {f"{self.stage}'s revision {name}": revision.server for name, revision in state.revisions.items()}
+        return {server.port: name for name, server in servers.items() if group_alive(server)}
+
     def status(self) -> DeploymentRecord | None:
         state = self._load()
         if state.record is None:

@@ -19,6 +19,11 @@ from mlops_assets.resources.prediction_logs import PredictionLogs
 
 DRIFT_REASON = "severe drift"
 
+# The stages whose severe drift requests retraining: the traffic of real users. Staging is left out on purpose: it
+# exists to be tried with odd inputs (shifted test images), so its drift says nothing about the model's users; its
+# severe drift still fails its check and alerts, so a person sees it.
+RETRAINING_STAGES = ("production", UNSTAGED)
+
 
 # Materializations of prediction_monitoring read per tick at most (the rest on the next tick, from the cursor).
 DRIFT_EVENTS_PER_TICK = 100
@@ -37,6 +42,14 @@ def _retraining_request(context: dg.SensorEvaluationContext, asset_event: dg.Eve
     stage = str(_metadata_value(asset_event, "stage") or UNSTAGED)
     if overall != SEVERE_DRIFT:
         return f"prediction_monitoring for {day} in {stage}: {overall}; nothing to retrain for."
+    if stage not in RETRAINING_STAGES:
+        skipped = (
+            f"Severe drift on {day} in {stage} (version {version}) not retrained for: only drift in "
+            f"{' and '.join(RETRAINING_STAGES)} requests retraining ({stage} is tried with odd inputs on purpose); "
+            "its check failed and it was alerted."
+        )
+        context.log.info(skipped)
+        return skipped
     environment = str(_metadata_value(asset_event, "environment") or settings.environment_name())
     if not settings.environment_settings(environment).monitoring.retrain_on_severe_drift:
         return (
@@ -68,7 +81,7 @@ def _retraining_request(context: dg.SensorEvaluationContext, asset_event: dg.Eve
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def drift_sensor(context: dg.SensorEvaluationContext):
-    """Request a retraining run when a monitored day of any stage shows severe drift (once per day and version)."""
+    """Request retraining on severe drift in production (or unstaged servers), once per day and version; not staging."""
     # Every materialization since the cursor (the storage id of the last one read), oldest first: stages are graded
     # side by side, so the latest alone (an asset sensor's view) could hide another stage's severe drift.
     after = int(context.cursor) if context.cursor and context.cursor.isdigit() else None

@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,10 +144,29 @@ def _signal_tree(server: ServerProcess, signum: int) -> None:
             os.kill(pid, signum)
 
 
+@contextlib.contextmanager
+def _stoppable_children() -> Iterator[None]:
+    """Children started inside get SIGTERM's default action even where this process ignores it.
+
+    An ignored signal stays ignored across exec, and a server that ignores SIGTERM only stops when it is killed.
+    SIGTERM ends up ignored by accident: Dagster's in-process execution copies SIGINT's handler to SIGTERM, and in a
+    process started as a background job SIGINT is ignored. A caught signal is reset to its default by exec, so SIGTERM
+    is caught (and dropped, as it was ignored anyway) while the child starts. Signal handlers can only be set from
+    the main thread; elsewhere the child inherits what this process has."""
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def spawn(command: Sequence[str], host: str, port: int, log_path: Path, env: Mapping[str, str], bento_tag: str):
     """Start `command` in a new session (so its whole tree can be stopped), output to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    with log_path.open("ab") as log, _stoppable_children():
         process = subprocess.Popen(
             list(command),
             stdout=log,

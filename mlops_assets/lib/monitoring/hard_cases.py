@@ -34,8 +34,9 @@ LEDGER = ".exported"
 
 @dataclass
 class ExportResult:
-    """What `export_hard_cases` wrote: files per suggested label, cases exported before (the ledger, or a file of the
-    same name), duplicates (the same bytes as another case of this export), records it could not use."""
+    """What `export_hard_cases` wrote: files per suggested label, distinct cases exported before (the ledger, or a
+    file of the same name), duplicates (records with the same bytes as another case of this export, whether written
+    now or exported before), records it could not use."""
 
     destination: Path
     written: dict[str, int] = field(default_factory=dict)
@@ -43,7 +44,8 @@ class ExportResult:
     duplicates: int = 0
     unusable: list[str] = field(default_factory=list)
     in_test: int = 0
-    # The content hashes this export wrote (a second case with the same bytes is a duplicate).
+    # The content hashes this export wrote or found exported before: a second case with the same bytes is a duplicate,
+    # so `already_there` counts distinct cases (files), not the records repeating them.
     digests: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -95,12 +97,14 @@ def export_hard_cases(
                 result.unusable.append(f"{where}: label {label!r} cannot be a folder name")
                 continue
             digest = hashlib.sha256(data).hexdigest()
+            if digest in result.digests:
+                # The same bytes as a case this export already counted (written, or exported before).
+                result.duplicates += 1
+                continue
+            result.digests.add(digest)
             if digest in exported:
-                # Exported before (perhaps moved to its true label, or deleted, since), or earlier in this export.
-                if digest in result.digests:
-                    result.duplicates += 1
-                else:
-                    result.already_there += 1
+                # Exported before (perhaps moved to its true label, or deleted, since).
+                result.already_there += 1
                 continue
             file_name = hard_case_name(request_id, index, data, extension, test_share)
             if any(destination.glob(f"*/{file_name}")):
@@ -112,7 +116,6 @@ def export_hard_cases(
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             _remember(destination, digest, file_name, exported)
-            result.digests.add(digest)
             result.written[label] = result.written.get(label, 0) + 1
             result.in_test += file_name.startswith(HARD_CASE_TEST_PREFIX)
     return result
