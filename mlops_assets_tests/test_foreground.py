@@ -38,6 +38,17 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.fixture(autouse=True)
+def default_stop_signals() -> Iterator[None]:
+    """The stop signals at their default action, as in a program started from a terminal, whatever this test process
+    inherited (run under `nohup` or as a background job, it ignores SIGHUP or SIGINT, which StopSignals respects)."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGHUP: signal.SIG_DFL}
+    previous = {number: signal.signal(number, handler) for number, handler in defaults.items()}
+    yield
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
 @pytest.fixture
 def child(tmp_path: Path) -> Path:
     script = tmp_path / "child.py"
