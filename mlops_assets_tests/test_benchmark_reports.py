@@ -300,7 +300,8 @@ def test_rebuild_conclusions_follow_the_scenarios() -> None:
     )
     assert lines[3] == (
         "- **one image added**: 40.0 % of a full build; materialized raw_images, validated_images, trained_model,"
-        " model_evaluation, bento, model_promotion; images decoded (of the full build's): sample digits 1 of 1,797;"
+        " model_evaluation, monitoring_baseline, bento, model_promotion; images decoded (of the full build's): sample"
+        " digits 1 of 1,797;"
         " no retraining."
     )
 
