@@ -35,24 +35,6 @@ def describe(record: DeploymentRecord) -> str:
     return "\n".join(lines)
 
 
-def live_as_asked(stage: str, version: int | None) -> DeploymentRecord | None:
-    """What `stage` serves when it is `version` (default: the registry's version due there), healthy and not
-    disabled, so that deploying it again would only restart it; None otherwise (deploy: start, fix or refuse)."""
-    from mlops_assets.deploy_release import target_version
-    from mlops_assets.lib.registry.statuses import DISABLED
-    from mlops_assets.registry_home import open_registry
-
-    version = version if version is not None else target_version(stage)
-    deployer = _deployer(stage)
-    live = deployer.status()
-    if version is None or live is None or live.model_version != version or deployer.health():
-        return None
-    with open_registry() as models:
-        if models.version(version).status == DISABLED:
-            return None  # deploy_stage refuses it, saying so
-    return live
-
-
 def _environment_file() -> str:
     return f"deployments/{settings.environment_name()}.yaml"
 
@@ -131,11 +113,11 @@ def command_deploy_stage(args: argparse.Namespace) -> int:
 
         print(plan_text(settings.environment_settings().deployments.stage(args.environment), args.environment))
         return 0
-    from mlops_assets.deploy_release import deploy_stage
+    from mlops_assets.deploy_release import already_live, deploy_stage
 
     settings.export_environment()
     before = _deployer(args.environment).status()
-    live = None if args.force else live_as_asked(args.environment, args.version)
+    live = None if args.force else already_live(args.environment, args.version)
     if live is not None:
         # A restart would cost a drain and a canary for nothing; --force is for a server that misbehaves anyway.
         print(

@@ -108,6 +108,23 @@ def target_version(stage: str) -> int | None:
     return due_version(stage)[0]
 
 
+def already_live(stage: str, version: int | None = None) -> DeploymentRecord | None:
+    """What `stage` serves when it is `version` (default: the registry's version due there), healthy and not
+    disabled, so that deploying it again would only restart it; None otherwise (deploy: start, fix or refuse)."""
+    from mlops_assets.registry_home import open_registry
+    from mlops_assets.resources.deployer import deployer_for
+
+    version = version if version is not None else target_version(stage)
+    deployer = deployer_for(stage, settings.environment_settings())
+    live = deployer.status()
+    if version is None or live is None or live.model_version != version or deployer.health():
+        return None
+    with open_registry() as models:
+        if models.version(version).status == DISABLED:
+            return None  # deploy_stage refuses it, saying so
+    return live
+
+
 def release_for(stage: str, version: int | None = None) -> Release:
     """The Release of `version` (default: `target_version(stage)`) for `stage`; raises DeploymentError when no
     version is due there or the version is disabled."""

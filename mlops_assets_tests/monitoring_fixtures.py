@@ -85,3 +85,25 @@ def webhook_receiver(status: int = 200, reply: dict | None = None) -> Iterator[W
     finally:
         server.shutdown()
         server.server_close()
+
+
+def baseline_frames(
+    count: int = 2000, seed: int = 1, rng: np.random.Generator | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A baseline's `count` input statistics (8x8 greyscale PNGs) and held-out answers (ten labels, confident), drawn
+    from `rng` (default: a generator seeded with `seed`)."""
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    inputs = pd.DataFrame(
+        {
+            "format": "PNG",
+            "width": 8,
+            "height": 8,
+            "mode": "L",
+            "brightness": rng.normal(0.3, 0.05, count).clip(0, 1),
+            "contrast": rng.normal(0.4, 0.04, count).clip(0, 1),
+        }
+    )
+    predictions = pd.DataFrame(
+        {"label": rng.choice([str(d) for d in range(10)], count), "confidence": rng.beta(8, 1, count)}
+    )
+    return inputs, predictions

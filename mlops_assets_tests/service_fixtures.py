@@ -10,6 +10,7 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.lib.data.manifest import scan_dataset
 from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated_dataset
+from mlops_assets.lib.deploy.release import CanaryCase
 from mlops_assets.lib.models.plugins.base import TrainSettings
 from mlops_assets.lib.models.training import train_model
 
@@ -119,3 +120,16 @@ def predicted_label(url: str, png: bytes) -> str:
     )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["predictions"][0]["label"])
+
+
+def canary_cases(served: ServedBento, directory: Path, count: int = 4) -> tuple[CanaryCase, ...]:
+    """Canary cases from the first `count` held-out samples: each image written under `directory` with the label
+    the served bento itself gives it."""
+    cases = []
+    with served.client() as client:
+        for index, (_, png) in enumerate(served.samples[:count]):
+            path = directory / f"{index}.png"
+            path.write_bytes(png)
+            answer = client.post("/predict", files={"images": (path.name, png, "image/png")}).json()
+            cases.append(CanaryCase(str(path), str(answer["predictions"][0]["label"])))
+    return tuple(cases)

@@ -15,7 +15,7 @@ from mlops_assets.lib.serving.prediction_store import file_stage
 from mlops_assets.resources.cloud_run_deployer import CloudRunDeployer
 from mlops_assets.resources.prediction_logs import GcsPredictionLogs, LocalPredictionLogs
 from mlops_assets_tests.cloud_run_standin import CloudRunStandIn
-from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, predicted_label
+from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, canary_cases, predicted_label
 from mlops_assets_tests.test_deploy_local import ClientLoop
 
 pytestmark = pytest.mark.e2e
@@ -51,13 +51,7 @@ def cloud(served_bento, tmp_path_factory, gcs_emulator):
     """The stand-in holding the serving key in its secrets, a deployer pointed at it with the environment's
     prediction logs on GCS (the emulator), and canary cases: the served bento's own answers for held-out images."""
     directory = tmp_path_factory.mktemp("cloud-canary")
-    cases = []
-    with served_bento.client() as client:
-        for index, (_, png) in enumerate(served_bento.samples[:4]):
-            path = directory / f"{index}.png"
-            path.write_bytes(png)
-            answer = client.post("/predict", files={"images": (path.name, png, "image/png")}).json()
-            cases.append(CanaryCase(str(path), str(answer["predictions"][0]["label"])))
+    cases = canary_cases(served_bento, directory)
     standin = CloudRunStandIn(tmp_path_factory.mktemp("standin"), secrets={"mlops-api-key": API_KEY})
     endpoint = standin.start()
     previous = os.environ.get("MLOPS_GCP_PROJECT")
@@ -65,7 +59,7 @@ def cloud(served_bento, tmp_path_factory, gcs_emulator):
     logs = GcsPredictionLogs(url=f"gs://{gcs_emulator.new_bucket('cloud-logs')}/staging", gcs=GCSResource())
     deployer = CloudRunDeployer("staging", _environment(endpoint), prediction_logs=logs)
     try:
-        yield standin, deployer, tuple(cases), served_bento, logs
+        yield standin, deployer, cases, served_bento, logs
     finally:
         deployer.undeploy()
         standin.close()

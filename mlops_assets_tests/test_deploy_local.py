@@ -15,7 +15,7 @@ from mlops_assets import settings
 from mlops_assets.lib.deploy.release import CanaryCase, DeploymentError, Release, TrafficShare
 from mlops_assets.lib.deploy.supervisor import free_port, group_alive, port_is_free
 from mlops_assets.resources.local_target import LocalDeployer
-from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, predicted_label
+from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, canary_cases, predicted_label
 
 pytestmark = pytest.mark.e2e
 
@@ -64,15 +64,9 @@ class ClientLoop:
 def stage(served_bento, tmp_path_factory):
     """A staging stage on a free port, its canary the served bento's own answers for held-out test images."""
     directory = tmp_path_factory.mktemp("canary")
-    cases = []
-    with served_bento.client() as client:
-        for index, (_, png) in enumerate(served_bento.samples[:4]):
-            path = directory / f"{index}.png"
-            path.write_bytes(png)
-            answer = client.post("/predict", files={"images": (path.name, png, "image/png")}).json()
-            cases.append(CanaryCase(str(path), str(answer["predictions"][0]["label"])))
+    cases = canary_cases(served_bento, directory)
     deployer = LocalDeployer("staging", _settings(free_port()))
-    yield deployer, tuple(cases), served_bento
+    yield deployer, cases, served_bento
     deployer.undeploy()
 
 

@@ -21,7 +21,7 @@ from mlops_assets.lib.monitoring.monitor import MonitoredVersion, assess_day
 from mlops_assets.lib.monitoring.settings import MonitoringSettings
 from mlops_assets.lib.monitoring.verdicts import DRIFT, NO_DRIFT, NOT_ENOUGH_DATA, NOT_MONITORED, SEVERE_DRIFT
 from mlops_assets.lib.serving.prediction_store import FolderPredictionStore
-from mlops_assets_tests.monitoring_fixtures import records_like, write_log
+from mlops_assets_tests.monitoring_fixtures import baseline_frames, records_like, write_log
 
 SETTINGS = MonitoringSettings()
 MAX_DIMS = 32
@@ -94,19 +94,7 @@ def test_a_plugin_without_an_embedding_says_so() -> None:
 def _cnn_baseline(directory: Path, count: int = 2000) -> tuple[MonitoringBaseline, pd.DataFrame, pd.DataFrame]:
     """A CNN model's stored baseline: input statistics, held-out answers and their 128-number embeddings."""
     rng = np.random.default_rng(1)
-    inputs = pd.DataFrame(
-        {
-            "format": "PNG",
-            "width": 8,
-            "height": 8,
-            "mode": "L",
-            "brightness": rng.normal(0.3, 0.05, count).clip(0, 1),
-            "contrast": rng.normal(0.4, 0.04, count).clip(0, 1),
-        }
-    )
-    predictions = pd.DataFrame(
-        {"label": rng.choice([str(d) for d in range(10)], count), "confidence": rng.beta(8, 1, count)}
-    )
+    inputs, predictions = baseline_frames(count, rng=rng)
     directory.mkdir(parents=True)
     inputs.to_csv(directory / INPUTS_FILE, index=False)
     predictions.to_csv(directory / PREDICTIONS_FILE, index=False)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import wasserstein_distance
@@ -31,29 +30,11 @@ from mlops_assets.lib.monitoring.verdicts import (
 )
 from mlops_assets.lib.serving.prediction_store import FolderPredictionStore
 from mlops_assets.lib.settings_validation import ConfigError
-from mlops_assets_tests.monitoring_fixtures import records_like, webhook_receiver, write_log
+from mlops_assets_tests.monitoring_fixtures import baseline_frames, records_like, webhook_receiver, write_log
 
 DAY = dt.date(2026, 11, 3)
 TAG = "image-classifier:abc"
 VERSION = MonitoredVersion(4, TAG, "f" * 64)
-
-
-def _baseline_frames(count: int = 2000, seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    inputs = pd.DataFrame(
-        {
-            "format": "PNG",
-            "width": 8,
-            "height": 8,
-            "mode": "L",
-            "brightness": rng.normal(0.3, 0.05, count).clip(0, 1),
-            "contrast": rng.normal(0.4, 0.04, count).clip(0, 1),
-        }
-    )
-    predictions = pd.DataFrame(
-        {"label": rng.choice([str(d) for d in range(10)], count), "confidence": rng.beta(8, 1, count)}
-    )
-    return inputs, predictions
 
 
 def _stored_baseline(tmp_path: Path, inputs: pd.DataFrame, predictions: pd.DataFrame) -> MonitoringBaseline:
@@ -124,7 +105,7 @@ def test_a_bad_monitoring_setting_is_refused_naming_the_file_setting_and_value(
 
 
 def test_a_days_log_is_read_with_empty_partial_and_damaged_files_and_bad_records_named(tmp_path: Path) -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     good = records_like(inputs, predictions, 5, TAG)
     folder = tmp_path / "predictions"
     # A writer still appending: its last line is cut short and left out.
@@ -176,7 +157,7 @@ def _log(tmp_path: Path, records: list[dict]):
 
 
 def test_without_a_version_every_signal_says_so_never_no_drift(tmp_path: Path) -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     log = _log(tmp_path, records_like(inputs, predictions, 300, TAG))
     assessment = assess_day(log, None, None, MonitoringSettings(), "no version is in production in local")
     assert [v.signal for v in assessment.verdicts] == [*SIGNALS, "input.embedding"]
@@ -188,7 +169,7 @@ def test_without_a_version_every_signal_says_so_never_no_drift(tmp_path: Path) -
 
 
 def test_a_missing_baseline_is_named_with_the_version(tmp_path: Path) -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     assessment = assess_day(
         _log(tmp_path, records_like(inputs, predictions, 300, TAG)), VERSION, None, MonitoringSettings()
     )
@@ -202,7 +183,7 @@ def test_a_missing_baseline_is_named_with_the_version(tmp_path: Path) -> None:
 
 
 def test_records_of_another_version_are_not_compared_and_too_few_of_ours_is_not_enough_data(tmp_path: Path) -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     records = records_like(inputs, predictions, 150, TAG) + records_like(inputs, predictions, 400, "other:v9", seed=2)
     baseline = _stored_baseline(tmp_path / "baseline", inputs, predictions)
     assessment = assess_day(_log(tmp_path, records), VERSION, baseline, MonitoringSettings())
@@ -217,7 +198,7 @@ def test_records_of_another_version_are_not_compared_and_too_few_of_ours_is_not_
 
 
 def test_an_empty_or_cut_short_log_is_not_enough_data_with_what_was_left_out(tmp_path: Path) -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     baseline = _stored_baseline(tmp_path / "baseline", inputs, predictions)
     log = _log(tmp_path, [])
     # A writer that died mid-line: its process is gone, so the line will never be finished, and is named.
@@ -238,7 +219,7 @@ def test_an_empty_or_cut_short_log_is_not_enough_data_with_what_was_left_out(tmp
 
 
 def test_in_distribution_traffic_shows_no_drift_on_any_signal(tmp_path: Path) -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     current = pd.DataFrame(records_like(inputs, predictions, 400, TAG, seed=5))
     result = measure_drift(current, inputs, predictions, MonitoringSettings())
     assert [(v.signal, v.verdict) for v in result.verdicts] == [(signal, NO_DRIFT) for signal in SIGNALS]
@@ -260,7 +241,7 @@ def test_in_distribution_traffic_shows_no_drift_on_any_signal(tmp_path: Path) ->
 
 
 def test_inverted_images_drift_severely_and_lower_confidence_raises_the_low_confidence_share() -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     current = pd.DataFrame(records_like(inputs, predictions, 400, TAG, seed=6))
     current["brightness"] = 1.0 - current["brightness"]
     current["label"] = "8"  # every answer the same label
@@ -282,7 +263,7 @@ def test_inverted_images_drift_severely_and_lower_confidence_raises_the_low_conf
 
 
 def test_a_moderate_shift_is_drift_not_severe_drift() -> None:
-    inputs, predictions = _baseline_frames()
+    inputs, predictions = baseline_frames()
     current = pd.DataFrame(records_like(inputs, predictions, 400, TAG, seed=7))
     current["contrast"] = current["contrast"] + 0.02  # half a standard deviation
     verdicts = {v.signal: v for v in measure_drift(current, inputs, predictions, MonitoringSettings()).verdicts}

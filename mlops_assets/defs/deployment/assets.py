@@ -41,13 +41,11 @@ def record_metadata(record: DeploymentRecord, redeployed: bool) -> dict[str, dg.
 
 def deploy_to(stage: str, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Make `stage` serve the registry's version for it (left as it is when already live and healthy)."""
-    from mlops_assets.deploy_release import deploy_stage, target_version
-    from mlops_assets.resources.deployer import deployer_for
+    from mlops_assets.deploy_release import already_live, deploy_stage
 
-    deployer = deployer_for(stage, settings.environment_settings())
-    live, due = deployer.status(), target_version(stage)
-    if live is not None and due == live.model_version and not deployer.health():
-        context.log.info(f"Version {due} is already live in {stage} at {live.url}; nothing restarted.")
+    live = already_live(stage)
+    if live is not None:
+        context.log.info(f"Version {live.model_version} is already live in {stage} at {live.url}; nothing restarted.")
         return dg.MaterializeResult(metadata=record_metadata(live, redeployed=False))
     from mlops_assets.lib.deploy.progress import reporting_to
 
