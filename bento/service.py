@@ -33,6 +33,7 @@ with bentoml.importing():
     from mlops_assets.lib.monitoring.capture import FEEDBACK_EXAMPLE, Capture
     from mlops_assets.lib.monitoring.embeddings import compact_embedding
     from mlops_assets.lib.monitoring.settings import alert_label_problem
+    from mlops_assets.lib.serving.access_records import skip_dropped_access_records
     from mlops_assets.lib.serving.connection_rebalancer import ConnectionRebalancer
     from mlops_assets.lib.serving.direct_dispatch import DirectDispatch
     from mlops_assets.lib.serving.disabled_tracing import skip_disabled_tracing
@@ -231,10 +232,12 @@ class ImageClassifier:
     model_ref = bentoml.models.BentoModel(ARGUMENTS.model_tag)
 
     def __init__(self) -> None:
-        # Before the first request: BentoML's request timeout otherwise keeps a live timer per request, and
-        # OpenTelemetry's middleware does its per-request work even with tracing off (see the modules).
+        # Before the first request: BentoML's request timeout otherwise keeps a live timer per request,
+        # OpenTelemetry's middleware does its per-request work even with tracing off, and uvicorn builds an access
+        # record per response that BentoML's logging levels drop (see the modules).
         cancel_request_timers()
         skip_disabled_tracing()
+        skip_dropped_access_records()
         configure_cpu_threads(ARGUMENTS.torch_threads)
         document = read_package_document(Path(self.model_ref.path))
         self.spec = ImageSpec.from_dict(document["spec"])
@@ -326,12 +329,14 @@ class ImageClassifier:
         gc.freeze()
 
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
-        """Probabilities [N, classes] for uint8 images [N, C, H, W]; runs on the batcher's thread."""
+        """Probabilities [N, classes] for uint8 images [N, C, H, W], followed by the model's embedding [N, D] when
+        embeddings are logged; runs on the batcher's thread (or inline, see `MicroBatcher`)."""
         with inference_context(self.device):
             if not self.embedding_rate:
                 return self.model.predict_uint8(pixels)
+            # The embedding as the model gives it: it is compacted only for the requests that log it.
             probabilities, embeddings = self.model.predict_uint8_with_embedding(pixels)
-            return np.concatenate([probabilities, compact_embedding(embeddings, self.embedding_dims)], axis=1)
+            return np.concatenate([probabilities, embeddings], axis=1)
 
     def _record_batch(self, size: int, waited_s: float) -> None:
         self.batch_size.observe(size)
@@ -441,6 +446,8 @@ class ImageClassifier:
         if sampled:
             # Decided per request, like the sampling itself.
             embedded = self.embedding_rate > 0 and self.embedding_random.random() < self.embedding_rate
+            if embedded:
+                embeddings = compact_embedding(embeddings, self.embedding_dims)
             self.prediction_log.submit(
                 [
                     prediction_record(

@@ -9,13 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mlops_assets.lib.data.preprocessing import ImageSpec, normalize
 from mlops_assets.lib.models.plugins.cnn import SmallCNNPlugin
 from mlops_assets.lib.models.plugins.softmax import SoftmaxRegressionPlugin
 from mlops_assets.lib.monitoring.baseline import EMBEDDINGS_FILE, INPUTS_FILE, PREDICTIONS_FILE, MonitoringBaseline
 from mlops_assets.lib.monitoring.drift import SIGNALS as DRIFT_SIGNALS
-from mlops_assets.lib.monitoring.embeddings import EMBEDDING, EMBEDDING_METHOD, compact_embedding, embedding_drift
+from mlops_assets.lib.monitoring.embeddings import (
+    EMBEDDING,
+    EMBEDDING_METHOD,
+    _projection,
+    compact_embedding,
+    embedding_drift,
+)
 from mlops_assets.lib.monitoring.logs import read_day
 from mlops_assets.lib.monitoring.monitor import MonitoredVersion, assess_day
 from mlops_assets.lib.monitoring.settings import MonitoringSettings
@@ -59,6 +66,26 @@ def test_the_cnn_embedding_is_its_penultimate_layer_compacted_to_the_bound(plugi
     # The same projection every time (the service and the baseline must agree); a small one is kept as it is.
     np.testing.assert_array_equal(compact, compact_embedding(raw, MAX_DIMS))
     np.testing.assert_array_equal(compact_embedding(raw[:, :8], MAX_DIMS), np.round(raw[:, :8], 4))
+
+
+def test_the_embedding_pass_answers_as_the_whole_network_in_eval_mode(plugin: SmallCNNPlugin) -> None:
+    spec = ImageSpec(height=16, width=16, channels=1, mean=(0.5,), std=(0.5,))
+    inputs = normalize(_images(4, 0), spec)
+    network = plugin._network
+    # Left in training mode (as training leaves it): the predictions are still those of eval mode (no dropout, the
+    # running batch-norm statistics), and the same with or without the embedding.
+    network.train()
+    probabilities, _ = plugin.predict_with_embedding(inputs)
+    assert not network.training
+    with torch.inference_mode():
+        expected = torch.softmax(network(torch.from_numpy(inputs)), dim=1).numpy()
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(plugin.predict_proba(inputs), expected, rtol=1e-6, atol=1e-7)
+    # The projection is drawn once and shared: no caller can change it for the others.
+    first = compact_embedding(np.ones((1, 128), dtype=np.float32), MAX_DIMS)
+    np.testing.assert_array_equal(first, compact_embedding(np.ones((1, 128), dtype=np.float32), MAX_DIMS))
+    with pytest.raises(ValueError, match="read-only"):
+        _projection(128, MAX_DIMS)[0, 0] = 1.0
 
 
 def test_same_distribution_is_no_drift_and_shifted_inputs_are_drift(plugin: SmallCNNPlugin) -> None:

@@ -76,6 +76,8 @@ class LoadedModel:
         """Probabilities for normalized inputs, in bounded batches."""
         if len(inputs) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if len(inputs) <= batch_size:  # one batch: nothing to concatenate (the serving path, one request's images)
+            return self.plugin.predict_proba(inputs)
         return np.concatenate(
             [
                 self.plugin.predict_proba(inputs[start : start + batch_size])
@@ -87,6 +89,8 @@ class LoadedModel:
         """Probabilities for uint8 images [N, C, H, W], normalized batch by batch."""
         if len(images) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if len(images) <= batch_size:
+            return self.plugin.predict_proba(normalize(images, self.spec))
         return np.concatenate(
             [
                 self.plugin.predict_proba(normalize(images[start : start + batch_size], self.spec))
@@ -101,6 +105,8 @@ class LoadedModel:
         plug-in has none (`ModelPlugin.has_embedding`)."""
         if len(images) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32), None
+        if len(images) <= batch_size:
+            return self.plugin.predict_with_embedding(normalize(images, self.spec))
         pieces = [
             self.plugin.predict_with_embedding(normalize(images[start : start + batch_size], self.spec))
             for start in range(0, len(images), batch_size)

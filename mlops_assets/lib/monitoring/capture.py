@@ -155,6 +155,16 @@ class Capture:
         hard, alerts = [], []
         rules = self.settings.hard_cases
         for index, (data, label, confidence) in enumerate(zip(uploads, labels, confidences, strict=True)):
+            threshold = self.settings.alert_labels.get(label)
+            alert = threshold is not None and confidence >= threshold
+            kept = (
+                confidence <= rules.confidence
+                and len(data) <= rules.max_bytes
+                and (rules.sample_rate >= 1.0 or self._random.random() < rules.sample_rate)
+                and self._room_today()
+            )
+            if not (alert or kept):
+                continue  # the common case: nothing to build (this runs on every answered image)
             record = {
                 "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                 "stage": self.stage,
@@ -165,18 +175,13 @@ class Capture:
                 "label": label,
                 "confidence": round(float(confidence), 6),
                 "bytes": len(data),
+                "image": base64.b64encode(data).decode(),
             }
-            threshold = self.settings.alert_labels.get(label)
-            if threshold is not None and confidence >= threshold:
-                alerts.append({**record, "alert_confidence": threshold, "image": base64.b64encode(data).decode()})
-            if (
-                confidence <= rules.confidence
-                and len(data) <= rules.max_bytes
-                and (rules.sample_rate >= 1.0 or self._random.random() < rules.sample_rate)
-                and self._room_today()
-            ):
+            if alert:
+                alerts.append({**record, "alert_confidence": threshold})
+            if kept:
                 self._kept_today += 1
-                hard.append({**record, "image": base64.b64encode(data).decode()})
+                hard.append(record)
         if hard:
             self.hard_case_log.submit(hard)
         if alerts:

@@ -7,6 +7,7 @@ baseline's, and its ROC AUC on held-out rows is the statistic (0.5: indistinguis
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -29,11 +30,19 @@ def compact_embedding(embeddings: np.ndarray, max_dims: int) -> np.ndarray:
     embeddings = np.asarray(embeddings, dtype=np.float32)
     dims = embeddings.shape[1]
     if dims > max_dims:
-        projection = np.random.default_rng(_PROJECTION_SEED + dims * 4099 + max_dims).standard_normal(
-            (dims, max_dims), dtype=np.float32
-        ) / np.sqrt(max_dims, dtype=np.float32)
-        embeddings = embeddings @ projection
+        embeddings = embeddings @ _projection(dims, max_dims)
     return np.round(embeddings, 4)
+
+
+@functools.cache
+def _projection(dims: int, max_dims: int) -> np.ndarray:
+    """The [dims, max_dims] projection, drawn once per process: drawing it costs more than a small model's whole
+    forward pass, and the service compacts embeddings on every logged request."""
+    projection = np.random.default_rng(_PROJECTION_SEED + dims * 4099 + max_dims).standard_normal(
+        (dims, max_dims), dtype=np.float32
+    ) / np.sqrt(max_dims, dtype=np.float32)
+    projection.setflags(write=False)  # shared by every caller
+    return projection
 
 
 def embedding_drift(current: np.ndarray, reference: np.ndarray, thresholds: Thresholds, min_rows: int) -> SignalVerdict:

@@ -36,13 +36,15 @@ class DirectDispatch:
     `headers()` (what BentoML's API layer adds to every answer). Requests without a `GuardedBody`, and those the
     handler returns None for, pass to the app untouched.
 
-    `handler` is looked up per request (the service instance is created after the middleware stack is built).
+    `handler()` is called on the first guarded request (the service instance is created after the middleware stack
+    is built) and its answer kept for the process's life.
     """
 
     def __init__(self, app: ASGIApp, handler: Callable[[], Handler], headers: Callable[[], Mapping[str, str]]) -> None:
         self.app = app
-        self.handler = handler
+        self.find_handler = handler
         self.headers = headers
+        self._handler: Handler | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = scope.get(GUARDED_BODY)
@@ -50,7 +52,9 @@ class DirectDispatch:
             await self.app(scope, receive, send)
             return
         try:
-            response = await self.handler()(scope, guarded)
+            if self._handler is None:
+                self._handler = self.find_handler()
+            response = await self._handler(scope, guarded)
         except Exception:
             # What BentoML's API wrapper does with an exception from an API method: log it, answer a generic 500.
             logger.exception("Unexpected error answering %s %s", scope.get("method"), scope["path"])
