@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import random
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,7 +120,8 @@ class Capture:
         self.hard_case_log = PredictionLog(substore(store, HARD_CASES), 1.0, stage=stage)
         self.alert_log = PredictionLog(substore(store, ALERT_INPUTS), 1.0, stage=stage)
         self._random = random.Random(seed)
-        self._day, self._kept_today = "", 0
+        # The UTC day's end (epoch seconds) and the hard cases kept since it began.
+        self._day_ends, self._kept_today = 0.0, 0
 
     def close(self) -> None:
         for log in (self.feedback_log, self.hard_case_log, self.alert_log):
@@ -136,9 +138,12 @@ class Capture:
         return len(items)
 
     def _room_today(self) -> bool:
-        today = f"{dt.datetime.now(dt.UTC):%Y-%m-%d}"
-        if today != self._day:
-            self._day, self._kept_today = today, 0
+        # Compared with the day's end in epoch seconds: this runs for every low-confidence image, and formatting
+        # the date each time costs more than the comparison.
+        now = time.time()
+        if now >= self._day_ends:
+            midnight = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            self._day_ends, self._kept_today = (midnight + dt.timedelta(days=1)).timestamp(), 0
         return self._kept_today < self.settings.hard_cases.max_per_day
 
     def keep(
