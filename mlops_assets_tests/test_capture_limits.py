@@ -1,4 +1,4 @@
-"""The hard-case bound: at most `hard_cases.max_per_day` kept per server process and UTC day, counted afresh each day."""
+"""The hard-case bound: at most `hard_cases.max_per_day` kept per process and UTC day, counted afresh each day."""
 
 from __future__ import annotations
 
