@@ -321,6 +321,11 @@ class ImageClassifier:
             name="rebalanced_connections",
             documentation="Keep-alive connections closed by a backlogged worker so the client reconnects elsewhere.",
         )
+        # One pass before the first request: torch's first pass allocates and picks its kernels, and the embedding's
+        # projection is drawn, here instead of on a client's request (and before the heap is frozen below).
+        warm_up = self._forward(np.zeros((1, self.spec.channels, self.spec.height, self.spec.width), dtype=np.uint8))
+        if self.embedding_rate:
+            compact_embedding(warm_up[:, len(self.labels) :], self.embedding_dims)
         _log_event("inference_ready", model_version=self.version, device=self.device, pid=os.getpid())
         # Everything loaded so far (torch, BentoML, the model) lives as long as the process. Moving it out of the
         # collector's generations keeps each full collection from re-scanning it: that scan stalled the event loop

@@ -135,6 +135,30 @@ def test_a_failing_handler_gets_bentomls_generic_500_and_the_error_is_logged(cap
     assert "RuntimeError: the model broke" in caplog.text
 
 
+def test_the_handler_is_looked_up_once_and_a_failing_lookup_answers_500_and_is_tried_again(caplog) -> None:
+    # The service instance exists only once the server has started: a lookup before then fails, is not kept, and the
+    # next request looks again; once found, the handler is kept for the process's life.
+    lookups: list[str] = []
+
+    async def handler(scope: dict, guarded: GuardedBody) -> Response:
+        return JSONResponse({"files": len(guarded.files)})
+
+    def find() -> object:
+        lookups.append("lookup")
+        if len(lookups) == 1:
+            raise RuntimeError("the service is not instantiated yet")
+        return handler
+
+    middleware = DirectDispatch(Recorder(), handler=find, headers=dict)
+    with caplog.at_level(logging.ERROR, logger="bentoml.image_classifier"):
+        first = _call(middleware, _scope("/predict", GuardedBody(b"body", [b"a"])))
+    answers = [_call(middleware, _scope("/predict", GuardedBody(b"body", [b"a", b"b"]))) for _ in range(2)]
+    assert (first[0]["status"], json.loads(first[1]["body"])) == (500, {"error": UNEXPECTED_ERROR})
+    assert "RuntimeError: the service is not instantiated yet" in caplog.text
+    assert [(sent[0]["status"], json.loads(sent[1]["body"])) for sent in answers] == [(200, {"files": 2})] * 2
+    assert lookups == ["lookup", "lookup"]
+
+
 def test_the_guard_attaches_the_files_it_read_to_the_scope_and_replays_the_body() -> None:
     app = Recorder()
     guard = RequestGuard(app, routes={"/predict": FORM}, api_key_env="MLOPS_TEST_UNSET_KEY")

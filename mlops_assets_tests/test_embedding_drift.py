@@ -68,24 +68,33 @@ def test_the_cnn_embedding_is_its_penultimate_layer_compacted_to_the_bound(plugi
     np.testing.assert_array_equal(compact_embedding(raw[:, :8], MAX_DIMS), np.round(raw[:, :8], 4))
 
 
-def test_the_embedding_pass_answers_as_the_whole_network_in_eval_mode(plugin: SmallCNNPlugin) -> None:
+def test_predictions_are_those_of_eval_mode_whatever_mode_training_left(plugin: SmallCNNPlugin) -> None:
     spec = ImageSpec(height=16, width=16, channels=1, mean=(0.5,), std=(0.5,))
     inputs = normalize(_images(4, 0), spec)
     network = plugin._network
-    # Left in training mode (as training leaves it): the predictions are still those of eval mode (no dropout, the
-    # running batch-norm statistics), and the same with or without the embedding.
+    network.eval()
+    with torch.inference_mode():
+        expected = torch.softmax(network(torch.from_numpy(inputs)), dim=1).numpy()
+    # Each prediction path, with the network left in training mode (dropout on, batch statistics): the answers are
+    # still eval mode's, and the same with or without the embedding.
     network.train()
     probabilities, _ = plugin.predict_with_embedding(inputs)
     assert not network.training
-    with torch.inference_mode():
-        expected = torch.softmax(network(torch.from_numpy(inputs)), dim=1).numpy()
     np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-7)
+    network.train()
     np.testing.assert_allclose(plugin.predict_proba(inputs), expected, rtol=1e-6, atol=1e-7)
-    # The projection is drawn once and shared: no caller can change it for the others.
-    first = compact_embedding(np.ones((1, 128), dtype=np.float32), MAX_DIMS)
-    np.testing.assert_array_equal(first, compact_embedding(np.ones((1, 128), dtype=np.float32), MAX_DIMS))
+    assert not network.training
+
+
+def test_the_projection_is_drawn_once_per_shape_and_cannot_be_changed() -> None:
+    _projection.cache_clear()
+    compact_embedding(np.ones((1, 128), dtype=np.float32), MAX_DIMS)
+    compact_embedding(np.ones((3, 128), dtype=np.float32), MAX_DIMS)
+    assert (_projection.cache_info().misses, _projection.cache_info().hits) == (1, 1)
+    projection = _projection(128, MAX_DIMS)
+    assert projection.shape == (128, MAX_DIMS)
     with pytest.raises(ValueError, match="read-only"):
-        _projection(128, MAX_DIMS)[0, 0] = 1.0
+        projection[0, 0] = 1.0
 
 
 def test_same_distribution_is_no_drift_and_shifted_inputs_are_drift(plugin: SmallCNNPlugin) -> None:

@@ -5,11 +5,15 @@ import io
 import json
 import re
 import time
+from pathlib import Path
 
+import bentoml
 import numpy as np
 import pytest
 from PIL import Image
 
+from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
+from mlops_assets.lib.monitoring.embeddings import compact_embedding
 from mlops_assets_tests.service_fixtures import ServedBento, metric_total
 
 pytestmark = pytest.mark.e2e
@@ -168,6 +172,41 @@ def test_prediction_log_records_input_statistics_answer_and_model_version(served
     # The CNN's 128 penultimate activations, compacted to the default bound (monitoring.capture.embeddings.max_dims).
     assert len(record["embedding"]) == 32
     assert all(isinstance(value, float) for value in record["embedding"])
+
+
+def test_each_logged_embedding_is_the_models_compacted_embedding_of_its_own_image(served_bento: ServedBento) -> None:
+    # Several images in one request: each record carries its own image's embedding (rows not shifted), compacted
+    # exactly as monitoring compacts the baseline's.
+    model_dir = Path(bentoml.models.get(served_bento.model_tag).path)
+    model, policy = load_package(model_dir, device="cpu"), package_policy(read_package_document(model_dir))
+    images = [data for _, data in served_bento.samples[:3]]
+    files = [("images", (f"{index}.png", data, "image/png")) for index, data in enumerate(images)]
+    with served_bento.client() as client:
+        request_id = client.post("/predict", files=files).json()["request_id"]
+    deadline = time.monotonic() + 10
+    logged: list[dict] = []
+    while time.monotonic() < deadline and len(logged) < len(images):
+        time.sleep(0.2)
+        logged = sorted(
+            (
+                record
+                for path in (served_bento.home / "predictions").glob("*.jsonl")
+                for record in map(json.loads, path.read_text().splitlines())
+                if record["request_id"] == request_id
+            ),
+            key=lambda record: record["index"],
+        )
+    assert [record["index"] for record in logged] == [0, 1, 2]
+    spec = model.spec
+    pixels = np.stack(
+        [policy.decode_input(policy.open_input(data, spec.height, spec.width, spec.channels)) for data in images]
+    )
+    _, embeddings = model.predict_uint8_with_embedding(pixels)
+    expected = compact_embedding(embeddings, 32)
+    for record in logged:
+        # Rounded to 4 decimals on both sides; another thread count may move a value across a rounding boundary.
+        np.testing.assert_allclose(record["embedding"], expected[record["index"]], rtol=0, atol=1.5e-4)
+    assert not np.allclose(expected[0], expected[1], rtol=0, atol=1e-3)  # images told apart by their embeddings
 
 
 @pytest.mark.parametrize(

@@ -115,8 +115,10 @@ def test_inference_context_disables_autograd_and_picks_mixed_precision_only_on_c
     assert uses_mixed_precision("cuda:0") and not uses_mixed_precision("cpu")
     layer = torch.nn.Linear(2, 2)
     with inference_context("cpu"):
+        assert torch.is_inference_mode_enabled()
         output = layer(torch.ones(1, 2))
-    assert not output.requires_grad and output.dtype == torch.float32
+    assert not torch.is_inference_mode_enabled()
+    assert output.is_inference() and not output.requires_grad and output.dtype == torch.float32
 
 
 @pytest.mark.gpu
@@ -124,6 +126,7 @@ def test_inference_context_disables_autograd_and_picks_mixed_precision_only_on_c
 def test_inference_context_runs_float16_on_cuda() -> None:
     layer = torch.nn.Linear(2, 2).cuda()
     with inference_context("cuda"):
+        assert torch.is_inference_mode_enabled()
         assert layer(torch.ones(1, 2, device="cuda")).dtype == torch.float16
 
 

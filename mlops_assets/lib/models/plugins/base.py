@@ -147,7 +147,8 @@ class ModelPlugin(abc.ABC):
 
     @abc.abstractmethod
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
-        """Class probabilities [N, num_classes] for normalized float32 inputs [N, C, H, W]."""
+        """Class probabilities [N, num_classes] for normalized float32 inputs [N, C, H, W], in a new array the caller
+        owns (a one-batch prediction hands it on as it is)."""
 
     def predict_with_embedding(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities [N, num_classes] and the penultimate layer's activations [N, D] (float32) for the same
