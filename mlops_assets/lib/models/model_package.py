@@ -76,26 +76,14 @@ class LoadedModel:
         """Probabilities for normalized inputs, in bounded batches."""
         if len(inputs) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if len(inputs) <= batch_size:  # one batch: nothing to concatenate (the serving path, one request's images)
-            return self.plugin.predict_proba(inputs)
-        return np.concatenate(
-            [
-                self.plugin.predict_proba(inputs[start : start + batch_size])
-                for start in range(0, len(inputs), batch_size)
-            ]
-        )
+        return _joined([self.plugin.predict_proba(batch) for batch in _batches(inputs, batch_size)])
 
     def predict_uint8(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Probabilities for uint8 images [N, C, H, W], normalized batch by batch."""
         if len(images) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if len(images) <= batch_size:
-            return self.plugin.predict_proba(normalize(images, self.spec))
-        return np.concatenate(
-            [
-                self.plugin.predict_proba(normalize(images[start : start + batch_size], self.spec))
-                for start in range(0, len(images), batch_size)
-            ]
+        return _joined(
+            [self.plugin.predict_proba(normalize(batch, self.spec)) for batch in _batches(images, batch_size)]
         )
 
     def predict_uint8_with_embedding(
@@ -105,15 +93,22 @@ class LoadedModel:
         plug-in has none (`ModelPlugin.has_embedding`)."""
         if len(images) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32), None
-        if len(images) <= batch_size:
-            return self.plugin.predict_with_embedding(normalize(images, self.spec))
         pieces = [
-            self.plugin.predict_with_embedding(normalize(images[start : start + batch_size], self.spec))
-            for start in range(0, len(images), batch_size)
+            self.plugin.predict_with_embedding(normalize(batch, self.spec)) for batch in _batches(images, batch_size)
         ]
-        probabilities = np.concatenate([piece[0] for piece in pieces])
+        probabilities = _joined([piece[0] for piece in pieces])
         embeddings = [piece[1] for piece in pieces]
-        return probabilities, None if embeddings[0] is None else np.concatenate(embeddings)
+        return probabilities, None if embeddings[0] is None else _joined(embeddings)
+
+
+def _batches(items: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """`items` in consecutive slices (views) of at most `batch_size` rows."""
+    return [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
+
+
+def _joined(pieces: list[np.ndarray]) -> np.ndarray:
+    # One batch (the serving path: one request's images) is handed on as it is, with nothing to concatenate.
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def package_policy(document: dict[str, Any]) -> ImagePolicy:
