@@ -188,6 +188,12 @@ def test_a_process_is_described_by_its_whole_command_line_with_long_arguments_sh
     long_argument = "--instance-ref=" + "x" * 200
     process = psutil.Popen([sys.executable, "-c", code, "run-worker", long_argument])
     try:
+        # Between fork and exec the child has no command line of its own yet (psutil reads it empty and describe
+        # falls back to the name): wait until the kernel shows the new program's arguments.
+        deadline = time.monotonic() + 30
+        while long_argument not in process.cmdline():
+            assert time.monotonic() < deadline, f"the child never showed its arguments: {process.cmdline()}"
+            time.sleep(0.01)
         described = describe(process)
     finally:
         process.kill()
