@@ -22,7 +22,7 @@ from mlops_assets.config_checks import check_before_run
 from mlops_assets.lib.data.expectation_profiles import PROFILES_DIR
 from mlops_assets.lib.environment_settings import EnvironmentSettings, load_environment_settings
 from mlops_assets.lib.errors import DEBUG_VARIABLE
-from mlops_assets.lib.settings_validation import ConfigError
+from mlops_assets.lib.settings_validation import ConfigError, _CoreSchemaLoader, load_settings_yaml
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 ENVIRONMENT = yaml.safe_load(settings.environment_file("local").read_text())
@@ -291,6 +291,19 @@ def test_the_project_settings_pass_the_checks() -> None:
     checked = load_environment_settings(settings.environment_file("local"), "local")
     assert (checked.server.port, checked.serving.api_workers, checked.promotion.floor) == (3030, 2, 0.8)
     assert check_before_run({"ops": {"trained_model": {"config": {"epochs": 2, "learning_rate": 0.01}}}}) is None
+
+
+def test_libyaml_reads_settings_as_the_pure_python_parser_does() -> None:
+    # Settings are parsed with libyaml for speed; what they mean must not depend on which parser read them.
+    root = Path(settings.__file__).resolve().parent.parent
+    documents = [
+        path.read_text() for folder in ("deployments", "mlops_assets") for path in (root / folder).rglob("*.yaml")
+    ]
+    documents.append("a: yes\nb: on\nc: True\nd: 1.5e3\ne: 0x10\nf: ~\ng: 2020-01-01\nh: '07'\ni: [1, {j: k}]\n")
+    assert len(documents) > 5
+    for text in documents:
+        assert load_settings_yaml(text) == yaml.load(text, Loader=_CoreSchemaLoader)  # noqa: S506 - a SafeLoader
+    assert load_settings_yaml("a: yes\nb: on\nc: TRUE\n") == {"a": "yes", "b": "on", "c": True}
 
 
 def test_debug_shows_the_stack_trace_of_a_user_error(tmp_path: Path, isolated_cli: None) -> None:
