@@ -7,20 +7,23 @@ config schema instead, so a launch that sets any of their fields is a config err
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import dagster as dg
 
 FIXED_NOTE = "Fixed by the code location; run config cannot change it."
+
+Resource = TypeVar("Resource", bound=dg.ConfigurableResource)
 
 
 def fixed_resource(resource: dg.ConfigurableResource, description: str) -> dg.ResourceDefinition:
     """`resource` exactly as bound here (its setup and teardown still run), with no fields open to run config."""
 
     @dg.resource(config_schema={}, description=f"{description} {FIXED_NOTE}")
-    def _fixed(_context: dg.InitResourceContext) -> Iterator[dg.ConfigurableResource]:
-        with resource.process_config_and_initialize_cm() as initialized:
+    def _fixed(context: dg.InitResourceContext) -> Iterator[dg.ConfigurableResource]:
+        with _initialized(resource, context.instance) as initialized:
             yield initialized
 
     return _fixed
@@ -49,7 +52,27 @@ def fixed_io_manager(source: dg.ConfigurableResource, description: str) -> dg.IO
 
     @dg.io_manager(config_schema={}, description=f"{description} {FIXED_NOTE}")
     def _fixed(context: dg.InitResourceContext) -> Iterator[dg.IOManager]:
-        with source.process_config_and_initialize_cm() as initialized:
+        with _initialized(source, context.instance) as initialized:
             yield initialized.io_manager(context.instance)
 
     return _fixed
+
+
+@contextlib.contextmanager
+def _initialized(resource: Resource, instance: dg.DagsterInstance) -> Iterator[Resource]:
+    """`resource` set up (and torn down after) as `process_config_and_initialize_cm()` does, on the run's instance.
+
+    That method builds its context without an instance, so Dagster creates an ephemeral one (in-memory storage and
+    its schema migrations, about 0.1 s) for every fixed resource of every run; a rebuild runs several of each.
+    """
+    # dagster is pinned exactly: these are the steps of ConfigurableResource.process_config_and_initialize_cm.
+    from dagster._config.post_process import post_process_config
+
+    config = post_process_config(resource._config_schema.config_type, resource._convert_to_config_dictionary())  # noqa: SLF001
+    if not config.success:
+        raise dg.DagsterInvalidConfigError("Errors while initializing resource", config.errors, config)
+    with (
+        dg.build_init_resource_context(config=config.value, instance=instance) as context,
+        type(resource).from_resource_context_cm(context, nested_resources=resource.nested_resources) as initialized,
+    ):
+        yield initialized
