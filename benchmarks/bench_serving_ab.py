@@ -272,10 +272,14 @@ def main() -> None:
     os.environ.pop("MLOPS_API_KEY", None)
     work = Path(tempfile.mkdtemp(prefix="trees-", dir=home))
     try:
-        trees = {name: variant_tree(name, source, work) for name, source in args.variants.items()}
-    except ValueError as error:
-        sys.exit(str(error))
-    experiment = run_experiment(args, trees, home)
+        try:
+            trees = {name: variant_tree(name, source, work) for name, source in args.variants.items()}
+        except ValueError as error:
+            sys.exit(str(error))
+        experiment = run_experiment(args, trees, home)
+    finally:
+        # The variants' trees and servers' files go; a --home keeps its trained models for the next experiment.
+        shutil.rmtree(work if args.home else home, ignore_errors=True)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "serving_ab.json"
     document = json.loads(path.read_text()) if path.exists() else {"experiments": {}}

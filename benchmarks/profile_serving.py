@@ -172,14 +172,22 @@ def profile_server(url: str, pids: list[int], wrk: str, script: Path, args: argp
 
 
 def run(args: argparse.Namespace) -> dict:
-    from mlops_assets.packaging import serving_arguments
-
     wrk = require_wrk()
     home = args.home or Path(tempfile.mkdtemp(prefix="profile-serving-"))
     home.mkdir(parents=True, exist_ok=True)
     os.environ["MLOPS_HOME"] = str(home)
     os.environ.pop("MLOPS_API_KEY", None)
     work = Path(tempfile.mkdtemp(prefix="profile-", dir=home))
+    try:
+        return _profile_all(args, wrk, home, work)
+    finally:
+        # The variants' trees, scripts and samples go; a --home keeps its trained models for the next run.
+        shutil.rmtree(work if args.home else home, ignore_errors=True)
+
+
+def _profile_all(args: argparse.Namespace, wrk: str, home: Path, work: Path) -> dict:
+    from mlops_assets.packaging import serving_arguments
+
     try:
         trees = {name: variant_tree(name, source, work) for name, source in args.variants.items()}
     except ValueError as error:
