@@ -16,6 +16,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 PATCHES = ROOT / "benchmarks" / "ab_patches"
 # The order the per-change experiment removes them in (the last one applied first undoes the first change).
 CHAIN = ("no-inline", "no-log-backlog", "no-timeout-rewrite", "no-tracing-skip", "no-direct-dispatch")
+# Ablations of the concurrency-1 experiments, applied to this tree in this order (any prefix of it, or one alone).
+ABLATIONS = ("no-own-metrics", "fixed-request-id", "no-prediction-sampling", "no-hard-case-capture")
 
 
 def _run(round_: int, requests_per_s: float, p50_ms: float, errors: int = 0) -> dict:
@@ -104,7 +106,29 @@ def test_the_patches_apply_to_this_tree_one_after_another_and_each_removes_its_c
         applied = subprocess.run(["git", "apply", str(PATCHES / f"{name}.patch")], cwd=work, capture_output=True)
         assert applied.returncode == 0, (name, applied.stderr.decode())
         assert text not in path.read_text(), name
-    assert sorted(path.stem for path in PATCHES.glob("*.patch")) == sorted(CHAIN)
+    assert sorted(path.stem for path in PATCHES.glob("*.patch")) == sorted(CHAIN + ABLATIONS)
+
+
+def test_each_ablation_applies_alone_and_all_apply_together(tmp_path: Path) -> None:
+    service = (ROOT / "bento" / "service.py").read_text()
+    removed = {
+        "no-own-metrics": "self.batch_size, self.batch_wait = null, null, null",
+        "fixed-request-id": "request_id = '0123456789abcdef0123456789abcdef'",
+        "no-prediction-sampling": "        sampled = False\n",
+        "no-hard-case-capture": None,
+    }
+    for name in ABLATIONS:
+        tree = variant_tree(name, f".+benchmarks/ab_patches/{name}.patch", tmp_path)
+        patched = (tree / "bento" / "service.py").read_text()
+        assert patched != service, name
+        if removed[name] is not None:
+            assert removed[name] in patched and removed[name] not in service, name
+    together = variant_tree(
+        "all", "." + "".join(f"+benchmarks/ab_patches/{name}.patch" for name in ABLATIONS), tmp_path
+    )
+    patched = (together / "bento" / "service.py").read_text()
+    assert all(text in patched for text in removed.values() if text is not None)
+    assert "self.capture.keep(" not in patched and "self.capture.keep(" in service
 
 
 def test_a_variant_names_what_is_wrong_with_its_source(tmp_path: Path) -> None:
