@@ -272,14 +272,17 @@ def main() -> None:
     os.environ.pop("MLOPS_API_KEY", None)
     work = Path(tempfile.mkdtemp(prefix="trees-", dir=home))
     try:
-        try:
-            trees = {name: variant_tree(name, source, work) for name, source in args.variants.items()}
-        except ValueError as error:
-            sys.exit(str(error))
-        experiment = run_experiment(args, trees, home)
-    finally:
-        # The variants' trees and servers' files go; a --home keeps its trained models for the next experiment.
+        trees = {name: variant_tree(name, source, work) for name, source in args.variants.items()}
+    except ValueError as error:
         shutil.rmtree(work if args.home else home, ignore_errors=True)
+        sys.exit(str(error))
+    try:
+        experiment = run_experiment(args, trees, home)
+    except BaseException:
+        print(f"The variants' trees and server logs are kept in {home} (remove it when done).", file=sys.stderr)
+        raise
+    # The variants' trees and servers' files go; a --home keeps its trained models for the next experiment.
+    shutil.rmtree(work if args.home else home, ignore_errors=True)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "serving_ab.json"
     document = json.loads(path.read_text()) if path.exists() else {"experiments": {}}

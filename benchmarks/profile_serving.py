@@ -179,10 +179,15 @@ def run(args: argparse.Namespace) -> dict:
     os.environ.pop("MLOPS_API_KEY", None)
     work = Path(tempfile.mkdtemp(prefix="profile-", dir=home))
     try:
-        return _profile_all(args, wrk, home, work)
-    finally:
-        # The variants' trees, scripts and samples go; a --home keeps its trained models for the next run.
-        shutil.rmtree(work if args.home else home, ignore_errors=True)
+        report = _profile_all(args, wrk, home, work)
+    except BaseException:
+        print(
+            f"The variants' trees, server logs and samples are kept in {home} (remove it when done).", file=sys.stderr
+        )
+        raise
+    # The variants' trees, scripts and samples go; a --home keeps its trained models for the next run.
+    shutil.rmtree(work if args.home else home, ignore_errors=True)
+    return report
 
 
 def _profile_all(args: argparse.Namespace, wrk: str, home: Path, work: Path) -> dict:

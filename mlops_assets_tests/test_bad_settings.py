@@ -22,7 +22,7 @@ from mlops_assets.config_checks import check_before_run
 from mlops_assets.lib.data.expectation_profiles import PROFILES_DIR
 from mlops_assets.lib.environment_settings import EnvironmentSettings, load_environment_settings
 from mlops_assets.lib.errors import DEBUG_VARIABLE
-from mlops_assets.lib.settings_validation import ConfigError, _CoreSchemaLoader, load_settings_yaml
+from mlops_assets.lib.settings_validation import ConfigError, _CoreSchemaLoader, load_settings_yaml, read_yaml
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 ENVIRONMENT = yaml.safe_load(settings.environment_file("local").read_text())
@@ -299,11 +299,35 @@ def test_libyaml_reads_settings_as_the_pure_python_parser_does() -> None:
     documents = [
         path.read_text() for folder in ("deployments", "mlops_assets") for path in (root / folder).rglob("*.yaml")
     ]
-    documents.append("a: yes\nb: on\nc: True\nd: 1.5e3\ne: 0x10\nf: ~\ng: 2020-01-01\nh: '07'\ni: [1, {j: k}]\n")
-    assert len(documents) > 5
+    assert len(documents) == len(list(root.glob("deployments/**/*.yaml"))) + len(
+        list(root.glob("mlops_assets/**/*.yaml"))
+    )
+    documents += [
+        "a: yes\nb: on\nc: True\nd: 1.5e3\ne: 0x10\nf: ~\ng: 2020-01-01\nh: '07'\ni: [1, {j: k}]\nk: .inf\nl: 017\n",
+        "base: &base {port: 1, host: x}\nstage:\n  <<: *base\n  port: 2\nt: !!str 12\nu: 2001-12-14 21:59:43.10\n",
+        "\ufeffname: caf\u00e9\r\nlist:\r\n  - 1\r\n  - [2, 3]\r\n",
+    ]
     for text in documents:
         assert load_settings_yaml(text) == yaml.load(text, Loader=_CoreSchemaLoader)  # noqa: S506 - a SafeLoader
     assert load_settings_yaml("a: yes\nb: on\nc: TRUE\n") == {"a": "yes", "b": "on", "c": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("server:\n  port:\t3030\n", "line 2, column 8"),
+        ("a: b\tc\n", "line 1, column 5"),
+        ("[a,\tb]\n", "line 1, column 4"),
+    ],
+)
+def test_a_tab_between_tokens_is_refused_as_it_always_was(tmp_path: Path, text: str, where: str) -> None:
+    # libyaml alone would read a tab between tokens as a space; settings were always read with PyYAML's parser,
+    # which refuses it, naming the character.
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        read_yaml(path)
+    assert str(refused.value) == f"{path}: not valid YAML ({where}: found character '\\t' that cannot start any token)"
 
 
 def test_debug_shows_the_stack_trace_of_a_user_error(tmp_path: Path, isolated_cli: None) -> None:

@@ -85,3 +85,22 @@ def test_run_config_cannot_change_a_fixed_resource() -> None:
             resources=_resources(),
             run_config={"resources": {"store": {"config": {"root": "/elsewhere"}}}},
         )
+
+
+@dg.asset
+def rooted(store: Store) -> str:
+    return store.root
+
+
+def test_a_fixed_resource_reads_its_environment_variables_when_each_run_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    resources = {"store": fixed_resource(Store(root=dg.EnvVar("STORE_ROOT"), inner=Inner(name="m")), "The store.")}
+    roots = []
+    for root in ("/first", "/second"):
+        monkeypatch.setenv("STORE_ROOT", root)
+        result = dg.materialize([rooted], resources=resources)
+        roots.append(result.output_for_node("rooted"))
+    assert roots == ["/first", "/second"]
+
+    monkeypatch.delenv("STORE_ROOT")
+    with pytest.raises(dg.DagsterInvalidConfigError, match='environment variable "STORE_ROOT" which is not set'):
+        dg.materialize([rooted], resources=resources)

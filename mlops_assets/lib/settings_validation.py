@@ -174,6 +174,10 @@ _FastCoreSchemaLoader.yaml_implicit_resolvers = _CoreSchemaLoader.yaml_implicit_
 
 def load_settings_yaml(text: str) -> Any:
     """Parse settings YAML with YAML 1.2's booleans (see `_CoreSchemaLoader`); raises yaml.YAMLError."""
+    if "\t" in text:
+        # libyaml takes a tab between tokens (`port:<TAB>3030`) as a space, where PyYAML's parser refuses it: the
+        # settings keep the reading (and the refusal) they always had.
+        return yaml.load(text, Loader=_CoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
     try:
         return yaml.load(text, Loader=_FastCoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
