@@ -19,6 +19,7 @@ Writes the experiment into serving_ab.json (other experiments there are kept) an
 """
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -29,6 +30,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +105,28 @@ def fingerprint(tree: Path) -> str:
     for path in sorted([*tree.glob("bento/*.py"), *tree.glob("mlops_assets/**/*.py")]):
         digest.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def scratch_home(given: Path | None, prefix: str) -> Iterator[tuple[Path, Path]]:
+    """The servers' MLOPS_HOME (`given`, or a new temporary folder named `prefix`...) and a work folder in it for the
+    variants' trees and the servers' files. After a run that finished, or one refused before it started (SystemExit),
+    the work folder goes, and a temporary home with it (a given home keeps its trained models for the next run);
+    after a failure both stay, and stderr says where, for the servers' logs."""
+    home = given or Path(tempfile.mkdtemp(prefix=prefix))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["MLOPS_HOME"] = str(home)
+    os.environ.pop("MLOPS_API_KEY", None)
+    work = Path(tempfile.mkdtemp(prefix="trees-", dir=home))
+    try:
+        yield home, work
+    except SystemExit:
+        shutil.rmtree(work if given else home, ignore_errors=True)
+        raise
+    except BaseException:
+        print(f"The variants' trees and the servers' files are kept in {home} (remove it when done).", file=sys.stderr)
+        raise
+    shutil.rmtree(work if given else home, ignore_errors=True)
 
 
 class ServiceVariant:
@@ -266,23 +290,12 @@ def main() -> None:
     args.variant_descriptions = _pairs(args.variant_description, "--variant-description")
     if args.rounds < 1 or args.duration < 1:
         parser.error("--rounds and --duration must be at least 1.")
-    home = args.home or Path(tempfile.mkdtemp(prefix="bench-serving-ab-"))
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["MLOPS_HOME"] = str(home)
-    os.environ.pop("MLOPS_API_KEY", None)
-    work = Path(tempfile.mkdtemp(prefix="trees-", dir=home))
-    try:
-        trees = {name: variant_tree(name, source, work) for name, source in args.variants.items()}
-    except ValueError as error:
-        shutil.rmtree(work if args.home else home, ignore_errors=True)
-        sys.exit(str(error))
-    try:
+    with scratch_home(args.home, "bench-serving-ab-") as (home, work):
+        try:
+            trees = {name: variant_tree(name, source, work) for name, source in args.variants.items()}
+        except ValueError as error:
+            sys.exit(str(error))
         experiment = run_experiment(args, trees, home)
-    except BaseException:
-        print(f"The variants' trees and server logs are kept in {home} (remove it when done).", file=sys.stderr)
-        raise
-    # The variants' trees and servers' files go; a --home keeps its trained models for the next experiment.
-    shutil.rmtree(work if args.home else home, ignore_errors=True)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "serving_ab.json"
     document = json.loads(path.read_text()) if path.exists() else {"experiments": {}}

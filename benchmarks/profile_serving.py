@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,13 @@ from benchmarks.bench_serving import (  # noqa: E402
     start_naive,
     stop_naive,
 )
-from benchmarks.bench_serving_ab import ServiceVariant, fingerprint, trained_model, variant_tree  # noqa: E402
+from benchmarks.bench_serving_ab import (  # noqa: E402
+    ServiceVariant,
+    fingerprint,
+    scratch_home,
+    trained_model,
+    variant_tree,
+)
 
 NAIVE = "naive_workers"
 # (group, what it covers, fragments of a frame's file). A sample belongs to the group of its innermost frame that
@@ -173,21 +178,8 @@ def profile_server(url: str, pids: list[int], wrk: str, script: Path, args: argp
 
 def run(args: argparse.Namespace) -> dict:
     wrk = require_wrk()
-    home = args.home or Path(tempfile.mkdtemp(prefix="profile-serving-"))
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["MLOPS_HOME"] = str(home)
-    os.environ.pop("MLOPS_API_KEY", None)
-    work = Path(tempfile.mkdtemp(prefix="profile-", dir=home))
-    try:
-        report = _profile_all(args, wrk, home, work)
-    except BaseException:
-        print(
-            f"The variants' trees, server logs and samples are kept in {home} (remove it when done).", file=sys.stderr
-        )
-        raise
-    # The variants' trees, scripts and samples go; a --home keeps its trained models for the next run.
-    shutil.rmtree(work if args.home else home, ignore_errors=True)
-    return report
+    with scratch_home(args.home, "profile-serving-") as (home, work):
+        return _profile_all(args, wrk, home, work)
 
 
 def _profile_all(args: argparse.Namespace, wrk: str, home: Path, work: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import types
 import typing
@@ -174,16 +175,14 @@ _FastCoreSchemaLoader.yaml_implicit_resolvers = _CoreSchemaLoader.yaml_implicit_
 
 def load_settings_yaml(text: str) -> Any:
     """Parse settings YAML with YAML 1.2's booleans (see `_CoreSchemaLoader`); raises yaml.YAMLError."""
-    if "\t" in text:
-        # libyaml takes a tab between tokens (`port:<TAB>3030`) as a space, where PyYAML's parser refuses it: the
-        # settings keep the reading (and the refusal) they always had.
-        return yaml.load(text, Loader=_CoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
-    try:
-        return yaml.load(text, Loader=_FastCoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError:
-        # Broken YAML is parsed again by PyYAML's own parser, whose error quotes the line and names the character
-        # (libyaml's does neither); if that parser accepts the text, its reading is the one the settings always had.
-        return yaml.load(text, Loader=_CoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
+    # PyYAML's own parser reads what libyaml would read differently or refuse less helpfully: a tab between tokens
+    # (`port:<TAB>3030`), which libyaml takes as a space where PyYAML refuses it, and broken YAML, whose error from
+    # PyYAML quotes the line and names the character (libyaml's does neither). If PyYAML accepts a text libyaml
+    # refused, its reading is the one the settings always had.
+    if "\t" not in text:
+        with contextlib.suppress(yaml.YAMLError):
+            return yaml.load(text, Loader=_FastCoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_CoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml(path: Path, source: str | None = None) -> Any:
