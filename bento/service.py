@@ -34,6 +34,7 @@ with bentoml.importing():
     from mlops_assets.lib.monitoring.embeddings import compact_embedding
     from mlops_assets.lib.monitoring.settings import alert_label_problem
     from mlops_assets.lib.serving.access_records import skip_dropped_access_records
+    from mlops_assets.lib.serving.buffered_metrics import buffer_metric_writes
     from mlops_assets.lib.serving.connection_rebalancer import ConnectionRebalancer
     from mlops_assets.lib.serving.direct_dispatch import DirectDispatch
     from mlops_assets.lib.serving.disabled_tracing import skip_disabled_tracing
@@ -45,6 +46,7 @@ with bentoml.importing():
     from mlops_assets.lib.serving.request_guard import GuardedBody, GuardedRoute, RequestGuard
     from mlops_assets.lib.serving.request_timeout_fix import cancel_request_timers
     from mlops_assets.lib.serving.serving_arguments import ServiceArguments
+    from mlops_assets.lib.serving.traffic_metrics import bind_traffic_series
     from mlops_assets.lib.serving.upload_files import InMemoryFile
 
 
@@ -233,11 +235,15 @@ class ImageClassifier:
 
     def __init__(self) -> None:
         # Before the first request: BentoML's request timeout otherwise keeps a live timer per request,
-        # OpenTelemetry's middleware does its per-request work even with tracing off, and uvicorn builds an access
-        # record per response that BentoML's logging levels drop (see the modules).
+        # OpenTelemetry's middleware does its per-request work even with tracing off, uvicorn builds an access
+        # record per response that BentoML's logging levels drop, and BentoML's traffic metrics look their series up
+        # by label on every request (see the modules). And every metric update, BentoML's and the service's, is queued
+        # and written to the metric files in batches instead of one write each (`/metrics` shows it within 0.1 s).
         cancel_request_timers()
         skip_disabled_tracing()
         skip_dropped_access_records()
+        bind_traffic_series()
+        self.metric_writes = buffer_metric_writes()
         configure_cpu_threads(ARGUMENTS.torch_threads)
         document = read_package_document(Path(self.model_ref.path))
         self.spec = ImageSpec.from_dict(document["spec"])
@@ -352,6 +358,8 @@ class ImageClassifier:
         self.batcher.close()
         self.prediction_log.close()
         self.capture.close()
+        if self.metric_writes is not None:
+            self.metric_writes.flush()
 
     def _open(self, endpoint: str, index: int, data: bytes) -> OpenedInput:
         """Image `index` of the request read up to its header and checked under the model's image policy (training's
@@ -428,7 +436,8 @@ class ImageClassifier:
             decoded = await self._decode_all(endpoint, uploads, sampled)
         except Refused as error:
             return _refusal(str(error), status=error.status)
-        pixels = np.stack([image for image, _ in decoded])
+        # One image (a lone client's usual request) is passed as a view: stacking copies it.
+        pixels = decoded[0][0][np.newaxis] if len(decoded) == 1 else np.stack([image for image, _ in decoded])
         try:
             outputs = await self.batcher.predict(pixels, source=client)
         except Overloaded as error:
@@ -487,6 +496,9 @@ class ImageClassifier:
     def _record_metrics(self, best: np.ndarray, confidences: list[float]) -> None:
         for confidence in confidences:
             self.confidence.observe(confidence)
+        if len(best) == 1:
+            self.per_label[int(best[0])].inc()
+            return
         # One counter update per label present, not per image.
         for index, count in enumerate(np.bincount(best, minlength=len(self.labels)).tolist()):
             if count:

@@ -1,6 +1,7 @@
 """A real bento of a quickly trained CNN, served by a real BentoML server on loopback, shared by the service tests."""
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from mlops_assets.lib.data.validated_data import GeometryConfig, build_validated
 from mlops_assets.lib.deploy.release import CanaryCase
 from mlops_assets.lib.models.plugins.base import TrainSettings
 from mlops_assets.lib.models.training import train_model
+from mlops_assets.lib.serving.buffered_metrics import FLUSH_INTERVAL_S
 
 API_KEY_ENV = "MLOPS_TEST_SERVICE_API_KEY"
 API_KEY = "test-key-4f1c9a"
@@ -40,6 +42,13 @@ def metric_total(metrics: str, series: str, **labels: str) -> float:
         for line in metrics.splitlines()
         if line.split("{")[0].split(" ")[0] == series and all(label in line for label in wanted)
     )
+
+
+def settled_metrics(client: httpx.Client) -> str:
+    """The server's /metrics once every update made so far is in it: workers write their metric updates in batches
+    every FLUSH_INTERVAL_S (`buffered_metrics`), so the read waits a few intervals first."""
+    time.sleep(3 * FLUSH_INTERVAL_S)
+    return client.get("/metrics").text
 
 
 def serve_in_own_home(bento_tag: str, home: Path) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""BentoML's request timeout without its leak: no timer outlives its request, and timeouts still answer 504."""
+"""BentoML's request timeout without its leak: one timer per worker, not per request; timeouts still answer 504."""
 
 import asyncio
 import gc
@@ -48,11 +48,92 @@ def test_bentoml_keeps_one_live_timer_per_finished_request() -> None:
     assert live >= 50
 
 
-def test_with_the_fix_no_timer_outlives_its_request(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_the_fix_one_timer_serves_every_request_and_none_is_left_once_they_are_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
-    sent, live = asyncio.run(_served_and_live_timers(TimeoutMiddleware(answer, timeout=30), 50))
+    middleware = TimeoutMiddleware(answer, timeout=0.5)
+
+    async def run() -> tuple[list[dict], int, int, int]:
+        sent = await _serve(middleware, 50)
+        just_after = _live_timers()
+        deadlines = middleware.__dict__["_request_deadlines"]
+        await asyncio.sleep(deadlines.interval_s * 2)  # the timer's next check finds nothing waiting
+        return sent, just_after, _live_timers(), len(deadlines._queue)
+
+    sent, just_after, later, queued = asyncio.run(run())
     assert [message["status"] for message in sent if message["type"] == "http.response.start"] == [200] * 50
-    assert live == 0
+    assert just_after <= 1  # one per worker, whatever the number of requests
+    assert later == 0 and queued == 0
+
+
+def test_with_the_fix_only_requests_past_their_deadline_are_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
+
+    async def answers_after(scope: dict, receive, send) -> None:
+        await asyncio.sleep(float(scope["path"].strip("/")))
+        await answer(scope, receive, send)
+
+    middleware = TimeoutMiddleware(answers_after, timeout=0.3)
+
+    async def run() -> list[int]:
+        async def one(delay: str) -> int:
+            sent: list[dict] = []
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            await middleware({**HTTP_SCOPE, "path": f"/{delay}"}, None, send)
+            return sent[0]["status"]
+
+        return await asyncio.gather(*(one(delay) for delay in ("0.01", "5", "0.1", "5", "0.05")))
+
+    assert asyncio.run(run()) == [200, 504, 200, 504, 200]
+
+
+def test_with_the_fix_a_cancellation_from_outside_is_not_answered_as_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The client went away or the server stops: the request ends cancelled, with no 504 sent.
+    monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
+
+    async def never_answers(scope: dict, receive, send) -> None:
+        await asyncio.sleep(60)
+
+    async def run() -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        request = asyncio.ensure_future(TimeoutMiddleware(never_answers, timeout=30)(HTTP_SCOPE, None, send))
+        await asyncio.sleep(0.05)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        return sent
+
+    assert asyncio.run(run()) == []
+
+
+def test_with_the_fix_an_app_that_absorbs_the_cancellation_keeps_its_task_uncancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
+
+    async def absorbs(scope: dict, receive, send) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await answer(scope, receive, send)
+
+    async def run() -> tuple[list[dict], int]:
+        sent = await _serve(TimeoutMiddleware(absorbs, timeout=0.05), 1)
+        return sent, asyncio.current_task().cancelling()
+
+    sent, cancelling = asyncio.run(run())
+    assert sent[0]["status"] == 200
+    assert cancelling == 0  # a later await in the same task is not cancelled by a leftover request
 
 
 def test_with_the_fix_a_request_past_the_timeout_still_gets_a_504(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
 from mlops_assets.lib.monitoring.embeddings import compact_embedding
-from mlops_assets_tests.service_fixtures import ServedBento, metric_total
+from mlops_assets_tests.service_fixtures import ServedBento, metric_total, settled_metrics
 
 pytestmark = pytest.mark.e2e
 PREDICT_ENDPOINTS = ("/predict", "/predict_image", "/predict_base64")
@@ -120,10 +120,10 @@ def test_metrics_count_predictions_per_label_and_confidence(served_bento: Served
     _, data = served_bento.samples[1]
     with served_bento.client() as client:
         # The server may have served other tests: every count is compared as a difference across one request.
-        before = client.get("/metrics").text
+        before = settled_metrics(client)
         answer = client.post("/predict", files={"images": ("x.png", data)})
         assert answer.status_code == 200, answer.text
-        after = client.get("/metrics").text
+        after = settled_metrics(client)
     label = answer.json()["predictions"][0]["label"]
 
     def added(series: str, **labels: str) -> float:

@@ -18,7 +18,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from mlops_assets_tests.service_fixtures import API_KEY, API_KEY_ENV, ServedBento, metric_total, serve_in_own_home
+from mlops_assets_tests.service_fixtures import (
+    API_KEY,
+    API_KEY_ENV,
+    ServedBento,
+    metric_total,
+    serve_in_own_home,
+    settled_metrics,
+)
 
 pytestmark = pytest.mark.e2e
 SIDE = 6300  # 39,690,000 pixels: under the policy's 40,000,000 per image
@@ -54,17 +61,17 @@ def test_many_pixels_in_few_bytes_are_decoded_in_a_worker_thread_on_both_request
 ) -> None:
     _, digit = served_bento.samples[0]
     with served_bento.client(timeout=120) as client:
-        before = client.get("/metrics").text
+        before = settled_metrics(client)
         direct = client.post("/predict", files=_files(BILEVEL))
-        between = client.get("/metrics").text
+        between = settled_metrics(client)
         # A body the direct path leaves to BentoML's API layer (not exactly {"images": [...]}), so its API method
         # decodes it: the same weighing applies there.
         through_bentoml = client.post(
             "/predict_base64", json={"images": [base64.b64encode(BILEVEL).decode()], "note": "via the API layer"}
         )
-        after_heavy = client.get("/metrics").text
+        after_heavy = settled_metrics(client)
         small = client.post("/predict", files=_files(digit))
-        after = client.get("/metrics").text
+        after = settled_metrics(client)
     for response in (direct, through_bentoml, small):
         assert response.status_code == 200, response.text
         assert response.json()["model_version"] == served_bento.model_tag
@@ -82,9 +89,9 @@ def test_a_request_whose_images_decode_to_too_many_pixels_is_refused_before_any_
 ) -> None:
     pixels = count * SIDE * SIDE
     with served_bento.client(timeout=120) as client:
-        before = client.get("/metrics").text
+        before = settled_metrics(client)
         response = client.post("/predict", files=_files(*[BILEVEL] * count))
-        after = client.get("/metrics").text
+        after = settled_metrics(client)
         assert response.status_code == 413, response.text
         assert response.json() == {
             "error": f"The {count} images of this request decode to {pixels:,} pixels together, above the limit of "
@@ -121,7 +128,7 @@ def test_health_checks_are_answered_while_a_costly_request_decodes(one_worker_se
             answers.append(heavy_client.post("/predict", files=_files(BILEVEL, BILEVEL)))
 
     with httpx.Client(base_url=one_worker_server, timeout=120) as client:
-        before = _decoded(client.get("/metrics").text, "worker_thread")
+        before = _decoded(settled_metrics(client), "worker_thread")
         heavy = threading.Thread(target=send_heavy)
         heavy.start()
         # The counter moves when the request's images are handed to worker threads, just before their decoding.

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from mlops_assets.lib.serving.serving_arguments import ServiceArguments
-from mlops_assets_tests.service_fixtures import API_KEY, ServedBento, metric_total
+from mlops_assets_tests.service_fixtures import API_KEY, ServedBento, metric_total, settled_metrics
 
 # The load lasts DURATION_S; the bound also covers starting the shared server when this test runs first.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -50,7 +50,7 @@ def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(serv
     with served_bento.client() as client:
         reference = [client.post("/predict", files={"images": ("x.png", data)}).json() for data in inputs]
         # The server may have served other tests: counters are compared as differences across this load.
-        rebalanced_before = metric_total(client.get("/metrics").text, "rebalanced_connections_total")
+        rebalanced_before = metric_total(settled_metrics(client), "rebalanced_connections_total")
 
     async def run() -> list:
         deadline = time.monotonic() + DURATION_S
@@ -61,7 +61,7 @@ def test_64_concurrent_clients_get_no_errors_and_the_single_request_answers(serv
     results = asyncio.run(run())
     elapsed_s = time.monotonic() - started
     with served_bento.client() as client:
-        metrics = client.get("/metrics").text
+        metrics = settled_metrics(client)
     errors = [(status, body) for _, status, body, _ in results if status != 200]
     assert not errors, f"{len(errors)} of {len(results)} requests failed, e.g. {errors[:3]}"
     assert len(results) >= CLIENTS, f"{len(results)} answers for {CLIENTS} clients"

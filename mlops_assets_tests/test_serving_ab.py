@@ -96,7 +96,7 @@ def test_the_patches_apply_to_this_tree_one_after_another_and_each_removes_its_c
     removed = {
         "no-inline": (service, 'inline_when_idle=self.device == "cpu"'),
         "no-log-backlog": (work / "mlops_assets/lib/serving/prediction_log.py", "self._backlog.append(records)"),
-        "no-timeout-rewrite": (work / "mlops_assets/lib/serving/request_timeout_fix.py", "asyncio.timeout("),
+        "no-timeout-rewrite": (work / "mlops_assets/lib/serving/request_timeout_fix.py", "class RequestDeadlines"),
         "no-tracing-skip": (service, "        skip_disabled_tracing()\n"),
         "no-direct-dispatch": (service, "add_asgi_middleware(DirectDispatch"),
     }
