@@ -9,8 +9,9 @@ spread of +-10 % or more (`serving_ab.md`); this measures it with no sockets, no
 process: each variant's worker is started exactly as `bentoml serve` starts it (BentoML's worker entry point, its
 command line and environment read from a real server of that variant), except that uvicorn's server loop is
 replaced by a driver that calls the worker's ASGI app with the benchmark's single-image request, and the naive
-server's app is driven the same way. What this leaves out (uvicorn's HTTP parsing, the socket) is the same code in
-both servers.
+server's app is driven the same way. It counts the event loop's thread only. What it leaves out (uvicorn's HTTP
+parsing, the socket, the process's other threads) runs the same uvicorn code in both servers, yet wrk's ratios have
+come out lower than this one's (README): not everything outside the app costs the same in both.
 
 Every server's driver starts and warms up, then the servers take turns, one round each in an order rotated from
 round to round, while the others wait idle: a round answers --requests requests, measured in thread CPU time. The

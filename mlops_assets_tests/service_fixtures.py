@@ -45,10 +45,19 @@ def metric_total(metrics: str, series: str, **labels: str) -> float:
 
 
 def settled_metrics(client: httpx.Client) -> str:
-    """The server's /metrics once every update made so far is in it: workers write their metric updates in batches
-    every FLUSH_INTERVAL_S (`buffered_metrics`), so the read waits a few intervals first."""
-    time.sleep(3 * FLUSH_INTERVAL_S)
-    return client.get("/metrics").text
+    """The server's /metrics once every update made so far is in it. Workers write their metric updates in batches
+    every FLUSH_INTERVAL_S (`buffered_metrics`), so this reads until two reads a few intervals apart agree (reading
+    /metrics changes no series), for at most 30 s; a server that never settles is an error."""
+    deadline = time.monotonic() + 30
+    previous = client.get("/metrics").text
+    while True:
+        time.sleep(3 * FLUSH_INTERVAL_S)
+        current = client.get("/metrics").text
+        if current == previous:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError("the server's /metrics kept changing for 30 s with no request in flight")
+        previous = current
 
 
 def serve_in_own_home(bento_tag: str, home: Path) -> tuple[str, int]:

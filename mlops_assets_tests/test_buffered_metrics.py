@@ -1,6 +1,7 @@
 """Metric updates written in batches: the metric files end up with exactly what one write per update gives."""
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -127,20 +128,37 @@ def test_updates_of_one_series_become_one_write_with_their_combined_value() -> N
     assert sorted(writes) == [("a", "inc", 3.0), ("b", "set", 6.0, None), ("c", "set", 4.0, 7.0)]
 
 
-def test_a_failing_write_is_logged_and_the_writer_goes_on(caplog: pytest.LogCaptureFixture) -> None:
-    written: list[float] = []
-    failures = iter([OSError("disk full")])
+def test_a_series_that_cannot_be_written_is_retried_and_the_others_are_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    written: list[tuple] = []
+    failures = {"a": [OSError("disk full")]}
 
     def write_inc(value, amount: float) -> None:
-        failure = next(failures, None)
-        if failure is not None:
-            raise failure
-        written.append(amount)
+        if failures.get(value):
+            raise failures[value].pop()
+        written.append((value, amount))
 
-    buffer = MetricWriteBuffer(write_inc, lambda *args: None, interval_s=0.02)
+    buffer = MetricWriteBuffer(write_inc, lambda *args: None, interval_s=3600)
+    try:
+        buffer._updates.extend([("a", None, 1.0), ("b", None, 2.0), ("c", None, 3.0)])
+        with caplog.at_level(logging.WARNING, logger=buffered_metrics.__name__):
+            buffer.flush()
+        assert sorted(written) == [("b", 2.0), ("c", 3.0)]
+        assert "Writing 1 metric series failed (OSError: disk full)" in caplog.text
+        buffer._updates.append(("a", None, 4.0))  # a later update of the failed series adds to it
+        buffer.flush()
+        assert sorted(written) == [("a", 5.0), ("b", 2.0), ("c", 3.0)]
+    finally:
+        buffer.close()
+
+
+def test_the_writer_thread_survives_an_unexpected_error(caplog: pytest.LogCaptureFixture) -> None:
+    written: list[float] = []
+    buffer = MetricWriteBuffer(lambda value, amount: written.append(amount), lambda *args: None, interval_s=0.02)
     try:
         with caplog.at_level(logging.ERROR, logger=buffered_metrics.__name__):
-            buffer._updates.append(("a", None, 1.0))
+            buffer._updates.append(None)  # not an update: unpacking it fails inside the writer's flush
             deadline = time.monotonic() + 10
             while "Writing the queued metric updates failed" not in caplog.text:
                 assert time.monotonic() < deadline
@@ -151,3 +169,20 @@ def test_a_failing_write_is_logged_and_the_writer_goes_on(caplog: pytest.LogCapt
                 time.sleep(0.02)
     finally:
         buffer.close()
+
+
+def test_a_forked_process_writes_its_own_updates_and_not_its_parents_queue(multiprocess) -> None:
+    folder = multiprocess("forked")
+    buffer = buffer_metric_writes(interval_s=3600)
+    counter = Counter("forked", "forked", registry=CollectorRegistry())
+    counter.inc(5)  # queued in the parent
+    child = os.fork()
+    if child == 0:  # the child: one write per update, its parent's queue not written twice
+        try:
+            counter.inc(1)
+        finally:
+            os._exit(0)
+    assert os.waitpid(child, 0)[1] == 0
+    assert _read(folder)[("forked_total", ())] == 1
+    buffer.flush()
+    assert _read(folder)[("forked_total", ())] == 6

@@ -187,3 +187,64 @@ def test_with_the_fix_a_timeout_error_raised_by_the_app_is_not_taken_for_the_req
 
     with pytest.raises(TimeoutError, match="the model store did not answer"):
         asyncio.run(_serve(TimeoutMiddleware(times_out_itself, timeout=30), 1))
+
+
+def test_with_the_fix_the_timer_starts_again_after_the_worker_was_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
+
+    async def answers_after(scope: dict, receive, send) -> None:
+        await asyncio.sleep(float(scope["path"].strip("/")))
+        await answer(scope, receive, send)
+
+    middleware = TimeoutMiddleware(answers_after, timeout=0.2)
+
+    async def run() -> list[int]:
+        statuses = []
+        for delay in ("0.01", "5"):
+            sent: list[dict] = []
+
+            async def send(message: dict, sent: list = sent) -> None:
+                sent.append(message)
+
+            await middleware({**HTTP_SCOPE, "path": f"/{delay}"}, None, send)
+            statuses.append(sent[0]["status"])
+            # Idle: the timer's next check finds nothing waiting and the worker schedules nothing.
+            await asyncio.sleep(middleware.__dict__["_request_deadlines"].interval_s * 3)
+            assert middleware.__dict__["_request_deadlines"]._timer is None
+        return statuses
+
+    assert asyncio.run(run()) == [200, 504]
+
+
+def test_with_the_fix_a_cancellation_from_outside_after_the_deadline_is_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The deadline has cancelled the request, and while it cleans up the server cancels it too (it stops): the
+    # request must end cancelled, not answer 504 and carry on.
+    monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
+    cleaning_up = asyncio.Event
+
+    async def slow_cleanup(scope: dict, receive, send) -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            started.set()
+            await asyncio.sleep(0.5)  # cleanup, cancelled from outside below
+
+    async def run() -> list[dict]:
+        nonlocal started
+        started = cleaning_up()
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        request = asyncio.ensure_future(TimeoutMiddleware(slow_cleanup, timeout=0.05)(HTTP_SCOPE, None, send))
+        await started.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        return sent
+
+    started = None
+    assert asyncio.run(run()) == []

@@ -141,6 +141,17 @@ def test_paths_beyond_the_bound_are_counted_by_bentomls_own_code(names, monkeypa
     assert samples(bound_registry) == samples(own_registry)
 
 
+def test_the_services_routes_are_bound_even_after_other_paths_filled_the_bound(
+    names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_context, "service_routes", ["/predict"])
+    monkeypatch.setattr(traffic_metrics, "MAX_BOUND_ENDPOINTS", 2)
+    use_bound_series(monkeypatch)
+    bound, _ = middleware()
+    serve(bound, ["/missing/0", "/missing/1", "/missing/2", "/predict"])
+    assert list(bound.__dict__["_bound_series"]) == ["/missing/0", "/missing/1", "/predict"]
+
+
 def test_binding_is_idempotent_and_keeps_bentomls_call_for_websockets(monkeypatch: pytest.MonkeyPatch) -> None:
     original = RunnerTrafficMetricsMiddleware.__dict__["__call__"]
     monkeypatch.setattr(RunnerTrafficMetricsMiddleware, "__call__", original)

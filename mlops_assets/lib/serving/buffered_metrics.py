@@ -4,15 +4,18 @@ With several workers, Prometheus' Python client runs in multiprocess mode: every
 histogram observation takes a process-wide lock and writes the new value into the worker's memory-mapped metric
 file, where `/metrics` reads every worker's values. A prediction makes about fourteen such writes (BentoML's request
 count, duration, in-progress gauge and last-request time, the service's confidence, per-label, decode and batch
-metrics), a few microseconds each: about 5 % of a small model's request on the event loop (`request_path.md`).
+metrics), a few microseconds each on the event loop, for a small model's request of well under a millisecond.
 
 `buffer_metric_writes()` makes those updates queue instead (an append, atomic under the GIL, from any thread), and a
 writer thread applies the queue every `FLUSH_INTERVAL_S`: all the updates of one series in the interval become one
 write, with the value the updates would have written one by one (increments summed; a set, and what follows it).
 `/metrics` therefore shows an update within about one interval: Prometheus scrapes every 15 s or more. Reading a
-value in the process (`get()`) applies the queue first. The queue is applied when the worker shuts down, and a
-failing write is logged and the writer goes on. In single-process mode (no PROMETHEUS_MULTIPROC_DIR) an update is
-only a lock and an addition, and nothing changes.
+value in the process (`get()`) applies the queue first. The queue is applied when the worker shuts down; a worker
+killed outright (SIGKILL, the OOM killer) loses the updates of its last interval, which one write per update kept.
+A series whose write fails is logged and queued again for the next interval (the others are written). A process
+forked from a buffering one writes its updates one by one again (it has no writer thread, and the parent's queue
+is the parent's to write). In single-process mode (no PROMETHEUS_MULTIPROC_DIR) an update is only a lock and an
+addition, and nothing changes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import os
 import threading
 import typing
 
@@ -65,11 +69,26 @@ class MetricWriteBuffer:
                 else:  # an increment after a set is applied to the set value, as one by one
                     state[1] += number
                     state[2] = 0.0
+            failed: list[tuple[typing.Any, float | None, float]] = []
+            error: Exception | None = None
             for value, (is_set, number, timestamp) in pending.items():
-                if is_set:
-                    self._write_set(value, number, timestamp or None)
-                else:
-                    self._write_inc(value, number)
+                try:
+                    if is_set:
+                        self._write_set(value, number, timestamp or None)
+                    else:
+                        self._write_inc(value, number)
+                except Exception as failure:  # one file that cannot be written must not cost the other series
+                    error = failure
+                    failed.append((value, timestamp if is_set else None, number))
+            if failed:
+                # Ahead of anything queued meanwhile: these updates came first.
+                updates.extendleft(reversed(failed))
+                logger.warning(
+                    "Writing %d metric series failed (%s: %s); they are queued for the next try.",
+                    len(failed),
+                    type(error).__name__,
+                    error,
+                )
 
     def close(self) -> None:
         """Apply what is queued and stop the writer thread."""
@@ -113,5 +132,13 @@ def buffer_metric_writes(interval_s: float = FLUSH_INTERVAL_S) -> MetricWriteBuf
 
     value_class.inc, value_class.set, value_class.get = inc, set_value, get
     atexit.register(buffer.close)
+
+    def unbuffer_in_child() -> None:
+        global _buffer
+        value_class.inc, value_class.set, value_class.get = write_inc, write_set, read
+        updates.clear()
+        _buffer = None
+
+    os.register_at_fork(after_in_child=unbuffer_in_child)
     _buffer = buffer
     return buffer

@@ -83,10 +83,12 @@ def _deadlines(middleware: typing.Any) -> RequestDeadlines:
 
 
 async def _call_with_cancelled_timer(self: typing.Any, scope: dict, receive: typing.Callable, send: typing.Callable):
-    """BentoML's TimeoutMiddleware.__call__: a request that has not started its answer `self.timeout` seconds after
-    it arrived (at most one check interval more) is cancelled and answered 504; once the answer starts, it is no
-    longer timed (streams run on). Nothing outlives the request, and a request that fails before answering fails at
-    once."""
+    """What BentoML's TimeoutMiddleware.__call__ does: a request that has not started its answer `self.timeout`
+    seconds after it arrived (at most one check interval more) is cancelled and answered 504; once the answer
+    starts, it is no longer timed (streams run on). Nothing outlives the request, and a request that fails before
+    answering fails at once. One difference, as with `asyncio.timeout`: an app that catches the cancellation and
+    goes on answers as it chooses (BentoML would answer 504 at the deadline regardless); the service's own code
+    never catches it."""
     if scope["type"] not in ("http", "websocket"):
         return await self.app(scope, receive, send)
     task = asyncio.current_task()

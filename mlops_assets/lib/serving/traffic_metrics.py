@@ -3,11 +3,11 @@
 BentoML wraps every request in `RunnerTrafficMetricsMiddleware`, which updates four Prometheus series per request
 (last request time, requests in progress, request count, duration histogram). It finds each series by its labels on
 every request: four `labels(...)` calls, each sorting and checking its keyword labels under a lock. In the service's
-request-path measurement (README, "What a lone client still pays") that lookup was about half of the middleware's
-cost, which is a few per cent of a small model's request. Patched, the middleware keeps the series it found per
+request-path measurement (`benchmarks/results/request_path.md`, "BentoML traffic metrics") that lookup was a large
+part of the middleware's own time. Patched, the middleware keeps the series it found per
 endpoint (and per status code) and updates the same series with the same values: `/metrics` reads exactly as before.
-WebSocket scopes, and endpoints beyond `MAX_BOUND_ENDPOINTS` (every distinct path a client sends gets its own series
-in BentoML), keep BentoML's own code.
+WebSocket scopes, and paths beyond `MAX_BOUND_ENDPOINTS` (every distinct path a client sends gets its own series in
+BentoML) other than the service's own routes, keep BentoML's own code.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 import typing
 from timeit import default_timer
 
-# Bound series are kept for at most this many endpoints per worker; further paths (404 probes, say) are looked up
-# per request as in BentoML, so a client cannot grow this cache without bound.
+# Bound series are kept for at most this many endpoints per worker, plus the service's own routes; further paths (404
+# probes, say) are looked up per request as in BentoML, so a client cannot grow this cache without bound, nor keep
+# the service's routes out of it by arriving first.
 MAX_BOUND_ENDPOINTS = 64
 
 _original_call: typing.Callable | None = None
@@ -36,8 +37,10 @@ def _series(self: typing.Any, endpoint: str) -> _EndpointSeries | None:
 
     bound = self.__dict__.setdefault("_bound_series", {})
     series = bound.get(endpoint)
-    if series is not None or len(bound) >= MAX_BOUND_ENDPOINTS:
+    if series is not None:
         return series
+    if len(bound) >= MAX_BOUND_ENDPOINTS and endpoint not in (server_context.service_routes or ()):
+        return None
     names = {
         "service_name": server_context.bento_name,
         "service_version": server_context.bento_version,
