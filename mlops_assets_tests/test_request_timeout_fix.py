@@ -32,6 +32,23 @@ async def _serve(middleware: TimeoutMiddleware, requests: int) -> list[dict]:
     return sent
 
 
+async def answers_after(scope: dict, receive, send) -> None:
+    """Answers after the number of seconds its path names (`/0.5`)."""
+    await asyncio.sleep(float(scope["path"].strip("/")))
+    await answer(scope, receive, send)
+
+
+async def _status_after(middleware: TimeoutMiddleware, delay: str) -> int:
+    """The status `answers_after` behind `middleware` answers for a request of `delay` seconds."""
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await middleware({**HTTP_SCOPE, "path": f"/{delay}"}, None, send)
+    return sent[0]["status"]
+
+
 def _live_timers() -> int:
     return sum(1 for item in gc.get_objects() if isinstance(item, asyncio.TimerHandle) and not item.cancelled())
 
@@ -70,23 +87,10 @@ def test_with_the_fix_one_timer_serves_every_request_and_none_is_left_once_they_
 def test_with_the_fix_only_requests_past_their_deadline_are_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
 
-    async def answers_after(scope: dict, receive, send) -> None:
-        await asyncio.sleep(float(scope["path"].strip("/")))
-        await answer(scope, receive, send)
-
     middleware = TimeoutMiddleware(answers_after, timeout=0.3)
 
     async def run() -> list[int]:
-        async def one(delay: str) -> int:
-            sent: list[dict] = []
-
-            async def send(message: dict) -> None:
-                sent.append(message)
-
-            await middleware({**HTTP_SCOPE, "path": f"/{delay}"}, None, send)
-            return sent[0]["status"]
-
-        return await asyncio.gather(*(one(delay) for delay in ("0.01", "5", "0.1", "5", "0.05")))
+        return await asyncio.gather(*(_status_after(middleware, delay) for delay in ("0.01", "5", "0.1", "5", "0.05")))
 
     assert asyncio.run(run()) == [200, 504, 200, 504, 200]
 
@@ -192,22 +196,12 @@ def test_with_the_fix_a_timeout_error_raised_by_the_app_is_not_taken_for_the_req
 def test_with_the_fix_the_timer_starts_again_after_the_worker_was_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
 
-    async def answers_after(scope: dict, receive, send) -> None:
-        await asyncio.sleep(float(scope["path"].strip("/")))
-        await answer(scope, receive, send)
-
     middleware = TimeoutMiddleware(answers_after, timeout=0.2)
 
     async def run() -> list[int]:
         statuses = []
         for delay in ("0.01", "5"):
-            sent: list[dict] = []
-
-            async def send(message: dict, sent: list = sent) -> None:
-                sent.append(message)
-
-            await middleware({**HTTP_SCOPE, "path": f"/{delay}"}, None, send)
-            statuses.append(sent[0]["status"])
+            statuses.append(await _status_after(middleware, delay))
             # Idle: the timer's next check finds nothing waiting and the worker schedules nothing.
             await asyncio.sleep(middleware.__dict__["_request_deadlines"].interval_s * 3)
             assert middleware.__dict__["_request_deadlines"]._timer is None
@@ -222,29 +216,26 @@ def test_with_the_fix_a_cancellation_from_outside_after_the_deadline_is_not_swal
     # The deadline has cancelled the request, and while it cleans up the server cancels it too (it stops): the
     # request must end cancelled, not answer 504 and carry on.
     monkeypatch.setattr(TimeoutMiddleware, "__call__", _call_with_cancelled_timer)
-    cleaning_up = asyncio.Event
-
-    async def slow_cleanup(scope: dict, receive, send) -> None:
-        try:
-            await asyncio.sleep(60)
-        finally:
-            started.set()
-            await asyncio.sleep(0.5)  # cleanup, cancelled from outside below
 
     async def run() -> list[dict]:
-        nonlocal started
-        started = cleaning_up()
+        cleaning_up = asyncio.Event()  # made on the test's own event loop
         sent: list[dict] = []
+
+        async def slow_cleanup(scope: dict, receive, send) -> None:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                cleaning_up.set()
+                await asyncio.sleep(0.5)  # cleanup, cancelled from outside below
 
         async def send(message: dict) -> None:
             sent.append(message)
 
         request = asyncio.ensure_future(TimeoutMiddleware(slow_cleanup, timeout=0.05)(HTTP_SCOPE, None, send))
-        await started.wait()
+        await cleaning_up.wait()
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
         return sent
 
-    started = None
     assert asyncio.run(run()) == []
