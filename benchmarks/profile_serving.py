@@ -71,9 +71,15 @@ GROUPS = (
     (
         "service middleware and handler",
         "request guard and its multipart parse, error shape, direct dispatch, timeout, service method",
-        ("mlops_assets/lib/serving/", "bento/service.py", "python_multipart/"),
+        # The guard's parser is the `multipart` module (site-packages/multipart.py); python-multipart, Starlette's,
+        # parses the naive server's forms.
+        ("mlops_assets/lib/serving/", "bento/service.py", "site-packages/multipart.py"),
     ),
-    ("naive handler", "the naive server's handler and form parsing", ("naive_server.py", "tempfile.py", "json/")),
+    (
+        "naive handler",
+        "the naive server's handler and form parsing",
+        ("naive_server.py", "tempfile.py", "json/", "python_multipart/"),
+    ),
     ("Starlette", "Starlette's middleware, router and responses", ("starlette/",)),
     ("HTTP server", "uvicorn, httptools and the event loop", ("uvicorn/", "asyncio/", "uvloop/")),
 )

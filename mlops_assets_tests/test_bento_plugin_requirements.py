@@ -21,7 +21,13 @@ from mlops_assets.resources.dataset import FolderDatasetSource
 from mlops_assets.resources.registry import ModelRegistryResource
 from mlops_assets_tests.dataset_resources import dataset_store_under
 
-BENTOFILE_PACKAGES = ["torch==2.13.0", "numpy>=1.26,<3", "pillow>=11,<14", "google-cloud-storage>=3.17,<4"]
+BENTOFILE_PACKAGES = [
+    "torch==2.13.0",
+    "numpy>=1.26,<3",
+    "pillow>=11,<14",
+    "multipart>=2.0.1,<3",
+    "google-cloud-storage>=3.17,<4",
+]
 
 
 class YamlSoftmaxPlugin(SoftmaxRegressionPlugin):

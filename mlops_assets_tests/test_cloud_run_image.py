@@ -86,7 +86,9 @@ def test_the_cloud_run_bento_installs_the_cuda_torch_from_its_index(cloud_run_be
     requirements = _requirements(cloud_run_bento.bento_path)
     assert f"--extra-index-url {CUDA_INDEX}" in requirements
     assert [line for line in requirements if line.startswith("torch")] == [CUDA_TORCH]
-    assert {"numpy>=1.26,<3", "pillow>=11,<14", "google-cloud-storage>=3.17,<4"} <= set(requirements)
+    assert {"numpy>=1.26,<3", "pillow>=11,<14", "multipart>=2.0.1,<3", "google-cloud-storage>=3.17,<4"} <= set(
+        requirements
+    )
     info = bentoml.bentos.get(cloud_run_bento.bento_tag).info
     local_bento = bentoml.bentos.get(served_bento.bento_tag)
     # The bentofile's variable first, then the service's own (`envs=` in bento/service.py), as in the local bento.

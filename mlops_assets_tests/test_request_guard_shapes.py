@@ -123,6 +123,75 @@ def test_malformed_or_stray_parts_are_refused_with_a_message(content_type: str, 
     assert message in refusal.message, refusal.message
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_form(b'form-data; name="images"; filename="a.png"', header_name=b"X-Other"), "Missing Content-Disposition"),
+        (_form(b'attachment; name="images"; filename="a.png"'), "Content-Disposition segment header: Wrong type"),
+        (_form(b'form-data; name="images"; filename="a.png"').replace(b"\r\n", b"\n"), "Invalid line break"),
+        (b"--XyZ\r\nno colon here\r\n\r\nDATA\r\n--XyZ--\r\n", "Malformed segment header"),
+        (
+            b"--XyZ\r\n" + b"".join(b"X-Header-%d: v\r\n" % index for index in range(20)) + _form(b"form-data")[7:],
+            "Maximum segment header count exceeded",
+        ),
+    ],
+    ids=["no Content-Disposition", "not form-data", "LF line breaks", "header without a colon", "20 headers"],
+)
+def test_a_malformed_part_is_refused_naming_what_the_parser_found(body: bytes, message: str) -> None:
+    refusal = check_body(FORM, {"content-type": FORM_TYPE}, body)
+    assert refusal is not None and refusal.status == 400, refusal
+    assert refusal.message.startswith("The multipart body is malformed (") and message in refusal.message, refusal
+    assert refusal.message.endswith("let your HTTP client build the form."), refusal
+
+
+def test_a_preamble_an_epilogue_and_a_folded_part_header_are_read_as_rfc_2046_and_7578_say() -> None:
+    one_part = _form(b'form-data; name="images"; filename="a.png"')
+    # A preamble before the first boundary and an epilogue after the last are ignored.
+    with_both = b"This is a multi-part message in MIME format.\r\n" + one_part + b"epilogue"
+    assert form_parts(FORM_TYPE, with_both) == [FormPart("images", "a.png")]
+    # An obsolete folded header line continues the header before it.
+    folded = _form(b'form-data; name="images";\r\n filename="a.png"')
+    assert form_parts(FORM_TYPE, folded) == [FormPart("images", "a.png")]
+
+
+def test_a_body_that_never_shows_its_boundary_is_told_apart_from_a_cut_off_one() -> None:
+    never = check_body(FORM, {"content-type": "multipart/form-data; boundary=Other"}, _form(b"form-data"))
+    assert never == Refusal(
+        400,
+        "The multipart body is malformed (its boundary '--Other' from the Content-Type never appears); let your "
+        "HTTP client build the form.",
+    )
+    cut_in_header = check_body(FORM, {"content-type": FORM_TYPE}, b"--XyZ\r\nContent-Disposition: form-da")
+    assert cut_in_header is not None and "ends before its closing boundary" in cut_in_header.message
+    long_boundary = "b" * 500
+    refusal = check_body(FORM, {"content-type": f"multipart/form-data; boundary={long_boundary}"}, b"junk" * 200)
+    assert refusal is not None and long_boundary not in refusal.message and len(refusal.message) < 300, refusal
+
+
+def test_a_boundary_the_parser_cannot_use_is_refused_before_the_body_is_read() -> None:
+    with pytest.raises(ValueError, match="boundary 'a\\\\nb' is not usable .*Invalid characters in boundary"):
+        FormReader('multipart/form-data; boundary="a\nb"')
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64], ids=lambda piece: f"{piece}-byte pieces")
+def test_a_body_arriving_in_pieces_of_any_size_gives_the_same_parts(piece: int) -> None:
+    body = b"preamble\r\n" + _two_part_form(b"a--XyZ\r\n-XyZ\r" * 3, b"x" * 90)
+    whole = form_parts(FORM_TYPE, body)
+    reader = FormReader(FORM_TYPE, SMALL_PARTS.max_part_bytes)
+    for start in range(0, len(body), piece):
+        reader.write(body[start : start + piece])
+    pieces = reader.parts()
+    assert pieces == whole == [FormPart("images", "small.png"), FormPart("images", "big.png")]
+    assert [part.data for part in pieces] == [part.data for part in whole]
+    assert pieces[0].data == b"a--XyZ\r\n-XyZ\r" * 3 and pieces[1].data == b"x" * 90
+    # Cut anywhere, the boundary is still seen, and the refusal says the body ends early.
+    cut = FormReader(FORM_TYPE)
+    for start in range(0, len(body) - 20, piece):
+        cut.write(body[start : min(start + piece, len(body) - 20)])
+    with pytest.raises(ValueError, match="ends before its closing boundary"):
+        cut.parts()
+
+
 def test_a_text_field_is_never_described_as_a_lone_filename_star() -> None:
     # What `curl -F images=hello` sends: a text field, with no filename* anywhere (not even inside a quoted value).
     for disposition in (b'form-data; name="images"', b'form-data; name="images"; note="filename*=x"'):
