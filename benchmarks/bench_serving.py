@@ -9,6 +9,9 @@ Two model configurations, measured the same way one after the other: `digits`, t
 sample digits (its forward pass is so cheap that HTTP and decoding dominate), and `rgb32`, the same plug-in on generated
 32x32 RGB images, whose forward pass costs about what the issue's calibration model did in-process.
 
+Each server runs alone for its loads; then (a) and (b) run together for paired concurrency-1 rounds (--paired-rounds),
+taking turns, on which the concurrency-1 goals are judged (serving_report.verdict_values says why).
+
 Needs `wrk` (a compiled HTTP load generator): `sudo apt-get install -y wrk`, or `make bench`, which installs it.
 Writes serving.json and serving.md to --results (benchmarks/results by default); only a run written there also
 rewrites the serving summary in README.md, so the README always shows the committed results.
@@ -57,6 +60,11 @@ README_SECTION = "serving"
 # pairs: on a shared machine the forward rate alone drifts by +-20 % within minutes, so a (c) measured once, minutes
 # away from the server runs, made the ratio mostly a measure of that drift.
 BATCH_RUNS = 3
+# The concurrency-1 goal is judged on rounds in which (a) and (b) are both up and take turns, PAIRED_DURATION_S
+# each: one run per server minutes apart measured mostly what else the machine did then (serving_report.py).
+PAIRED_ROUNDS = 10
+PAIRED_DURATION_S = 3
+PAIRED_WARM_UP_S = 2
 IDLE_AFTER_FORWARD_S = 0.5
 CPUS = os.cpu_count() or 1
 BOUNDARY = "benchmarkboundary7f3a"
@@ -368,6 +376,7 @@ class RunSettings:
     batch_runs: int
     serving: dict
     device: str
+    paired_rounds: int = PAIRED_ROUNDS
 
 
 def measure(wrk: str, config: Configuration, home: Path, run: RunSettings, with_ceiling: bool) -> dict:
@@ -421,6 +430,8 @@ def measure(wrk: str, config: Configuration, home: Path, run: RunSettings, with_
         "per_image_us": {"decode": 1e6 / decode_per_s, "forward_batch64": 1e6 / statistics.median(one_thread)},
         "servers": servers,
     }
+    if run.paired_rounds:
+        section["paired_c1"] = paired_concurrency_1(wrk, bento_tags["bentoml"], model_dir, single, run.paired_rounds)
     return {
         **section,
         "ratios": ratios(section),
@@ -471,6 +482,29 @@ def run_servers(
     return servers, ready_s, ceiling
 
 
+def paired_concurrency_1(wrk: str, bento_tag: str, model_dir: Path, script: Path, rounds: int) -> dict:
+    """(a) and (b) started together and loaded at concurrency 1 in turn, `rounds` times, the order alternating:
+    {"rounds", "duration_s", "runs": {"bentoml": [run, ...], "naive_workers": [run, ...]}}."""
+    from mlops_assets.resources.local_deployer import deploy_local, stop_local
+
+    naive = None
+    server = deploy_local(bento_tag, port=free_port())
+    try:
+        naive, naive_url, _ = start_naive(model_dir, CPUS)
+        urls = {"bentoml": f"{server.url}/predict", "naive_workers": f"{naive_url}/predict"}
+        for url in urls.values():  # the first requests of every worker pay one-time costs
+            run_wrk(wrk, url, 64, PAIRED_WARM_UP_S, script)
+        runs: dict[str, list[dict]] = {name: [] for name in urls}
+        for index in range(rounds):
+            for name in list(urls)[:: 1 if index % 2 == 0 else -1]:
+                runs[name].append(run_wrk(wrk, urls[name], 1, PAIRED_DURATION_S, script))
+    finally:
+        stop_local()
+        if naive is not None:
+            stop_naive(naive)
+    return {"rounds": rounds, "duration_s": PAIRED_DURATION_S, "runs": runs}
+
+
 def load_server(wrk: str, url: str, duration: int, loads: Loads) -> dict:
     """Single-image requests at each concurrency, then 64-image requests, each run right after a (c) measurement."""
     results = {f"c{c}": run_wrk(wrk, url, c, duration, loads.single) for c in CONCURRENCY}
@@ -518,7 +552,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     serving = serving_arguments()
     if args.api_workers:
         serving["api_workers"] = args.api_workers
-    run = RunSettings(args.duration, args.batch_runs, serving, device)
+    run = RunSettings(args.duration, args.batch_runs, serving, device, args.paired_rounds)
     chosen = [config for config in CONFIGURATIONS if config.name in args.configurations]
     try:
         configurations = {
@@ -535,6 +569,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "serving": serving,
         "duration_s_per_run": args.duration,
         "batch_runs": args.batch_runs,
+        "paired_rounds": args.paired_rounds,
         "naive_workers": CPUS,
         "wall_s": round(time.monotonic() - started, 1),
         "load_generator_ceiling": ceiling,
@@ -553,6 +588,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=6, help="seconds per wrk run (at least 1)")
     parser.add_argument("--batch-runs", type=int, default=BATCH_RUNS, help="64-image runs per server")
+    parser.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=PAIRED_ROUNDS,
+        help="concurrency-1 rounds with (a) and (b) up together, taking turns (0: none; the c1 goal is then judged on"
+        " the single run)",
+    )
     parser.add_argument(
         "--configurations",
         nargs="+",
@@ -578,8 +620,8 @@ def main() -> None:
         " stored ratios and targets computed again from its measurements",
     )
     args = parser.parse_args()
-    if args.duration < 1 or args.batch_runs < 1 or args.api_workers < 0:
-        parser.error("--duration and --batch-runs must be at least 1, --api-workers at least 0.")
+    if args.duration < 1 or args.batch_runs < 1 or args.api_workers < 0 or args.paired_rounds < 0:
+        parser.error("--duration and --batch-runs must be at least 1, --api-workers and --paired-rounds at least 0.")
     if args.report_only:
         stored = (args.results / "serving.json").read_text()
         report = json.loads(stored)

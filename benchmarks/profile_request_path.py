@@ -226,6 +226,12 @@ def markdown(report: dict) -> str:
                 f"{statistics.median(ratios[n]):.2f}x ({min(ratios[n]):.2f}-{max(ratios[n]):.2f})" for n in names
             )
             + " |",
+            "| fastest round (the least disturbed by other work on the machine) | "
+            + " | ".join(f"{min(servers[n]['rounds_us']):.0f}" for n in names)
+            + " |",
+            "| (b)'s fastest round / this server's | "
+            + " | ".join(f"{min(naive) / min(servers[n]['rounds_us']):.2f}x" for n in names)
+            + " |",
             "| with the layer timers (median round) | "
             + " | ".join(f"{statistics.median(servers[n]['timed_rounds_us']):.0f}" for n in names)
             + " |",

@@ -4,6 +4,8 @@
 with a number, and every "met" or "not met", is computed here from the report's measurements.
 """
 
+import statistics
+
 CONCURRENCY = (1, 16, 64)
 BATCH_IMAGES = 64
 BATCH_CONCURRENCY = 4
@@ -16,8 +18,8 @@ TARGETS = (
     ("c64 throughput at least (b)'s", "a_over_b_throughput_c64", ">=", 1.0),
     ("c64 p99 at most 50% of (b)'s", "a_over_b_p99_c64", "<=", 0.5),
     ("c64 zero errors", "a_errors_c64", "<=", 0),
-    ("c1 throughput at least 90% of (b)'s", "a_over_b_throughput_c1", ">=", 0.9),
-    ("c1 p50 within 1 ms of (b)'s", "a_minus_b_p50_ms_c1", "<=", 1.0),
+    ("c1 throughput at least 90% of (b)'s", "a_over_b_throughput_c1_paired", ">=", 0.9),
+    ("c1 p50 within 1 ms of (b)'s", "a_minus_b_p50_ms_c1_paired", "<=", 1.0),
     ("64-image batches at least 70% of (c)", "a_batch64_over_c", ">=", 0.7),
 )
 # On a GPU the issue asks for more at concurrency 64.
@@ -70,13 +72,48 @@ def ratios(section: dict) -> dict[str, float]:
     return result
 
 
+def paired_c1_ratios(section: dict) -> list[float]:
+    """(a)'s requests/s over (b)'s in each paired concurrency-1 round (`paired_c1`: both servers up, taking turns
+    round by round); empty for a report written before the benchmark had them."""
+    paired = section.get("paired_c1")
+    if not paired:
+        return []
+    runs = paired["runs"]
+    return [
+        a["requests_per_s"] / b["requests_per_s"] for a, b in zip(runs["bentoml"], runs["naive_workers"], strict=True)
+    ]
+
+
+def paired_c1_p50_differences(section: dict) -> list[float]:
+    """(a)'s p50 minus (b)'s, in ms, in each paired concurrency-1 round; empty without them."""
+    paired = section.get("paired_c1")
+    if not paired:
+        return []
+    runs = paired["runs"]
+    return [a["p50_ms"] - b["p50_ms"] for a, b in zip(runs["bentoml"], runs["naive_workers"], strict=True)]
+
+
 def verdict_values(section: dict) -> dict[str, float]:
-    """What the targets are judged on: the ratios, (a)'s p50 minus (b)'s at concurrency 1 (ms) and (a)'s errors at
-    concurrency 64."""
+    """What the targets are judged on: the ratios, (a)'s p50 minus (b)'s at concurrency 1 (ms), (a)'s errors at
+    concurrency 64, and both concurrency-1 goals as the medians of the paired rounds (the single runs' figures for a
+    report without them).
+
+    At concurrency 1 one wrk run per server, minutes apart, is at the mercy of whatever else the machine does then:
+    rounds of the same two servers spread over ±30 % on a shared 2-core machine. Paired rounds see the same
+    conditions, and their median is the figure the goal is judged on."""
     servers = section["servers"]
+    paired = paired_c1_ratios(section)
+    p50_differences = paired_c1_p50_differences(section)
+    single_p50_difference = servers["bentoml"]["c1"]["p50_ms"] - servers["naive_workers"]["c1"]["p50_ms"]
     return {
         **ratios(section),
-        "a_minus_b_p50_ms_c1": servers["bentoml"]["c1"]["p50_ms"] - servers["naive_workers"]["c1"]["p50_ms"],
+        "a_over_b_throughput_c1_paired": (
+            statistics.median(paired) if paired else ratios(section)["a_over_b_throughput_c1"]
+        ),
+        "a_minus_b_p50_ms_c1": single_p50_difference,
+        "a_minus_b_p50_ms_c1_paired": (
+            statistics.median(p50_differences) if p50_differences else single_p50_difference
+        ),
         "a_errors_c64": servers["bentoml"]["c64"]["errors"],
     }
 
@@ -231,7 +268,22 @@ def conclusions(report: dict) -> list[str]:
 def _target_detail(key: str, section: dict) -> str:
     value = verdict_values(section)[key]
     servers = section["servers"]
-    if key == "a_minus_b_p50_ms_c1":
+    if key == "a_over_b_throughput_c1_paired":
+        paired = paired_c1_ratios(section)
+        if not paired:
+            return f"({_x(value)})"
+        return (
+            f"({_x(value)}: median of {len(paired)} paired rounds, {min(paired):.2f}-{max(paired):.2f}; the single"
+            f" run above: {_x(ratios(section)['a_over_b_throughput_c1'])})"
+        )
+    if key == "a_minus_b_p50_ms_c1_paired" and paired_c1_p50_differences(section):
+        differences = paired_c1_p50_differences(section)
+        return (
+            f"({value:+.2f} ms: median of {len(differences)} paired rounds, {min(differences):+.2f} to"
+            f" {max(differences):+.2f} ms; the single run above: {_ms(servers['bentoml']['c1']['p50_ms'])} against"
+            f" {_ms(servers['naive_workers']['c1']['p50_ms'])})"
+        )
+    if key in ("a_minus_b_p50_ms_c1", "a_minus_b_p50_ms_c1_paired"):
         return (
             f"({_ms(servers['bentoml']['c1']['p50_ms'])} against {_ms(servers['naive_workers']['c1']['p50_ms'])}:"
             f" {value:+.2f} ms)"
@@ -294,6 +346,13 @@ def summary(report: dict) -> str:
             str(s["servers"][key][f"c{c}"]["errors"]) for key in ("bentoml", *BASELINES)
         )
     rows["(a) / (a2) throughput, concurrency 64"] = lambda c: f"{ratios(c)['a_over_a2_throughput_c64']:.2f}"
+    if any(paired_c1_ratios(c) for c in configurations.values()):
+        rows["(a) / (b) throughput, concurrency 1, paired rounds: median (range)"] = lambda c: (
+            f"{statistics.median(paired_c1_ratios(c)):.2f} ({min(paired_c1_ratios(c)):.2f}-"
+            f"{max(paired_c1_ratios(c)):.2f})"
+            if paired_c1_ratios(c)
+            else ""
+        )
     device = report["machine"]["device"]
     for name, _, _, _ in target_list(device):
         rows[f"target: {name}"] = lambda c, name=name: "met" if targets(c, device)[name] else "**not met**"
@@ -351,4 +410,22 @@ def markdown(report: dict) -> str:
             + ", ".join(f"{names[key]} {section['time_to_ready_s'][key]} s" for key in LETTERS)
             + " (`/readyz` for the BentoML servers; for the naive ones, until every worker answered `/ping`).",
         ]
+        paired = section.get("paired_c1")
+        if paired:
+            runs = paired["runs"]
+            lines += [
+                "",
+                "Paired concurrency-1 rounds: (a) and (b) up together, each loaded in turn for"
+                f" {paired['duration_s']} s per round, the order alternating; req/s per round, (a): "
+                + ", ".join(f"{run['requests_per_s']:.0f}" for run in runs["bentoml"])
+                + "; (b): "
+                + ", ".join(f"{run['requests_per_s']:.0f}" for run in runs["naive_workers"])
+                + "; (a)/(b) per round: "
+                + ", ".join(f"{ratio:.2f}" for ratio in paired_c1_ratios(section))
+                + "; p50 ms per round, (a): "
+                + ", ".join(f"{run['p50_ms']:.2f}" for run in runs["bentoml"])
+                + "; (b): "
+                + ", ".join(f"{run['p50_ms']:.2f}" for run in runs["naive_workers"])
+                + ".",
+            ]
     return "\n".join([*lines, ""])

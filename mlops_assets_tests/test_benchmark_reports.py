@@ -186,6 +186,57 @@ def test_targets_are_computed_against_the_naive_server_with_one_worker_per_core(
     )
 
 
+def _paired(a_rates: list[float], b_rates: list[float], a_p50s: list[float] | None = None) -> dict:
+    return {
+        "rounds": len(a_rates),
+        "duration_s": 3,
+        "runs": {
+            "bentoml": [_load(rate, p50) for rate, p50 in zip(a_rates, a_p50s or [2.0] * len(a_rates), strict=True)],
+            "naive_workers": [_load(rate) for rate in b_rates],
+        },
+    }
+
+
+def test_the_concurrency_1_goal_is_judged_on_the_median_of_the_paired_rounds() -> None:
+    report = _report()
+    ahead, behind = report["configurations"]["ahead"], report["configurations"]["behind"]
+    # The single runs say the opposite of the paired rounds: the rounds decide.
+    ahead["servers"]["bentoml"]["c1"] = _load(850.0)  # 0.85x in its single run
+    ahead["paired_c1"] = _paired([900.0, 1900.0, 470.0], [1000.0, 2000.0, 500.0])  # 0.90x, 0.95x, 0.94x
+    behind["servers"]["bentoml"]["c1"] = _load(950.0)  # 0.95x in its single run
+    behind["paired_c1"] = _paired([800.0, 950.0, 600.0, 880.0], [1000.0, 1000.0, 1000.0, 1000.0])
+    goal = "c1 throughput at least 90% of (b)'s"
+    assert targets(ahead)[goal] and not targets(behind)[goal]
+    text = summary(report)
+    assert (
+        f"- **{goal}**: met for `ahead` (0.94x: median of 3 paired rounds, 0.90-0.95; the single run above: 0.85x);"
+        " **not met** for `behind` (0.84x: median of 4 paired rounds, 0.60-0.95; the single run above: 0.95x)."
+    ) in text
+    assert "| (a) / (b) throughput, concurrency 1, paired rounds: median (range) | 0.94 (0.90-0.95) |" in text
+    assert "(a)/(b) per round: 0.80, 0.95, 0.60, 0.88;" in markdown(report)
+    # A report from before the paired rounds is judged on its single run, as it was.
+    del ahead["paired_c1"]
+    assert not targets(ahead)[goal]
+    assert "paired rounds" not in summary({**report, "configurations": {"ahead": ahead}})
+
+
+def test_the_concurrency_1_latency_goal_is_judged_on_the_median_of_the_paired_rounds() -> None:
+    report = _report()
+    ahead, behind = report["configurations"]["ahead"], report["configurations"]["behind"]
+    ahead["servers"]["bentoml"]["c1"] = _load(950.0, 4.5)  # +2.5 ms in its single run against (b)'s 2.0 ms
+    ahead["paired_c1"] = _paired([950.0] * 3, [1000.0] * 3, a_p50s=[2.2, 2.9, 1.8])  # +0.2, +0.9, -0.2
+    behind["servers"]["bentoml"]["c1"] = _load(950.0, 2.5)  # +0.5 ms in its single run
+    behind["paired_c1"] = _paired([950.0] * 3, [1000.0] * 3, a_p50s=[3.5, 2.5, 3.2])  # +1.5, +0.5, +1.2
+    goal = "c1 p50 within 1 ms of (b)'s"
+    assert targets(ahead)[goal] and not targets(behind)[goal]
+    assert (
+        f"- **{goal}**: met for `ahead` (+0.20 ms: median of 3 paired rounds, -0.20 to +0.90 ms; the single run above:"
+        " 4.5 ms against 2.0 ms); **not met** for `behind` (+1.20 ms: median of 3 paired rounds, +0.50 to +1.50 ms;"
+        " the single run above: 2.5 ms against 2.0 ms)."
+    ) in summary(report)
+    assert "p50 ms per round, (a): 2.20, 2.90, 1.80; (b): 2.00, 2.00, 2.00." in markdown(report)
+
+
 def test_summary_reports_both_naive_baselines_at_concurrency_1_and_64() -> None:
     text = summary(_report())
     # (a) 950 and 500 req/s at concurrency 1 against (b) 1000 and (b1) 800; at 64: 1100 and 940 against 1000 and 800.
