@@ -62,7 +62,7 @@ README_SECTION = "serving"
 BATCH_RUNS = 3
 # The concurrency-1 goal is judged on rounds in which (a) and (b) are both up and take turns, PAIRED_DURATION_S
 # each: one run per server minutes apart measured mostly what else the machine did then (serving_report.py).
-PAIRED_ROUNDS = 10
+PAIRED_ROUNDS = 24
 PAIRED_DURATION_S = 3
 PAIRED_WARM_UP_S = 2
 IDLE_AFTER_FORWARD_S = 0.5
@@ -482,9 +482,27 @@ def run_servers(
     return servers, ready_s, ceiling
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) used so far by process `pid` and the descendants it has now."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def paired_concurrency_1(wrk: str, bento_tag: str, model_dir: Path, script: Path, rounds: int) -> dict:
     """(a) and (b) started together and loaded at concurrency 1 in turn, `rounds` times, the order alternating:
-    {"rounds", "duration_s", "runs": {"bentoml": [run, ...], "naive_workers": [run, ...]}}."""
+    {"rounds", "duration_s", "runs": {"bentoml": [run, ...], "naive_workers": [run, ...]}}; each run also has the
+    CPU seconds the other server used meanwhile (`idle_neighbour_cpu_s`)."""
     from mlops_assets.resources.local_deployer import deploy_local, stop_local
 
     naive = None
@@ -494,10 +512,15 @@ def paired_concurrency_1(wrk: str, bento_tag: str, model_dir: Path, script: Path
         urls = {"bentoml": f"{server.url}/predict", "naive_workers": f"{naive_url}/predict"}
         for url in urls.values():  # the first requests of every worker pay one-time costs
             run_wrk(wrk, url, 64, PAIRED_WARM_UP_S, script)
+        pids = {"bentoml": server.pid, "naive_workers": naive.pid}
         runs: dict[str, list[dict]] = {name: [] for name in urls}
         for index in range(rounds):
             for name in list(urls)[:: 1 if index % 2 == 0 else -1]:
-                runs[name].append(run_wrk(wrk, urls[name], 1, PAIRED_DURATION_S, script))
+                # What the other server, idle meanwhile, takes from the cores (its timers and threads).
+                idle = next(other for other in pids if other != name)
+                before = tree_cpu_s(pids[idle])
+                run = run_wrk(wrk, urls[name], 1, PAIRED_DURATION_S, script)
+                runs[name].append({**run, "idle_neighbour_cpu_s": round(tree_cpu_s(pids[idle]) - before, 3)})
     finally:
         stop_local()
         if naive is not None:

@@ -187,6 +187,15 @@ def _paired_ratios(naive: list[float], server: list[float]) -> list[float]:
     return [n / s for n, s in zip(naive, server, strict=True)]
 
 
+def _over_previous(servers: dict, names: list[str], index: int) -> str:
+    """The variant at `index` against the one before it, round by round; "" for the first variant and the naive
+    server."""
+    if index == 0 or names[index] == NAIVE:
+        return ""
+    ratios = _paired_ratios(servers[names[index - 1]]["rounds_us"], servers[names[index]]["rounds_us"])
+    return f"{statistics.median(ratios):.2f}x ({sum(ratio > 1 for ratio in ratios)} of {len(ratios)})"
+
+
 def markdown(report: dict) -> str:
     """request_path.md: per model, each server's CPU time per request, its ratio to the naive server's, and each
     layer's own time."""
@@ -225,6 +234,9 @@ def markdown(report: dict) -> str:
             + " | ".join(
                 f"{statistics.median(ratios[n]):.2f}x ({min(ratios[n]):.2f}-{max(ratios[n]):.2f})" for n in names
             )
+            + " |",
+            "| the server to the left's time / this server's, per round: median (rounds this one was faster) | "
+            + " | ".join(_over_previous(servers, names, index) for index in range(len(names)))
             + " |",
             "| fastest round (the least disturbed by other work on the machine) | "
             + " | ".join(f"{min(servers[n]['rounds_us']):.0f}" for n in names)

@@ -4,6 +4,7 @@
 with a number, and every "met" or "not met", is computed here from the report's measurements.
 """
 
+import math
 import statistics
 
 CONCURRENCY = (1, 16, 64)
@@ -91,6 +92,34 @@ def paired_c1_p50_differences(section: dict) -> list[float]:
         return []
     runs = paired["runs"]
     return [a["p50_ms"] - b["p50_ms"] for a, b in zip(runs["bentoml"], runs["naive_workers"], strict=True)]
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median of `values` (order statistics: with 10 rounds, the 2nd lowest to
+    the 2nd highest, 97.9 %); None when too few values give `confidence`."""
+    n = len(values)
+    ordered = sorted(values)
+    k = 0
+    # The widest k (1-based) with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2 on each side.
+    while sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= (1 - confidence) / 2:
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k >= 1 else None
+
+
+def paired_values(section: dict, key: str) -> list[float]:
+    """The per-round values behind paired verdict `key` (empty without paired rounds)."""
+    if key == "a_over_b_throughput_c1_paired":
+        return paired_c1_ratios(section)
+    if key == "a_minus_b_p50_ms_c1_paired":
+        return paired_c1_p50_differences(section)
+    return []
+
+
+def unresolved(section: dict, key: str, threshold: float) -> bool:
+    """Whether the paired rounds' interval for the median of verdict `key` holds `threshold`: the rounds then
+    cannot tell whether the goal is met, whatever their median says."""
+    interval = median_interval(paired_values(section, key))
+    return interval is not None and interval[0] <= threshold <= interval[1]
 
 
 def verdict_values(section: dict) -> dict[str, float]:
@@ -273,15 +302,16 @@ def _target_detail(key: str, section: dict) -> str:
         if not paired:
             return f"({_x(value)})"
         return (
-            f"({_x(value)}: median of {len(paired)} paired rounds, {min(paired):.2f}-{max(paired):.2f}; the single"
-            f" run above: {_x(ratios(section)['a_over_b_throughput_c1'])})"
+            f"({_x(value)}: median of {len(paired)} paired rounds, {min(paired):.2f}-{max(paired):.2f}"
+            f"{_interval_text(paired, 0.9, '{:.2f}')}; the single run above:"
+            f" {_x(ratios(section)['a_over_b_throughput_c1'])})"
         )
     if key == "a_minus_b_p50_ms_c1_paired" and paired_c1_p50_differences(section):
         differences = paired_c1_p50_differences(section)
         return (
             f"({value:+.2f} ms: median of {len(differences)} paired rounds, {min(differences):+.2f} to"
-            f" {max(differences):+.2f} ms; the single run above: {_ms(servers['bentoml']['c1']['p50_ms'])} against"
-            f" {_ms(servers['naive_workers']['c1']['p50_ms'])})"
+            f" {max(differences):+.2f} ms{_interval_text(differences, 1.0, '{:+.2f} ms')}; the single run above:"
+            f" {_ms(servers['bentoml']['c1']['p50_ms'])} against {_ms(servers['naive_workers']['c1']['p50_ms'])})"
         )
     if key in ("a_minus_b_p50_ms_c1", "a_minus_b_p50_ms_c1_paired"):
         return (
@@ -299,6 +329,31 @@ def _target_detail(key: str, section: dict) -> str:
         runs = ", ".join(f"{run:.2f}" for run in servers["bentoml"]["batch64"]["over_c_runs"])
         return f"({value:.2f}; paired runs {runs})"
     return f"({_x(value)})"
+
+
+def _idle_neighbour_text(paired: dict) -> str:
+    """ " While (a) was loaded, idle (b) used X % of a core; ..." from the runs' `idle_neighbour_cpu_s`, or ""."""
+    runs = paired["runs"]
+    if not all("idle_neighbour_cpu_s" in run for server in runs.values() for run in server):
+        return ""
+    shares = {
+        name: 100 * sum(run["idle_neighbour_cpu_s"] for run in runs[name]) / (paired["duration_s"] * len(runs[name]))
+        for name in runs
+    }
+    return (
+        f" While (a) was loaded, (b), idle, used {shares['bentoml']:.1f} % of a core; while (b) was loaded, (a), idle,"
+        f" used {shares['naive_workers']:.1f} %."
+    )
+
+
+def _interval_text(values: list[float], threshold: float, style: str) -> str:
+    """ ", 95 % interval of the median X to Y" (and whether it holds the goal's threshold), or "" with too few."""
+    interval = median_interval(values)
+    if interval is None:
+        return ""
+    low, high = (style.format(bound) for bound in interval)
+    spans = interval[0] <= threshold <= interval[1]
+    return f", 95 % interval of the median {low} to {high}" + (", which holds the goal: not resolved" if spans else "")
 
 
 def _errors(report: dict) -> str:
@@ -354,8 +409,11 @@ def summary(report: dict) -> str:
             else ""
         )
     device = report["machine"]["device"]
-    for name, _, _, _ in target_list(device):
-        rows[f"target: {name}"] = lambda c, name=name: "met" if targets(c, device)[name] else "**not met**"
+    for name, key, _, threshold in target_list(device):
+        rows[f"target: {name}"] = lambda c, name=name, key=key, threshold=threshold: (
+            ("met" if targets(c, device)[name] else "**not met**")
+            + (" (median; not resolved by the rounds)" if unresolved(c, key, threshold) else "")
+        )
     lines += [f"| {row} | " + " | ".join(cell(c) for c in configurations.values()) + " |" for row, cell in rows.items()]
     names = labels(report)
     lines += ["", "Servers: " + "; ".join(names[key] for key in LETTERS) + ".", "", *conclusions(report)]
@@ -426,6 +484,7 @@ def markdown(report: dict) -> str:
                 + ", ".join(f"{run['p50_ms']:.2f}" for run in runs["bentoml"])
                 + "; (b): "
                 + ", ".join(f"{run['p50_ms']:.2f}" for run in runs["naive_workers"])
-                + ".",
+                + "."
+                + _idle_neighbour_text(paired),
             ]
     return "\n".join([*lines, ""])

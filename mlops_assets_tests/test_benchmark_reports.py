@@ -220,6 +220,40 @@ def test_the_concurrency_1_goal_is_judged_on_the_median_of_the_paired_rounds() -
     assert "paired rounds" not in summary({**report, "configurations": {"ahead": ahead}})
 
 
+def test_a_median_whose_rounds_cannot_tell_the_goal_apart_is_marked_not_resolved() -> None:
+    report = _report()
+    clear, close = report["configurations"]["ahead"], report["configurations"]["behind"]
+    naive = [1000.0] * 10
+    clear["paired_c1"] = _paired([960.0, 940.0, 1000.0, 980.0, 930.0, 970.0, 990.0, 950.0, 1010.0, 920.0], naive)
+    close["servers"]["bentoml"]["c1"] = _load(950.0)
+    close["paired_c1"] = _paired([700.0, 880.0, 950.0, 920.0, 990.0, 1200.0, 910.0, 890.0, 940.0, 960.0], naive)
+    goal = "c1 throughput at least 90% of (b)'s"
+    assert targets(clear)[goal] and targets(close)[goal]
+    text = summary(report)
+    # With 10 rounds the interval runs from the 2nd lowest to the 2nd highest round (97.9 %).
+    assert (
+        "met for `ahead` (0.96x: median of 10 paired rounds, 0.92-1.01, 95 % interval of the median 0.93 to 1.00;"
+    ) in text
+    assert (
+        "`behind` (0.93x: median of 10 paired rounds, 0.70-1.20, 95 % interval of the median 0.88 to 0.99, which holds"
+        " the goal: not resolved;"
+    ) in text
+    assert f"| target: {goal} | met | met (median; not resolved by the rounds) |" in text
+
+
+def test_the_idle_neighbours_cpu_during_the_paired_rounds_is_reported() -> None:
+    report = _report()
+    section = report["configurations"]["ahead"]
+    section["paired_c1"] = _paired([950.0, 950.0], [1000.0, 1000.0])
+    for server, seconds in (("bentoml", [0.03, 0.09]), ("naive_workers", [0.3, 0.0])):
+        for run, cpu in zip(section["paired_c1"]["runs"][server], seconds, strict=True):
+            run["idle_neighbour_cpu_s"] = cpu
+    # 0.12 s over two 3 s runs of (a) is 2.0 % of a core for idle (b); 0.3 s over 6 s is 5.0 % for idle (a).
+    assert "While (a) was loaded, (b), idle, used 2.0 % of a core; while (b) was loaded, (a), idle, used 5.0 %." in (
+        markdown(report)
+    )
+
+
 def test_the_concurrency_1_latency_goal_is_judged_on_the_median_of_the_paired_rounds() -> None:
     report = _report()
     ahead, behind = report["configurations"]["ahead"], report["configurations"]["behind"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
@@ -24,9 +25,13 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# The boundary parameter of a Content-Type: quoted (with backslash escapes), or everything up to the next `;`.
+_BOUNDARY = re.compile(r'(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
 # Headers one form part may carry: RFC 7578 allows three (Content-Disposition, Content-Type and the deprecated
-# Content-Transfer-Encoding); clients add a few of their own (Content-Length). More is refused as malformed.
+# Content-Transfer-Encoding); clients add a few of their own (Content-Length). More is refused.
 MAX_PART_HEADERS = 16
+# Bytes one header line of a part may hold (its name and value): a Content-Disposition with a long filename fits.
+MAX_PART_HEADER_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -171,9 +176,9 @@ class PartTooLarge(ValueError):
 class FormReader:
     """Parses a multipart/form-data body piece by piece as it arrives, into its parts.
 
-    The parser is `multipart`'s push parser (RFC 7578; Bottle's): it finds boundaries and header lines with
-    `bytes.find` instead of python-multipart's byte-by-byte state machine, which halved the guard's own time for a
-    small image's request (benchmarks/results/request_path.md). Part headers are parsed, not pattern-matched:
+    The parser is `multipart`'s push parser (RFC 7578; by Bottle's author): it finds boundaries and header lines
+    with `bytes.find` instead of python-multipart's byte-by-byte state machine, which halved the guard's own time
+    for a small image's request (benchmarks/results/request_path.md). Part headers are parsed, not pattern-matched:
     parameters in any order, quoted or not, with `filename*` next to `filename` (RFC 7578 section 4.2 keeps the
     plain `filename` authoritative). As RFC 2046 says, a preamble before the first boundary and an epilogue after
     the last are ignored. Raises ValueError for a Content-Type without a usable boundary; `write` raises
@@ -181,14 +186,16 @@ class FormReader:
     """
 
     def __init__(self, content_type: str, max_part_bytes: int | None = None) -> None:
-        _, options = multipart.parse_options_header(content_type)
-        boundary = options.get("boundary")
+        boundary = _boundary(content_type)
         if not boundary:
             raise ValueError("The multipart Content-Type has no boundary; let your HTTP client build the form.")
         try:
             # Header bytes decoded as Latin-1, which cannot fail; names and filenames are decoded as UTF-8 below.
             self._parser = multipart.PushMultipartParser(
-                boundary, header_charset="latin1", max_header_count=MAX_PART_HEADERS
+                boundary,
+                header_charset="latin1",
+                max_header_count=MAX_PART_HEADERS,
+                max_header_size=MAX_PART_HEADER_BYTES,
             )
         except multipart.MultipartError as error:
             raise ValueError(
@@ -199,9 +206,11 @@ class FormReader:
         self.max_part_bytes = max_part_bytes
         # Each part's header and its content so far, in the pieces the parser gave it.
         self._parts: list[tuple[multipart.MultipartSegment, list[bytes]]] = []
-        # Whether the boundary has appeared yet, and the body's last bytes while it has not (it may straddle pieces).
+        # Whether the boundary has appeared yet; while it has not, the body's last bytes (the boundary and the line
+        # break before it may straddle pieces) and how many bytes came before them.
         self._seen_boundary = False
         self._tail = b""
+        self._before_tail = 0
         self._error: str | None = None
 
     def write(self, chunk: bytes) -> None:
@@ -210,8 +219,21 @@ class FormReader:
             return  # malformed already (the rest is only counted, `parts` says what was wrong), or nothing new
         if not self._seen_boundary:
             searched = self._tail + chunk
-            self._seen_boundary = self._delimiter in searched
-            self._tail = searched[-len(self._delimiter) :]
+            found = searched.find(self._delimiter)
+            if found < 0:
+                self._tail = searched[-(len(self._delimiter) + 1) :]
+                self._before_tail += len(searched) - len(self._tail)
+            else:
+                self._seen_boundary = True
+                # The first boundary starts the body or a line (RFC 2046). The parser refuses anything else in a
+                # whole body, but when the boundary arrives cut between two pieces it takes the first piece's part
+                # for a preamble and would drop that part: refused here, however the body arrives.
+                if self._before_tail + found > 0 and searched[found - 2 : found] != b"\r\n":
+                    self._error = (
+                        "The multipart body is malformed (bytes right before its first boundary, which must start "
+                        "the body or a line); let your HTTP client build the form."
+                    )
+                    return
         try:
             for event in self._parser.parse(chunk):
                 if isinstance(event, multipart.MultipartSegment):
@@ -221,6 +243,11 @@ class FormReader:
                     pieces.append(event)
                     if self.max_part_bytes is not None and segment.bytes_received > self.max_part_bytes:
                         raise PartTooLarge(len(self._parts) - 1, _text(segment.filename), self.max_part_bytes)
+        except multipart.ParserLimitReached as error:
+            self._error = (
+                f"The multipart body is refused ({error}): a part may carry at most {MAX_PART_HEADERS} header lines "
+                f"of at most {MAX_PART_HEADER_BYTES:,} bytes each; send shorter part headers (a shorter filename)."
+            )
         except multipart.MultipartError as error:
             self._error = f"The multipart body is malformed ({error}); let your HTTP client build the form."
 
@@ -234,11 +261,11 @@ class FormReader:
             except multipart.MultipartError:
                 if not self._seen_boundary:
                     # RFC 2046 boundaries are at most 70 characters: a longer one is described, not echoed.
-                    delimiter = self._delimiter.decode("latin-1")
-                    shown = repr(delimiter) if len(delimiter) <= 72 else f"({len(delimiter) - 2} characters)"
+                    boundary = self._parser.boundary.decode("latin-1")
+                    shown = repr(boundary) if len(boundary) <= 70 else f"of {len(boundary)} characters"
                     raise ValueError(
-                        f"The multipart body is malformed (its boundary {shown} from the Content-Type never "
-                        "appears); let your HTTP client build the form."
+                        f"The multipart body is malformed (no line in it starts with '--' and the boundary {shown} "
+                        "its Content-Type names); let your HTTP client build the form."
                     ) from None
                 raise ValueError(
                     "The multipart body ends before its closing boundary; send the whole form (let your HTTP "
@@ -250,12 +277,40 @@ class FormReader:
 def _form_part(segment: multipart.MultipartSegment, pieces: list[bytes]) -> FormPart:
     # The last Content-Disposition wins (the segment keeps the last one it parsed).
     disposition = next((value for name, value in reversed(segment.headerlist) if name == "Content-Disposition"), "")
+    if disposition.isascii():
+        name = segment.name or _parameter(disposition, "name")
+        filename = segment.filename if segment.filename is not None else _parameter(disposition, "filename")
+    else:
+        # The parser reads an unquoted value as an ASCII token, which would cut `name=imágenes` to "im" and miss
+        # `filename=été.png`; the standard library's header parser reads them whole, quoted or not.
+        name, filename = _parameter(disposition, "name"), _parameter(disposition, "filename")
     return FormPart(
-        _text(segment.name) or None,  # the parser gives "" for a missing name
-        _text(segment.filename),
+        _text(name) or None,  # the parser gives "" for a missing name
+        _text(filename),
         b"".join(pieces),
         disposition.encode("latin-1"),
     )
+
+
+def _parameter(disposition: str, name: str) -> str | None:
+    """Parameter `name` of a Content-Disposition value as the standard library reads it (None when absent, or when
+    only its RFC 2231 form `name*` is there)."""
+    message = Message()
+    message["content-disposition"] = disposition
+    value = message.get_param(name, header="content-disposition")
+    return value if isinstance(value, str) else None
+
+
+def _boundary(content_type: str) -> str | None:
+    """The boundary parameter of a multipart Content-Type. RFC 2045 wants a value with characters such as `=`, `/`
+    or a space quoted; clients that leave it unquoted mean everything up to the next `;`, as Starlette reads it."""
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        return None
+    quoted, unquoted = match.group(1), match.group(2)
+    if quoted is not None:
+        return re.sub(r"\\(.)", r"\1", quoted)
+    return unquoted.strip() or None
 
 
 def form_parts(content_type: str, body: bytes) -> list[FormPart]:
