@@ -100,7 +100,8 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     n = len(values)
     ordered = sorted(values)
     k = 0
-    # The widest k (1-based) with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2 on each side.
+    # The largest k (1-based), so the narrowest interval, with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2 on
+    # each side.
     while sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= (1 - confidence) / 2:
         k += 1
     return (ordered[k - 1], ordered[n - k]) if k >= 1 else None
@@ -303,14 +304,15 @@ def _target_detail(key: str, section: dict) -> str:
             return f"({_x(value)})"
         return (
             f"({_x(value)}: median of {len(paired)} paired rounds, {min(paired):.2f}-{max(paired):.2f}"
-            f"{_interval_text(paired, 0.9, '{:.2f}')}; the single run above:"
+            f"{_interval_text(paired, _threshold(key), '{:.2f}')}; the single run above:"
             f" {_x(ratios(section)['a_over_b_throughput_c1'])})"
         )
     if key == "a_minus_b_p50_ms_c1_paired" and paired_c1_p50_differences(section):
         differences = paired_c1_p50_differences(section)
         return (
             f"({value:+.2f} ms: median of {len(differences)} paired rounds, {min(differences):+.2f} to"
-            f" {max(differences):+.2f} ms{_interval_text(differences, 1.0, '{:+.2f} ms')}; the single run above:"
+            f" {max(differences):+.2f} ms{_interval_text(differences, _threshold(key), '{:+.2f} ms')}; the single run"
+            " above:"
             f" {_ms(servers['bentoml']['c1']['p50_ms'])} against {_ms(servers['naive_workers']['c1']['p50_ms'])})"
         )
     if key in ("a_minus_b_p50_ms_c1", "a_minus_b_p50_ms_c1_paired"):
@@ -344,6 +346,11 @@ def _idle_neighbour_text(paired: dict) -> str:
         f" While (a) was loaded, (b), idle, used {shares['bentoml']:.1f} % of a core; while (b) was loaded, (a), idle,"
         f" used {shares['naive_workers']:.1f} %."
     )
+
+
+def _threshold(key: str) -> float:
+    """The threshold of the target judged on verdict value `key`."""
+    return next(threshold for _, target_key, _, threshold in TARGETS if target_key == key)
 
 
 def _interval_text(values: list[float], threshold: float, style: str) -> str:

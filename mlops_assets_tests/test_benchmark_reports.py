@@ -17,6 +17,7 @@ from benchmarks.serving_report import (
     check_schema,
     decode_bound,
     markdown,
+    median_interval,
     ratios,
     refresh_derived,
     summary,
@@ -239,6 +240,21 @@ def test_a_median_whose_rounds_cannot_tell_the_goal_apart_is_marked_not_resolved
         " the goal: not resolved;"
     ) in text
     assert f"| target: {goal} | met | met (median; not resolved by the rounds) |" in text
+
+
+@pytest.mark.parametrize("n", range(1, 41))
+def test_the_median_interval_is_the_narrowest_order_statistic_interval_covering_95_percent(n: int) -> None:
+    import math
+
+    def coverage(k: int) -> float:  # of [x(k), x(n-k+1)], 1-based, for the median of any continuous distribution
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    values = [float(index) for index in range(n)]
+    best = max((k for k in range(1, n // 2 + 1) if coverage(k) >= 0.95), default=None)
+    expected = None if best is None else (values[best - 1], values[n - best])
+    assert median_interval(list(reversed(values))) == expected
+    if expected is not None:
+        assert coverage(best) >= 0.95 and (best + 1 > n // 2 or coverage(best + 1) < 0.95)
 
 
 def test_the_idle_neighbours_cpu_during_the_paired_rounds_is_reported() -> None:

@@ -196,12 +196,27 @@ def test_a_boundary_with_characters_rfc_2045_wants_quoted_is_read_quoted_or_not(
     assert form_parts(content_type, body) == [FormPart("images", "a.png")]
 
 
+def test_a_boundary_is_read_from_its_own_parameter_not_from_inside_another_ones_quoted_value() -> None:
+    body = _form(b'form-data; name="images"; filename="a.png"')
+    assert form_parts('multipart/form-data; note="x; boundary=evil"; boundary=XyZ', body) == [
+        FormPart("images", "a.png")
+    ]
+    assert form_parts('multipart/form-data; boundary="X\\"yZ"', body.replace(b"XyZ", b'X"yZ')) == [
+        FormPart("images", "a.png")
+    ]
+
+
 def test_an_unquoted_non_ascii_name_or_filename_is_read_not_taken_for_a_missing_one() -> None:
     disposition = "form-data; name=images; filename=été.png".encode()
     assert form_parts(FORM_TYPE, _form(disposition)) == [FormPart("images", "été.png")]
     assert form_parts(FORM_TYPE, _form("form-data; name=imágenes; filename=a.png".encode())) == [
         FormPart("imágenes", "a.png")
     ]
+    # The 413 for such a part names its file as the part does.
+    too_large = _form("form-data; name=images; filename=été.png".encode(), data=b"x" * 101)
+    assert check_body(SMALL_PARTS, {"content-type": FORM_TYPE}, too_large) == Refusal(
+        413, "Form part 0 ('été.png') is above the limit of 100 bytes per image; send a smaller image."
+    )
 
 
 def test_a_long_filename_passes_and_a_header_flood_is_refused_saying_what_the_limits_are() -> None:

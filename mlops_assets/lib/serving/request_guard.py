@@ -25,8 +25,8 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# The boundary parameter of a Content-Type: quoted (with backslash escapes), or everything up to the next `;`.
-_BOUNDARY = re.compile(r'(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
+# A Content-Type as HTTP clients write it: the boundary the only parameter, a token of RFC 2046's length.
+_PLAIN_FORM_TYPE = re.compile(r"multipart/form-data;[ \t]*boundary=([0-9A-Za-z'+_.-]{1,70})[ \t]*", re.IGNORECASE)
 # Headers one form part may carry: RFC 7578 allows three (Content-Disposition, Content-Type and the deprecated
 # Content-Transfer-Encoding); clients add a few of their own (Content-Length). More is refused.
 MAX_PART_HEADERS = 16
@@ -242,7 +242,7 @@ class FormReader:
                     segment, pieces = self._parts[-1]
                     pieces.append(event)
                     if self.max_part_bytes is not None and segment.bytes_received > self.max_part_bytes:
-                        raise PartTooLarge(len(self._parts) - 1, _text(segment.filename), self.max_part_bytes)
+                        raise PartTooLarge(len(self._parts) - 1, _names(segment)[1], self.max_part_bytes)
         except multipart.ParserLimitReached as error:
             self._error = (
                 f"The multipart body is refused ({error}): a part may carry at most {MAX_PART_HEADERS} header lines "
@@ -275,21 +275,24 @@ class FormReader:
 
 
 def _form_part(segment: multipart.MultipartSegment, pieces: list[bytes]) -> FormPart:
+    name, filename = _names(segment)
+    return FormPart(name, filename, b"".join(pieces), _disposition(segment).encode("latin-1"))
+
+
+def _disposition(segment: multipart.MultipartSegment) -> str:
     # The last Content-Disposition wins (the segment keeps the last one it parsed).
-    disposition = next((value for name, value in reversed(segment.headerlist) if name == "Content-Disposition"), "")
-    if disposition.isascii():
-        name = segment.name or _parameter(disposition, "name")
-        filename = segment.filename if segment.filename is not None else _parameter(disposition, "filename")
-    else:
+    return next((value for name, value in reversed(segment.headerlist) if name == "Content-Disposition"), "")
+
+
+def _names(segment: multipart.MultipartSegment) -> tuple[str | None, str | None]:
+    """A part's name (None when it has none or an empty one) and filename (None for a text field), decoded."""
+    name, filename = segment.name, segment.filename
+    disposition = _disposition(segment)
+    if not disposition.isascii():
         # The parser reads an unquoted value as an ASCII token, which would cut `name=imágenes` to "im" and miss
         # `filename=été.png`; the standard library's header parser reads them whole, quoted or not.
         name, filename = _parameter(disposition, "name"), _parameter(disposition, "filename")
-    return FormPart(
-        _text(name) or None,  # the parser gives "" for a missing name
-        _text(filename),
-        b"".join(pieces),
-        disposition.encode("latin-1"),
-    )
+    return _text(name) or None, _text(filename)
 
 
 def _parameter(disposition: str, name: str) -> str | None:
@@ -302,15 +305,18 @@ def _parameter(disposition: str, name: str) -> str | None:
 
 
 def _boundary(content_type: str) -> str | None:
-    """The boundary parameter of a multipart Content-Type. RFC 2045 wants a value with characters such as `=`, `/`
-    or a space quoted; clients that leave it unquoted mean everything up to the next `;`, as Starlette reads it."""
-    match = _BOUNDARY.search(content_type)
-    if match is None:
-        return None
-    quoted, unquoted = match.group(1), match.group(2)
-    if quoted is not None:
-        return re.sub(r"\\(.)", r"\1", quoted)
-    return unquoted.strip() or None
+    """The boundary parameter of a multipart Content-Type (None when there is none).
+
+    Any other shape (quoted, among other parameters, with characters RFC 2045 wants quoted but a client left
+    unquoted) is read by the standard library's header parser, which is lenient where clients are sloppy; the
+    plain shape every common client sends is matched directly, a twentieth of that parser's time."""
+    plain = _PLAIN_FORM_TYPE.fullmatch(content_type)
+    if plain is not None:
+        return plain.group(1)
+    message = Message()
+    message["content-type"] = content_type
+    value = message.get_param("boundary")
+    return value if isinstance(value, str) and value else None
 
 
 def form_parts(content_type: str, body: bytes) -> list[FormPart]:
