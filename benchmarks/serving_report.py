@@ -73,25 +73,27 @@ def ratios(section: dict) -> dict[str, float]:
     return result
 
 
+# Each concurrency-1 goal judged on the paired rounds -> its per-round figure from (a)'s and (b)'s runs of a round.
+PAIRED_FIGURES = {
+    "a_over_b_throughput_c1_paired": lambda a, b: a["requests_per_s"] / b["requests_per_s"],
+    "a_minus_b_p50_ms_c1_paired": lambda a, b: a["p50_ms"] - b["p50_ms"],
+}
+
+
+def paired_values(section: dict, key: str) -> list[float]:
+    """The per-round figures behind paired verdict `key`, one per paired concurrency-1 round (`paired_c1`: both
+    servers up, taking turns round by round); empty for a report written before the benchmark had them."""
+    paired = section.get("paired_c1")
+    if not paired:
+        return []
+    runs = paired["runs"]
+    figure = PAIRED_FIGURES[key]
+    return [figure(a, b) for a, b in zip(runs["bentoml"], runs["naive_workers"], strict=True)]
+
+
 def paired_c1_ratios(section: dict) -> list[float]:
-    """(a)'s requests/s over (b)'s in each paired concurrency-1 round (`paired_c1`: both servers up, taking turns
-    round by round); empty for a report written before the benchmark had them."""
-    paired = section.get("paired_c1")
-    if not paired:
-        return []
-    runs = paired["runs"]
-    return [
-        a["requests_per_s"] / b["requests_per_s"] for a, b in zip(runs["bentoml"], runs["naive_workers"], strict=True)
-    ]
-
-
-def paired_c1_p50_differences(section: dict) -> list[float]:
-    """(a)'s p50 minus (b)'s, in ms, in each paired concurrency-1 round; empty without them."""
-    paired = section.get("paired_c1")
-    if not paired:
-        return []
-    runs = paired["runs"]
-    return [a["p50_ms"] - b["p50_ms"] for a, b in zip(runs["bentoml"], runs["naive_workers"], strict=True)]
+    """(a)'s requests/s over (b)'s in each paired concurrency-1 round."""
+    return paired_values(section, "a_over_b_throughput_c1_paired")
 
 
 def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
@@ -107,19 +109,10 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return (ordered[k - 1], ordered[n - k]) if k >= 1 else None
 
 
-def paired_values(section: dict, key: str) -> list[float]:
-    """The per-round values behind paired verdict `key` (empty without paired rounds)."""
-    if key == "a_over_b_throughput_c1_paired":
-        return paired_c1_ratios(section)
-    if key == "a_minus_b_p50_ms_c1_paired":
-        return paired_c1_p50_differences(section)
-    return []
-
-
 def unresolved(section: dict, key: str, threshold: float) -> bool:
     """Whether the paired rounds' interval for the median of verdict `key` holds `threshold`: the rounds then
     cannot tell whether the goal is met, whatever their median says."""
-    interval = median_interval(paired_values(section, key))
+    interval = median_interval(paired_values(section, key)) if key in PAIRED_FIGURES else None
     return interval is not None and interval[0] <= threshold <= interval[1]
 
 
@@ -133,7 +126,7 @@ def verdict_values(section: dict) -> dict[str, float]:
     conditions, and their median is the figure the goal is judged on."""
     servers = section["servers"]
     paired = paired_c1_ratios(section)
-    p50_differences = paired_c1_p50_differences(section)
+    p50_differences = paired_values(section, "a_minus_b_p50_ms_c1_paired")
     single_p50_difference = servers["bentoml"]["c1"]["p50_ms"] - servers["naive_workers"]["c1"]["p50_ms"]
     return {
         **ratios(section),
@@ -307,8 +300,8 @@ def _target_detail(key: str, section: dict) -> str:
             f"{_interval_text(paired, _threshold(key), '{:.2f}')}; the single run above:"
             f" {_x(ratios(section)['a_over_b_throughput_c1'])})"
         )
-    if key == "a_minus_b_p50_ms_c1_paired" and paired_c1_p50_differences(section):
-        differences = paired_c1_p50_differences(section)
+    differences = paired_values(section, key) if key == "a_minus_b_p50_ms_c1_paired" else []
+    if differences:
         return (
             f"({value:+.2f} ms: median of {len(differences)} paired rounds, {min(differences):+.2f} to"
             f" {max(differences):+.2f} ms{_interval_text(differences, _threshold(key), '{:+.2f} ms')}; the single run"
@@ -346,6 +339,10 @@ def _idle_neighbour_text(paired: dict) -> str:
         f" While (a) was loaded, (b), idle, used {shares['bentoml']:.1f} % of a core; while (b) was loaded, (a), idle,"
         f" used {shares['naive_workers']:.1f} %."
     )
+
+
+def _median_range(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})" if values else ""
 
 
 def _threshold(key: str) -> float:
@@ -409,11 +406,8 @@ def summary(report: dict) -> str:
         )
     rows["(a) / (a2) throughput, concurrency 64"] = lambda c: f"{ratios(c)['a_over_a2_throughput_c64']:.2f}"
     if any(paired_c1_ratios(c) for c in configurations.values()):
-        rows["(a) / (b) throughput, concurrency 1, paired rounds: median (range)"] = lambda c: (
-            f"{statistics.median(paired_c1_ratios(c)):.2f} ({min(paired_c1_ratios(c)):.2f}-"
-            f"{max(paired_c1_ratios(c)):.2f})"
-            if paired_c1_ratios(c)
-            else ""
+        rows["(a) / (b) throughput, concurrency 1, paired rounds: median (range)"] = lambda c: _median_range(
+            paired_c1_ratios(c)
         )
     device = report["machine"]["device"]
     for name, key, _, threshold in target_list(device):

@@ -242,7 +242,8 @@ class FormReader:
                     segment, pieces = self._parts[-1]
                     pieces.append(event)
                     if self.max_part_bytes is not None and segment.bytes_received > self.max_part_bytes:
-                        raise PartTooLarge(len(self._parts) - 1, _names(segment)[1], self.max_part_bytes)
+                        filename = _names(segment, _disposition(segment))[1]
+                        raise PartTooLarge(len(self._parts) - 1, filename, self.max_part_bytes)
         except multipart.ParserLimitReached as error:
             self._error = (
                 f"The multipart body is refused ({error}): a part may carry at most {MAX_PART_HEADERS} header lines "
@@ -275,8 +276,9 @@ class FormReader:
 
 
 def _form_part(segment: multipart.MultipartSegment, pieces: list[bytes]) -> FormPart:
-    name, filename = _names(segment)
-    return FormPart(name, filename, b"".join(pieces), _disposition(segment).encode("latin-1"))
+    disposition = _disposition(segment)
+    name, filename = _names(segment, disposition)
+    return FormPart(name, filename, b"".join(pieces), disposition.encode("latin-1"))
 
 
 def _disposition(segment: multipart.MultipartSegment) -> str:
@@ -284,10 +286,10 @@ def _disposition(segment: multipart.MultipartSegment) -> str:
     return next((value for name, value in reversed(segment.headerlist) if name == "Content-Disposition"), "")
 
 
-def _names(segment: multipart.MultipartSegment) -> tuple[str | None, str | None]:
-    """A part's name (None when it has none or an empty one) and filename (None for a text field), decoded."""
+def _names(segment: multipart.MultipartSegment, disposition: str) -> tuple[str | None, str | None]:
+    """A part's name (None when it has none or an empty one) and filename (None for a text field), decoded, from the
+    parser's reading of its Content-Disposition value `disposition`."""
     name, filename = segment.name, segment.filename
-    disposition = _disposition(segment)
     if not disposition.isascii():
         # The parser reads an unquoted value as an ASCII token, which would cut `name=imágenes` to "im" and miss
         # `filename=été.png`; the standard library's header parser reads them whole, quoted or not.
