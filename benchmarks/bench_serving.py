@@ -62,7 +62,7 @@ README_SECTION = "serving"
 BATCH_RUNS = 3
 # The concurrency-1 goal is judged on rounds in which (a) and (b) are both up and take turns, PAIRED_DURATION_S
 # each: one run per server minutes apart measured mostly what else the machine did then (serving_report.py).
-PAIRED_ROUNDS = 24
+PAIRED_ROUNDS = 60
 PAIRED_DURATION_S = 3
 PAIRED_WARM_UP_S = 2
 IDLE_AFTER_FORWARD_S = 0.5

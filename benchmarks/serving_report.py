@@ -355,8 +355,13 @@ def _interval_text(values: list[float], threshold: float, style: str) -> str:
     interval = median_interval(values)
     if interval is None:
         return ""
-    low, high = (style.format(bound) for bound in interval)
     spans = interval[0] <= threshold <= interval[1]
+    # A bound that rounds to the threshold is written with one more decimal: "0.90 to 0.98, which holds 0.9" reads
+    # as a contradiction when the bound is 0.898.
+    low, high = (
+        (style.replace(".2f", ".3f") if style.format(bound) == style.format(threshold) else style).format(bound)
+        for bound in interval
+    )
     return f", 95 % interval of the median {low} to {high}" + (", which holds the goal: not resolved" if spans else "")
 
 

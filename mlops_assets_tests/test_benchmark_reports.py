@@ -242,6 +242,15 @@ def test_a_median_whose_rounds_cannot_tell_the_goal_apart_is_marked_not_resolved
     assert f"| target: {goal} | met | met (median; not resolved by the rounds) |" in text
 
 
+def test_an_interval_bound_that_rounds_to_the_threshold_is_written_with_one_more_decimal() -> None:
+    report = _report()
+    section = report["configurations"]["behind"]
+    # 10 rounds: the interval runs from the 2nd lowest (0.898) to the 2nd highest (0.97).
+    rates = [880.0, 898.0, 930.0, 940.0, 950.0, 950.0, 960.0, 960.0, 970.0, 990.0]
+    section["paired_c1"] = _paired(rates, [1000.0] * 10)
+    assert "95 % interval of the median 0.898 to 0.97, which holds the goal: not resolved;" in summary(report)
+
+
 @pytest.mark.parametrize("n", range(1, 41))
 def test_the_median_interval_is_the_narrowest_order_statistic_interval_covering_95_percent(n: int) -> None:
     import math
