@@ -198,6 +198,51 @@ def _paired(a_rates: list[float], b_rates: list[float], a_p50s: list[float] | No
     }
 
 
+def _paired_c64(a_rounds: list[tuple[float, float]], b_rounds: list[tuple[float, float]]) -> dict:
+    """Paired concurrency-64 rounds from each round's (requests/s, p99 ms) of (a) and (b)."""
+    return {
+        "rounds": len(a_rounds),
+        "duration_s": 3,
+        "runs": {
+            "bentoml": [_load(rate, 20.0, p99) for rate, p99 in a_rounds],
+            "naive_workers": [_load(rate, 25.0, p99) for rate, p99 in b_rounds],
+        },
+    }
+
+
+def test_the_concurrency_64_goals_are_judged_on_the_median_of_the_paired_rounds() -> None:
+    report = _report()
+    ahead, behind = report["configurations"]["ahead"], report["configurations"]["behind"]
+    # The single runs say the opposite of the rounds: `ahead` 1.10x and p99 0.30x (60 ms against 200 ms), `behind`
+    # 0.94x and 0.75x (150 ms against 200 ms). The rounds decide.
+    ahead["paired_c64"] = _paired_c64([(900.0, 60.0), (950.0, 55.0), (980.0, 70.0)], [(1000.0, 100.0)] * 3)
+    behind["paired_c64"] = _paired_c64([(1200.0, 40.0), (1300.0, 60.0), (1100.0, 50.0)], [(1000.0, 200.0)] * 3)
+    throughput, tail = "c64 throughput at least (b)'s", "c64 p99 at most 50% of (b)'s"
+    assert not targets(ahead)[throughput] and not targets(ahead)[tail]
+    assert targets(behind)[throughput] and targets(behind)[tail]
+    text = summary(report)
+    assert (
+        f"- **{throughput}**: met for `behind` (1.20x: median of 3 paired rounds, 1.10-1.30; the single run above:"
+        " 0.94x); **not met** for `ahead` (0.95x: median of 3 paired rounds, 0.90-0.98; the single run above: 1.10x)."
+    ) in text
+    assert (
+        f"- **{tail}**: met for `behind` (0.25x: median of 3 paired rounds, 0.20-0.30; the single run above: 150 ms"
+        " against 200 ms); **not met** for `ahead` (0.60x: median of 3 paired rounds, 0.55-0.70; the single run"
+        " above: 60 ms against 200 ms)."
+    ) in text
+    assert "| (a) / (b) throughput, concurrency 64, paired rounds: median (range) | 0.95 (0.90-0.98) | 1.20" in text
+    assert "| (a) / (b) p99, concurrency 64, paired rounds: median (range) | 0.60 (0.55-0.70) | 0.25 (0.20-0.30) |" in (
+        text
+    )
+    assert (
+        "(a)/(b) per round: 0.90, 0.95, 0.98; p99 ms per round, (a): 60.00, 55.00, 70.00; (b): 100.00, 100.00, 100.00."
+    ) in markdown(report)
+    # A report from before the paired concurrency-64 rounds is judged on its single runs, as it was.
+    del ahead["paired_c64"]
+    assert targets(ahead)[throughput] and targets(ahead)[tail]
+    assert "(0.30x: 60 ms against 200 ms)" in summary(report)
+
+
 def test_the_concurrency_1_goal_is_judged_on_the_median_of_the_paired_rounds() -> None:
     report = _report()
     ahead, behind = report["configurations"]["ahead"], report["configurations"]["behind"]

@@ -70,10 +70,10 @@ fi
 mkdir -p "$results"
 workers=$(nproc)
 if [ "$smoke" = 1 ]; then
-    serving_args=(--duration 1 --batch-runs 1 --paired-rounds 1 --configurations digits)
+    serving_args=(--duration 1 --batch-runs 1 --paired-rounds 1 --paired-rounds-c64 1 --configurations digits)
     training_args=(--repeats 1 --datasets digits --digits-epochs 2)
 else
-    serving_args=(--duration 4 --batch-runs 2 --paired-rounds 6)
+    serving_args=(--duration 4 --batch-runs 2 --paired-rounds 6 --paired-rounds-c64 6)
     training_args=()
 fi
 
