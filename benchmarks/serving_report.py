@@ -73,22 +73,22 @@ def ratios(section: dict) -> dict[str, float]:
     return result
 
 
-# Each goal judged on paired rounds -> the rounds it is judged on (`paired_c1`, `paired_c64`: both servers up,
-# taking turns round by round), its per-round figure from (a)'s and (b)'s runs of a round, and the single runs'
-# figure it falls back to in a report without those rounds.
+# Each goal judged on paired rounds -> the concurrency of the rounds it is judged on (`paired_c1`, `paired_c64`:
+# both servers up, taking turns round by round), its per-round figure from (a)'s and (b)'s runs of a round, and
+# the single runs' figure it falls back to in a report without those rounds.
 PAIRED_FIGURES = {
     "a_over_b_throughput_c1_paired": (
-        "paired_c1",
+        1,
         lambda a, b: a["requests_per_s"] / b["requests_per_s"],
         "a_over_b_throughput_c1",
     ),
-    "a_minus_b_p50_ms_c1_paired": ("paired_c1", lambda a, b: a["p50_ms"] - b["p50_ms"], "a_minus_b_p50_ms_c1"),
+    "a_minus_b_p50_ms_c1_paired": (1, lambda a, b: a["p50_ms"] - b["p50_ms"], "a_minus_b_p50_ms_c1"),
     "a_over_b_throughput_c64_paired": (
-        "paired_c64",
+        64,
         lambda a, b: a["requests_per_s"] / b["requests_per_s"],
         "a_over_b_throughput_c64",
     ),
-    "a_over_b_p99_c64_paired": ("paired_c64", lambda a, b: a["p99_ms"] / b["p99_ms"], "a_over_b_p99_c64"),
+    "a_over_b_p99_c64_paired": (64, lambda a, b: a["p99_ms"] / b["p99_ms"], "a_over_b_p99_c64"),
 }
 
 
@@ -100,12 +100,9 @@ def _paired_runs(section: dict, concurrency: int, server: str = "bentoml") -> li
 def paired_values(section: dict, key: str) -> list[float]:
     """The per-round figures behind paired verdict `key`, one per round of its paired rounds; empty for a report
     written before the benchmark had them."""
-    rounds, figure, _ = PAIRED_FIGURES[key]
-    paired = section.get(rounds)
-    if not paired:
-        return []
-    runs = paired["runs"]
-    return [figure(a, b) for a, b in zip(runs["bentoml"], runs["naive_workers"], strict=True)]
+    concurrency, figure, _ = PAIRED_FIGURES[key]
+    pairs = zip(_paired_runs(section, concurrency), _paired_runs(section, concurrency, "naive_workers"), strict=True)
+    return [figure(a, b) for a, b in pairs]
 
 
 def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:

@@ -300,10 +300,16 @@ def _names(segment: multipart.MultipartSegment, disposition: str) -> tuple[str |
 def _parameter(disposition: str, name: str) -> str | None:
     """Parameter `name` of a Content-Disposition value as the standard library reads it (None when absent, or when
     only its RFC 2231 form `name*` is there)."""
+    return _header_parameter("content-disposition", disposition, name)
+
+
+def _header_parameter(header: str, value: str, name: str) -> str | None:
+    """Parameter `name` of header `header`'s `value`, read by the standard library's header parser (None when absent
+    or only in its RFC 2231 form)."""
     message = Message()
-    message["content-disposition"] = disposition
-    value = message.get_param(name, header="content-disposition")
-    return value if isinstance(value, str) else None
+    message[header] = value
+    parameter = message.get_param(name, header=header)
+    return parameter if isinstance(parameter, str) else None
 
 
 def _boundary(content_type: str) -> str | None:
@@ -315,10 +321,7 @@ def _boundary(content_type: str) -> str | None:
     plain = _PLAIN_FORM_TYPE.fullmatch(content_type)
     if plain is not None:
         return plain.group(1)
-    message = Message()
-    message["content-type"] = content_type
-    value = message.get_param("boundary")
-    return value if isinstance(value, str) and value else None
+    return _header_parameter("content-type", content_type, "boundary") or None
 
 
 def form_parts(content_type: str, body: bytes) -> list[FormPart]:
