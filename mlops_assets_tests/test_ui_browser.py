@@ -113,9 +113,15 @@ def _visible(page, text: str) -> bool:
 
 
 def _picture_shown(page, alt: str) -> bool:
-    """The picture is on the page, visible and decoded (not a link to open it)."""
+    """The picture is on the page, visible and decodes to pixels (not a link to open it).
+
+    Waits for both: the UI renders an asset's metadata after its text, and a browser decodes an image after it is
+    inserted, so an immediate look can find the picture absent or not yet decoded. `decode()` resolves once the image
+    is decoded and rejects when it cannot be (a broken picture), so the wait ends either way.
+    """
     picture = page.get_by_alt_text(alt).first
-    return picture.is_visible() and picture.evaluate("image => image.complete && image.naturalWidth > 0")
+    picture.wait_for(state="visible", timeout=60_000)
+    return picture.evaluate("image => image.decode().then(() => image.naturalWidth > 0, () => false)")
 
 
 def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_without_a_click(

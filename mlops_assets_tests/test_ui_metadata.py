@@ -56,3 +56,21 @@ def test_thumbnails_fit_the_markdown_the_ui_renders_in_place() -> None:
     confusion = confusion_thumbnail(matrix).value
     assert len(confusion) < INLINE_MARKDOWN_LIMIT
     assert "![confusion matrix](data:image/png;base64," in confusion
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 10, 20, 50, 100, 300])
+def test_training_curves_of_any_shape_show_in_place(epochs: int) -> None:
+    # Noise compresses worst: every epoch's values drawn at random is the hardest history a run can produce.
+    rng = np.random.default_rng(epochs)
+    for _ in range(10):
+        history = [
+            {
+                "train_loss": float(rng.random() * 3),
+                "val_loss": float(rng.random() * 3),
+                "train_accuracy": float(rng.random()),
+                "val_accuracy": float(rng.random()),
+            }
+            for _ in range(epochs)
+        ]
+        curves = training_curves_thumbnail(history).value
+        assert len(curves) < INLINE_MARKDOWN_LIMIT, (epochs, len(curves))
