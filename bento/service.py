@@ -31,7 +31,7 @@ with bentoml.importing():
     from mlops_assets.lib.errors import InvalidImageError
     from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
     from mlops_assets.lib.monitoring.capture import FEEDBACK_EXAMPLE, Capture
-    from mlops_assets.lib.monitoring.embeddings import compact_embedding
+    from mlops_assets.lib.monitoring.embedding_projection import compact_embedding
     from mlops_assets.lib.monitoring.settings import alert_label_problem
     from mlops_assets.lib.serving.access_records import skip_dropped_access_records
     from mlops_assets.lib.serving.buffered_metrics import buffer_metric_writes

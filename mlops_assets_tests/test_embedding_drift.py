@@ -16,13 +16,8 @@ from mlops_assets.lib.models.plugins.cnn import SmallCNNPlugin
 from mlops_assets.lib.models.plugins.softmax import SoftmaxRegressionPlugin
 from mlops_assets.lib.monitoring.baseline import EMBEDDINGS_FILE, INPUTS_FILE, PREDICTIONS_FILE, MonitoringBaseline
 from mlops_assets.lib.monitoring.drift import SIGNALS as DRIFT_SIGNALS
-from mlops_assets.lib.monitoring.embeddings import (
-    EMBEDDING,
-    EMBEDDING_METHOD,
-    _projection,
-    compact_embedding,
-    embedding_drift,
-)
+from mlops_assets.lib.monitoring.embedding_projection import _projection, compact_embedding
+from mlops_assets.lib.monitoring.embeddings import EMBEDDING, EMBEDDING_METHOD, embedding_drift
 from mlops_assets.lib.monitoring.logs import read_day
 from mlops_assets.lib.monitoring.monitor import MonitoredVersion, assess_day
 from mlops_assets.lib.monitoring.settings import MonitoringSettings

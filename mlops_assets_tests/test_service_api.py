@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mlops_assets.lib.models.model_package import load_package, package_policy, read_package_document
-from mlops_assets.lib.monitoring.embeddings import compact_embedding
+from mlops_assets.lib.monitoring.embedding_projection import compact_embedding
 from mlops_assets_tests.service_fixtures import ServedBento, metric_total, settled_metrics
 
 pytestmark = pytest.mark.e2e

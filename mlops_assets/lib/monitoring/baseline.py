@@ -124,7 +124,7 @@ def build_monitoring_baseline(
         inputs.to_csv(staging / INPUTS_FILE, index=False)
         predictions.to_csv(staging / PREDICTIONS_FILE, index=False)
         if embeddings is not None:
-            # Full size: monitoring compacts them to the size the service logged (embeddings.compact_embedding).
+            # Full size: monitoring compacts them to the size the service logged (compact_embedding).
             np.save(staging / EMBEDDINGS_FILE, embeddings.astype(np.float16))
         (staging / BASELINE_FILE).write_text(json.dumps(document, indent=1))
     return load_monitoring_baseline(destination)

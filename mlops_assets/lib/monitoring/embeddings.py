@@ -7,7 +7,6 @@ baseline's, and its ROC AUC on held-out rows is the statistic (0.5: indistinguis
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import numpy as np
@@ -20,29 +19,6 @@ EMBEDDING = "input.embedding"
 EMBEDDING_METHOD = "domain classifier ROC AUC"
 # The reference is sampled down to this many rows: the classifier's cost grows with it, its AUC barely does.
 MAX_REFERENCE_EMBEDDINGS = 5000
-_PROJECTION_SEED = 20260101
-
-
-def compact_embedding(embeddings: np.ndarray, max_dims: int) -> np.ndarray:
-    """[N, D] float32 -> [N, min(D, max_dims)]: unchanged when D <= max_dims, else multiplied by a fixed Gaussian
-    random projection (the same for the same D and max_dims, in the service and in the baseline), rounded to
-    4 decimals so a log line stays short."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    dims = embeddings.shape[1]
-    if dims > max_dims:
-        embeddings = embeddings @ _projection(dims, max_dims)
-    return np.round(embeddings, 4)
-
-
-@functools.cache
-def _projection(dims: int, max_dims: int) -> np.ndarray:
-    """The [dims, max_dims] projection, drawn once per process: drawing it costs more than a small model's whole
-    forward pass, and the service compacts embeddings on every logged request."""
-    projection = np.random.default_rng(_PROJECTION_SEED + dims * 4099 + max_dims).standard_normal(
-        (dims, max_dims), dtype=np.float32
-    ) / np.sqrt(max_dims, dtype=np.float32)
-    projection.setflags(write=False)  # shared by every caller
-    return projection
 
 
 def embedding_drift(current: np.ndarray, reference: np.ndarray, thresholds: Thresholds, min_rows: int) -> SignalVerdict:

@@ -10,7 +10,8 @@ import pandas as pd
 from mlops_assets.lib.monitoring.baseline import MonitoringBaseline
 from mlops_assets.lib.monitoring.drift import SIGNALS as DRIFT_SIGNALS
 from mlops_assets.lib.monitoring.drift import DriftResult, measure_drift
-from mlops_assets.lib.monitoring.embeddings import EMBEDDING, compact_embedding, embedding_drift
+from mlops_assets.lib.monitoring.embedding_projection import compact_embedding
+from mlops_assets.lib.monitoring.embeddings import EMBEDDING, embedding_drift
 from mlops_assets.lib.monitoring.logs import DayLog, embeddings_of
 from mlops_assets.lib.monitoring.settings import MonitoringSettings
 from mlops_assets.lib.monitoring.verdicts import (
