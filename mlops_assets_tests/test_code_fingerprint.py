@@ -1,6 +1,9 @@
 from pathlib import Path
 
+import pytest
+
 from mlops_assets.lib.code_fingerprint import derived_version, fingerprint, python_source_hash
+from mlops_assets.lib.data.expectation_profiles import ProfileError, load_profile
 
 SOURCE = '''
 """Module docstring."""
@@ -36,6 +39,19 @@ def test_fingerprint_lists_its_inputs_and_follows_config(tmp_path: Path) -> None
         fingerprint(["mlops_assets.lib.models.metrics"], {"bentofile": bentofile}, {"epochs": 5}).version
         != first.version
     )
+
+
+def test_a_broken_yaml_file_is_versioned_by_its_bytes_and_its_reader_names_where_it_is_broken(tmp_path: Path) -> None:
+    # An edited expectation profile with a YAML mistake: the code location still loads (the versions of every asset
+    # are computed then), its version follows each edit, and the run that uses it is told what to fix.
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("quarantine:\n  min_contrast: [0.1\n")
+    broken = fingerprint([], {"expectations/mine.yaml": profile})
+    profile.write_text("quarantine:\n  min_contrast: [0.2\n")
+    assert fingerprint([], {"expectations/mine.yaml": profile}) != broken
+    with pytest.raises(ProfileError) as refused:
+        load_profile(str(profile))
+    assert str(refused.value).startswith(f"{profile}: not valid YAML (line 3, column 1: ")
 
 
 def test_derived_versions_are_stable_and_input_sensitive() -> None:

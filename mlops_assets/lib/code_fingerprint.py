@@ -54,7 +54,8 @@ def module_source_path(module_name: str) -> Path:
 
 
 def file_hash(path: Path) -> str:
-    """Python files by syntax tree; YAML by parsed content (comments ignored); anything else by bytes."""
+    """Python files by syntax tree; YAML by parsed content (comments ignored) or, where it does not parse, by bytes;
+    anything else by bytes."""
     stat = path.stat()
     # Many assets share library modules; parse each file once per content (keyed by mtime and size).
     return _file_hash(str(path), stat.st_mtime_ns, stat.st_size)
@@ -67,7 +68,13 @@ def _file_hash(path_name: str, mtime_ns: int, size: int) -> str:
     if path.suffix == ".py":
         return python_source_hash(text)
     if path.suffix in {".yaml", ".yml"}:
-        return hashlib.sha256(json.dumps(yaml.safe_load(text), sort_keys=True).encode()).hexdigest()
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError:
+            # Hashed as written: a broken file must not stop the code location from loading (every asset's version
+            # is computed then); whatever reads it reports where it is broken, when it is used.
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
