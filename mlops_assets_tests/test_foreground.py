@@ -133,6 +133,48 @@ def test_what_a_clean_shutdown_leaves_in_the_session_is_killed_and_said_so(child
     assert (_alive(leader), _alive(helper)) == (False, False)
 
 
+# The leader starts a worker in its own process group (the SIGINT reaches both) and exits at once on it; the worker
+# takes a second to shut down (as a server finishing its requests does), then writes argv[1] + ".done".
+SLOW_CHILD = """import os, subprocess, sys, time
+if sys.argv[2] == "worker":
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        time.sleep(1)
+        open(sys.argv[1] + ".done", "w").close()
+        sys.exit(0)
+worker = subprocess.Popen([sys.executable, sys.argv[0], sys.argv[1], "worker"])
+with open(sys.argv[1] + ".tmp", "w") as pids:
+    pids.write(f"{os.getpid()} {worker.pid}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+try:
+    while True:
+        time.sleep(1)
+except KeyboardInterrupt:
+    sys.exit(0)
+"""
+
+
+def test_a_process_of_the_group_still_shutting_down_when_the_leader_ends_is_given_the_grace(tmp_path: Path) -> None:
+    script = tmp_path / "slow_child.py"
+    script.write_text(SLOW_CHILD)
+    pids_file = tmp_path / "pids"
+    said: list[str] = []
+    with StopSignals() as stop:
+        sender = _signal_when(pids_file, signal.SIGTERM)
+        status = run_in_foreground(
+            [sys.executable, str(script), str(pids_file), "leader"], os.environ, tmp_path, stop, 60, said.append
+        )
+    sender.join()
+    leader, worker = (int(pid) for pid in pids_file.read_text().split())
+
+    assert status == 0
+    assert said == [f"SIGTERM received: stopping {PYTHON} (SIGINT to its processes, killed after 60 s)"]
+    assert (tmp_path / "pids.done").exists(), "the worker was killed before it finished its shutdown"
+    assert (_alive(leader), _alive(worker)) == (False, False)
+
+
 def test_a_signal_before_the_start_means_the_command_is_never_started(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     said: list[str] = []

@@ -149,14 +149,20 @@ def _stop_session(
 ) -> None:
     """SIGINT to the command's group (unless it already ended), said with `reason` (`SIGTERM received`; None when the
     reason was said already); after `grace_s`, SIGKILL to every process left in its session; then SIGKILL to
-    whatever its orderly shutdown left there."""
+    whatever its orderly shutdown left there (of its group: what is still running at the end of the grace; outside
+    it, which the SIGINT did not reach: at once)."""
     session = process.pid  # a new session's leader: the session and its process group have its pid
     if process.poll() is None:
         stopping = f"stopping {name} (SIGINT to its processes, killed after {grace_s:g} s)"
         say(f"{reason}: {stopping}" if reason else stopping)
         _signal_group(session, signal.SIGINT)
+        deadline = time.monotonic() + grace_s
         try:
             process.wait(timeout=grace_s)
+            # The rest of its group got the SIGINT too and may still be shutting down when the leader is done (a
+            # child handling its KeyboardInterrupt): each has what is left of the grace before it counts as left.
+            while _group_members(session) and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
         except subprocess.TimeoutExpired:
             left = [describe(member) for member in session_processes(session)]
             say(
@@ -179,6 +185,16 @@ def session_processes(session: int) -> list[psutil.Process]:
             if os.getsid(candidate.pid) == session and candidate.status() != psutil.STATUS_ZOMBIE:
                 found.append(candidate)
     return found
+
+
+def _group_members(group: int) -> list[psutil.Process]:
+    """The live processes of the session led by `group` that are in its process group (those a SIGINT to it reached)."""
+    members = []
+    for member in session_processes(group):
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(member.pid) == group:
+                members.append(member)
+    return members
 
 
 def _kill_session(session: int) -> list[str]:
