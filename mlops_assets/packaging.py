@@ -20,6 +20,7 @@ from mlops_assets import settings
 from mlops_assets.lib.errors import MLOpsError
 from mlops_assets.lib.models.plugins import resolve_plugin
 from mlops_assets.lib.serving.serving_arguments import validate_service_arguments
+from mlops_assets.lib.settings_validation import ConfigError, yaml_problem
 
 BENTOFILE = settings.PROJECT_ROOT / "bento" / "bentofile.yaml"
 BENTOFILE_LABEL = "bento/bentofile.yaml"
@@ -272,7 +273,11 @@ def build_service_bento(
     target = bento_target() if target is None else target
     if target not in BENTOFILES:
         raise MLOpsError(f"Unknown bento target {target!r}: use one of {', '.join(BENTOFILES)}.")
-    bentofile = yaml.safe_load((settings.PROJECT_ROOT / BENTOFILES[target]).read_text())
+    try:
+        # BentoML's own reading (YAML 1.1), as it reads the bentofile written from this one.
+        bentofile = yaml.safe_load((settings.PROJECT_ROOT / BENTOFILES[target]).read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(BENTOFILES[target], [yaml_problem(error)]) from error
     python = dict(bentofile.get("python") or {})
     requirements = resolve_plugin(plugin).requirements if plugin else ()
     python["packages"] = merge_python_packages(

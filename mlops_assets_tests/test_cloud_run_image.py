@@ -62,6 +62,17 @@ def test_an_unknown_target_is_refused_before_anything_is_built(served_bento):
     assert str(refused.value) == "Unknown bento target 'gke': use one of local, cloud_run."
 
 
+def test_a_bentofile_with_a_yaml_mistake_is_named_with_where_it_is_broken(tmp_path, monkeypatch):
+    broken = tmp_path / "bentofile.yaml"
+    broken.write_text('service: "bento.service:ImageClassifier"\ninclude: ["bento/service.py"\n')
+    monkeypatch.setitem(BENTOFILES, "edited", str(broken))
+    with pytest.raises(MLOpsError) as refused:
+        build_service_bento("model:v1", labels={}, serving={"api_key_env": API_KEY_ENV}, target="edited")
+    assert str(refused.value) == (
+        f"{broken}: not valid YAML (line 3, column 1: expected ',' or ']', but got '<stream end>')"
+    )
+
+
 @pytest.fixture(scope="module")
 def cloud_run_bento(served_bento):
     """A real bento of the sample CNN built from the Cloud Run bentofile (nothing is installed: lock_packages false)."""

@@ -47,11 +47,45 @@ def test_a_broken_yaml_file_is_versioned_by_its_bytes_and_its_reader_names_where
     profile = tmp_path / "mine.yaml"
     profile.write_text("quarantine:\n  min_contrast: [0.1\n")
     broken = fingerprint([], {"expectations/mine.yaml": profile})
-    profile.write_text("quarantine:\n  min_contrast: [0.2\n")
+    # Another size: versions are cached by a file's size and modification time.
+    profile.write_text("quarantine:\n  min_contrast: [0.25\n")
     assert fingerprint([], {"expectations/mine.yaml": profile}) != broken
     with pytest.raises(ProfileError) as refused:
         load_profile(str(profile))
     assert str(refused.value).startswith(f"{profile}: not valid YAML (line 3, column 1: ")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"reviewed: 2024-01-01\n",  # a date: YAML has it, JSON does not
+        b"blob: !!binary aGVsbG8=\n",
+        b"1: a\nb: 2\n",  # keys of two types cannot be sorted
+        b"note: caf\xe9\n",  # Latin-1, not UTF-8
+        b"a: [1\n",  # does not parse
+    ],
+)
+def test_any_yaml_file_gets_a_version_that_follows_its_bytes_where_its_meaning_cannot_be_written(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_bytes(content)
+    first = fingerprint([], {"profile": path})
+    path.write_bytes(content + b"# more\n")
+    assert fingerprint([], {"profile": path}) != first
+
+
+def test_a_yaml_edit_that_changes_the_meaning_for_either_reading_changes_the_version(tmp_path: Path) -> None:
+    # `on` is true to YAML 1.1 (BentoML reading a bentofile) and the text "on" to this project's YAML 1.2 reading.
+    path = tmp_path / "settings.yaml"
+    versions = []
+    # Each text of its own length: versions are cached by a file's size and modification time, which two writes in
+    # quick succession can share.
+    for text in ("flag: on\n", "flag: 'on'\n", "flag:  true\n", "flag: true  # comment\n"):
+        path.write_text(text)
+        versions.append(fingerprint([], {"settings": path}).version)
+    assert len(set(versions[:3])) == 3
+    assert versions[3] == versions[2]
 
 
 def test_derived_versions_are_stable_and_input_sensitive() -> None:

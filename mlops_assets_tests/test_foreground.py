@@ -133,18 +133,25 @@ def test_what_a_clean_shutdown_leaves_in_the_session_is_killed_and_said_so(child
     assert (_alive(leader), _alive(helper)) == (False, False)
 
 
-# The leader starts a worker in its own process group (the SIGINT reaches both) and exits at once on it; the worker
-# takes a second to shut down (as a server finishing its requests does), then writes argv[1] + ".done".
-SLOW_CHILD = """import os, subprocess, sys, time
+# The leader starts a worker in its own process group (the SIGINT reaches both) and exits at once on it. The worker
+# says it is ready (argv[1] + ".ready", inside its KeyboardInterrupt handler's reach) before the leader writes the
+# pids; on SIGINT it takes argv[3] seconds to shut down (as a server finishing its requests does), then writes
+# argv[1] + ".done"; argv[3] "never": it ignores SIGINT.
+SLOW_CHILD = """import os, signal, subprocess, sys, time
 if sys.argv[2] == "worker":
+    if sys.argv[3] == "never":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        open(sys.argv[1] + ".ready", "w").close()
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
-        time.sleep(1)
+        time.sleep(float(sys.argv[3]))
         open(sys.argv[1] + ".done", "w").close()
         sys.exit(0)
-worker = subprocess.Popen([sys.executable, sys.argv[0], sys.argv[1], "worker"])
+worker = subprocess.Popen([sys.executable, sys.argv[0], sys.argv[1], "worker", sys.argv[3]])
+while not os.path.exists(sys.argv[1] + ".ready"):
+    time.sleep(0.01)
 with open(sys.argv[1] + ".tmp", "w") as pids:
     pids.write(f"{os.getpid()} {worker.pid}")
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
@@ -156,7 +163,9 @@ except KeyboardInterrupt:
 """
 
 
-def test_a_process_of_the_group_still_shutting_down_when_the_leader_ends_is_given_the_grace(tmp_path: Path) -> None:
+def _stop_slow_child(tmp_path: Path, shutdown: str, grace_s: float) -> tuple[int, list[str], int, int]:
+    """SIGTERM to this process once SLOW_CHILD's pair is up: the status, what was said, the leader's and worker's
+    pids."""
     script = tmp_path / "slow_child.py"
     script.write_text(SLOW_CHILD)
     pids_file = tmp_path / "pids"
@@ -164,14 +173,38 @@ def test_a_process_of_the_group_still_shutting_down_when_the_leader_ends_is_give
     with StopSignals() as stop:
         sender = _signal_when(pids_file, signal.SIGTERM)
         status = run_in_foreground(
-            [sys.executable, str(script), str(pids_file), "leader"], os.environ, tmp_path, stop, 60, said.append
+            [sys.executable, str(script), str(pids_file), "leader", shutdown],
+            os.environ,
+            tmp_path,
+            stop,
+            grace_s,
+            said.append,
         )
     sender.join()
     leader, worker = (int(pid) for pid in pids_file.read_text().split())
+    return status, said, leader, worker
+
+
+def test_a_process_of_the_group_still_shutting_down_when_the_leader_ends_is_given_the_grace(tmp_path: Path) -> None:
+    status, said, leader, worker = _stop_slow_child(tmp_path, "1", 60)
 
     assert status == 0
     assert said == [f"SIGTERM received: stopping {PYTHON} (SIGINT to its processes, killed after 60 s)"]
     assert (tmp_path / "pids.done").exists(), "the worker was killed before it finished its shutdown"
+    assert (_alive(leader), _alive(worker)) == (False, False)
+
+
+def test_a_process_of_the_group_still_running_at_the_end_of_the_grace_is_killed_and_said_so(tmp_path: Path) -> None:
+    status, said, leader, worker = _stop_slow_child(tmp_path, "never", 1)
+    script = tmp_path / "slow_child.py"
+
+    assert status == 0  # the command itself ended on the SIGINT, within the grace
+    assert said == [
+        f"SIGTERM received: stopping {PYTHON} (SIGINT to its processes, killed after 1 s)",
+        f"{PYTHON} ended, but 1 of its processes were still running 1 s after SIGINT: killing the 1 process(es) left "
+        f"in its session (SIGKILL): {worker} {PYTHON} {script} {tmp_path / 'pids'} worker never",
+    ]
+    assert not (tmp_path / "pids.done").exists()
     assert (_alive(leader), _alive(worker)) == (False, False)
 
 

@@ -117,11 +117,16 @@ def _picture_shown(page, alt: str) -> bool:
 
     Waits for both: the UI renders an asset's metadata after its text, and a browser decodes an image after it is
     inserted, so an immediate look can find the picture absent or not yet decoded. `decode()` resolves once the image
-    is decoded and rejects when it cannot be (a broken picture), so the wait ends either way.
+    is decoded and rejects when it cannot be (a broken picture); a picture that does neither within 60 s is not shown.
     """
     picture = page.get_by_alt_text(alt).first
     picture.wait_for(state="visible", timeout=60_000)
-    return picture.evaluate("image => image.decode().then(() => image.naturalWidth > 0, () => false)")
+    return picture.evaluate(
+        """image => Promise.race([
+            image.decode().then(() => image.naturalWidth > 0, () => false),
+            new Promise(settle => setTimeout(() => settle(false), 60000)),
+        ])"""
+    )
 
 
 def test_pipeline_runs_from_the_ui_and_its_metrics_tables_and_pictures_show_without_a_click(

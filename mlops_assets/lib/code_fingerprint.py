@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from mlops_assets.lib.settings_validation import load_settings_yaml
+
 
 @dataclass(frozen=True)
 class CodeFingerprint:
@@ -54,8 +56,8 @@ def module_source_path(module_name: str) -> Path:
 
 
 def file_hash(path: Path) -> str:
-    """Python files by syntax tree; YAML by parsed content (comments ignored) or, where it does not parse, by bytes;
-    anything else by bytes."""
+    """Python files by syntax tree; YAML by parsed content (comments ignored; see `_yaml_content`); anything else by
+    bytes."""
     stat = path.stat()
     # Many assets share library modules; parse each file once per content (keyed by mtime and size).
     return _file_hash(str(path), stat.st_mtime_ns, stat.st_size)
@@ -64,18 +66,31 @@ def file_hash(path: Path) -> str:
 @functools.lru_cache(maxsize=512)
 def _file_hash(path_name: str, mtime_ns: int, size: int) -> str:
     path = Path(path_name)
-    text = path.read_text()
+    data = path.read_bytes()
     if path.suffix == ".py":
-        return python_source_hash(text)
+        return python_source_hash(data.decode())
     if path.suffix in {".yaml", ".yml"}:
-        try:
-            content = yaml.safe_load(text)
-        except yaml.YAMLError:
-            # Hashed as written: a broken file must not stop the code location from loading (every asset's version
-            # is computed then); whatever reads it reports where it is broken, when it is used.
-            return hashlib.sha256(path.read_bytes()).hexdigest()
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+        content = _yaml_content(data)
+        if content is not None:
+            return hashlib.sha256(content.encode()).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _yaml_content(data: bytes) -> str | None:
+    """A YAML file's meaning as canonical JSON; None where it has none this can write (it does not parse, is not
+    UTF-8, or holds values JSON cannot: dates, binary, keys of mixed types), and the file is hashed by its bytes.
+    A broken file must not stop the code location from loading (every asset's version is computed then); whatever
+    reads it reports what is wrong, when it is used."""
+    try:
+        text = data.decode()
+        # BentoML reads bentofiles as YAML 1.1, this project reads its own files with YAML 1.2's booleans: a change
+        # that means something to either reading changes the version. Where the two agree (any file without `yes`,
+        # `off` and the like) the hash is the one files always had.
+        content, as_settings = yaml.safe_load(text), load_settings_yaml(text)
+        both = content if as_settings == content else [content, as_settings]
+        return json.dumps(both, sort_keys=True)
+    except (UnicodeDecodeError, yaml.YAMLError, TypeError, ValueError):
+        return None
 
 
 def fingerprint(

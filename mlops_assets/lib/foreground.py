@@ -161,8 +161,16 @@ def _stop_session(
             process.wait(timeout=grace_s)
             # The rest of its group got the SIGINT too and may still be shutting down when the leader is done (a
             # child handling its KeyboardInterrupt): each has what is left of the grace before it counts as left.
-            while _group_members(session) and time.monotonic() < deadline:
+            while (members := _group_members(session)) and time.monotonic() < deadline:
                 time.sleep(_POLL_S)
+            if members:
+                left = [describe(member) for member in session_processes(session)]
+                say(
+                    f"{name} ended, but {len(members)} of its processes were still running {grace_s:g} s after "
+                    f"SIGINT: killing the {len(left)} process(es) left in its session (SIGKILL): {', '.join(left)}"
+                )
+                _kill_session(session)
+                return
         except subprocess.TimeoutExpired:
             left = [describe(member) for member in session_processes(session)]
             say(

@@ -198,8 +198,13 @@ def read_yaml(path: Path, source: str | None = None) -> Any:
     try:
         content = load_settings_yaml(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(source, [f"not valid YAML ({where}{problem})"]) from error
+        raise ConfigError(source, [yaml_problem(error)]) from error
     return {} if content is None else content
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """`not valid YAML (line L, column C: what the parser found)`, for a ConfigError's problem."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"not valid YAML ({where}{problem})"
