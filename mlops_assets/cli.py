@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +55,16 @@ def command_rebuild(args: argparse.Namespace) -> int:
     return 0 if summary.success else 1
 
 
+def _invoked_as() -> str:
+    """How to call this command again from here: `mlops` where that name finds it, else the path it was run by
+    (`make demo` runs `.venv/bin/mlops`, which is on no PATH)."""
+    program = Path(sys.argv[0])
+    found = shutil.which("mlops")
+    if program.name != "mlops" or (found is not None and Path(found).resolve() == program.resolve()):
+        return "mlops"
+    return os.path.relpath(program) if not program.is_absolute() or program.is_relative_to(Path.cwd()) else str(program)
+
+
 def _check_port(port: int | None) -> None:
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError("command line", [f"--port = {port}: expected an integer from 1 to 65535"])
@@ -67,14 +78,17 @@ def _local_settings() -> EnvironmentSettings:
 
 
 def command_deploy(args: argparse.Namespace) -> int:
-    from mlops_assets.resources.local_deployer import deploy_local
+    from mlops_assets.resources.local_deployer import current_deployment, deploy_local
 
     _local_settings()  # the `server:` section, and the rest of the file, before a server is started
     _check_port(args.port)
     settings.export_environment()
+    previous = current_deployment()
     deployment = deploy_local(deployable_bento(args.bento), port=args.port)
+    if previous is not None:
+        print(f"Stopped the local deployment it replaces: {previous.bento_tag} at {previous.url} (pid {previous.pid})")
     print(f"Serving {deployment.bento_tag} at {deployment.url} (pid {deployment.pid}, log {deployment.log_path})")
-    print("Stop it with: mlops undeploy local")
+    print(f"Stop it with: {_invoked_as()} undeploy local")
     return 0
 
 
@@ -133,7 +147,7 @@ def command_demo(args: argparse.Namespace) -> int:
         return report(Predictions(errors=outcome.errors, unreachable=outcome.unreachable))
     print(f"\nServer URL: {deployment.url}  (try: curl -F images=@{files[0]} {deployment.url}/predict)")
     print(f"Model lineage: curl {deployment.url}/metadata")
-    print("Stop the server with: mlops undeploy local")
+    print(f"Stop the server with: {_invoked_as()} undeploy local")
     print("See the run, metadata and lineage in the Dagster UI: make dev")
     return 0
 

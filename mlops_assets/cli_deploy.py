@@ -10,6 +10,7 @@ import sys
 from mlops_assets import settings
 from mlops_assets.lib.deploy.release import DeploymentRecord
 from mlops_assets.lib.deploy.stage_settings import STAGES
+from mlops_assets.lib.deploy.validation import DAGSTER_UI_PORT
 from mlops_assets.lib.settings_validation import ConfigError
 
 
@@ -88,13 +89,14 @@ def refused_options(args: argparse.Namespace) -> list[str]:
 
 
 def refuse_a_project_port(port: int) -> None:
-    """Raise ConfigError when `port` (`mlops deploy local --port`) is a local stage's URL port in the environment
-    file, or one that a stage's router or revision recorded as running listens on: starting there would fail, or
-    take the stage's clients, so the port is refused before anything slow is imported or anything started."""
+    """Raise ConfigError when `port` (`mlops deploy local --port`) is the Dagster UI's, a local stage's URL port in the
+    environment file, or one that a stage's router or revision recorded as running listens on: starting there would
+    fail, or take the stage's clients (or the UI's port), so the port is refused before anything slow is imported or
+    anything started."""
     from mlops_assets.resources.local_target import LocalDeployer
 
     environment = settings.environment_settings()
-    owners: dict[int, str] = {}
+    owners: dict[int, str] = {DAGSTER_UI_PORT: f"port {DAGSTER_UI_PORT} is the Dagster UI's (`mlops dev`)"}
     for stage in STAGES:
         config = environment.deployments.stage(stage)
         if config.target == "local":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -197,7 +198,13 @@ def _latest_validated_images():
     with dg.DagsterInstance.get() as instance:
         if instance.get_latest_materialization_event(dg.AssetKey("validated_images")) is None:
             raise SystemExit("No validated_images yet; run `mlops run` first so there is a test split to compare on.")
-        stored = build_definitions().load_asset_value("validated_images", instance=instance)
+        # Outside a run Dagster logs its IO manager's debug lines ("Loading file from ...") to the terminal, in
+        # the middle of the comparison's output; the command says what it compares itself.
+        logging.disable(logging.DEBUG)
+        try:
+            stored = build_definitions().load_asset_value("validated_images", instance=instance)
+        finally:
+            logging.disable(logging.NOTSET)
     # Its arrays as a local copy: the run that wrote them may have run on another machine of the environment.
     with opened("artifacts") as artifacts:
         return artifacts.local_copy(stored, "validated_images")

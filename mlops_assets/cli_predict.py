@@ -119,7 +119,8 @@ def _unreachable(url: str, error: Exception, not_sent: int) -> str:
     files = "file was" if not_sent == 1 else "files were"
     return (
         f"cannot reach the service at {url} ({error}); {not_sent} {files} not sent. Start it with "
-        "`mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3000)."
+        "`mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3030, where "
+        "`mlops deploy local` serves by default)."
     )
 
 

@@ -25,7 +25,8 @@ def test_a_url_nothing_answers_at_is_one_error_line(image: Path, capsys: pytest.
     assert output.out == ""
     assert output.err == (
         f"error: cannot reach the service at {url} ([Errno 111] Connection refused); 2 files were not sent. Start it "
-        "with `mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3000).\n"
+        "with `mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3030, where "
+        "`mlops deploy local` serves by default).\n"
     )
 
 
@@ -34,7 +35,7 @@ def test_a_url_without_its_scheme_is_one_error_line(image: Path, capsys: pytest.
     assert capsys.readouterr().err == (
         "error: cannot reach the service at localhost:3000 (Request URL has an unsupported protocol 'localhost://'.); "
         "1 file was not sent. Start it with `mlops deploy local`, or pass the URL it serves at with --url (e.g. "
-        "http://127.0.0.1:3000).\n"
+        "http://127.0.0.1:3030, where `mlops deploy local` serves by default).\n"
     )
 
 
@@ -48,7 +49,8 @@ def test_a_folder_is_named_with_what_to_do_and_the_next_file_is_still_sent(
     assert capsys.readouterr().err.splitlines() == [
         f"error: {folder}: is a folder, not an image file; pass the image files in it (e.g. {folder / '*.png'})",
         f"error: cannot reach the service at {url} ([Errno 111] Connection refused); 1 file was not sent. Start it "
-        "with `mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3000).",
+        "with `mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3030, where "
+        "`mlops deploy local` serves by default).",
     ]
 
 

@@ -95,3 +95,20 @@ def test_a_bug_keeps_its_stack_trace_on_the_console(
     assert "Stack Trace:" not in refused_failure.split(" - RUN_FAILURE - ")[0]
     assert buggy_failure.startswith('buggy" failed.\n\ndagster._core.errors.DagsterExecutionStepExecutionError')
     assert "KeyError: 'a bug'" in buggy_failure and "Stack Trace:" in buggy_failure
+
+
+def test_the_hint_to_stop_a_server_names_the_command_as_the_user_can_call_it(tmp_path, monkeypatch) -> None:
+    import shutil
+    import sys
+
+    from mlops_assets.cli import _invoked_as
+
+    program = tmp_path / ".venv" / "bin" / "mlops"
+    program.parent.mkdir(parents=True)
+    program.write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(program), "demo"])
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert _invoked_as() == ".venv/bin/mlops"  # `make demo` runs it from the project folder, off the PATH
+    monkeypatch.setattr(shutil, "which", lambda name: str(program))
+    assert _invoked_as() == "mlops"  # on the PATH (an activated virtual environment)

@@ -68,6 +68,10 @@ def own_home(tmp_path, monkeypatch):
             "`mlops deploy local` always starts its server anew",
         ),
         (
+            ["deploy", "local", "--port", "3000"],
+            "--port = 3000: port 3000 is the Dagster UI's (`mlops dev`); choose another port",
+        ),
+        (
             ["deploy", "local", "--port", "3100"],
             f"--port = 3100: port 3100 is the staging stage's URL (deployments.staging.port in {LOCAL}); choose "
             "another port",

@@ -235,6 +235,23 @@ def test_a_stage_port_another_server_of_the_project_binds_is_refused_when_loaded
     assert str(refused.value) == f"{path}: {problems}"
 
 
+def test_server_port_on_the_dagster_uis_port_is_refused_when_loaded(tmp_path):
+    import yaml
+
+    from mlops_assets.lib.environment_settings import load_environment_settings
+    from mlops_assets.lib.settings_validation import ConfigError
+
+    content = yaml.safe_load((settings.PROJECT_ROOT / "deployments" / "local.yaml").read_text())
+    content["server"]["port"] = 3000
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError) as refused:
+        load_environment_settings(path, "local")
+    assert str(refused.value) == (
+        f"{path}: server.port = 3000: the same port as the Dagster UI (`mlops dev`); `mlops deploy local` needs its own"
+    )
+
+
 def test_a_cloud_run_stage_has_no_local_port_to_collide(tmp_path):
     import yaml
 

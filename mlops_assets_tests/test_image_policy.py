@@ -261,11 +261,11 @@ def test_limits_are_checked_together_and_named() -> None:
     tiny = inputs.encode(Image.new("L", (1, 1)), "PNG")
     assert _refusal(tiny) == (
         "width 1 px is outside [4, 65535] px; height 1 px is outside [4, 65535] px; too small for the model: the image "
-        "is 1x1 px and the model input is 8x8; send at least 2x2 px (at most 4x upscaling)"
+        "is 1x1 px and the model input is 8x8; send at least 4x4 px (min_side 4, at most 4x upscaling)"
     )
     # Within the sides but more than 4x smaller than the model input.
     assert _refusal(inputs.encode(Image.new("L", (5, 5)), "PNG"), 32, 32).startswith(
-        "too small for the model: the image is 5x5 px and the model input is 32x32; send at least 8x8 px"
+        "too small for the model: the image is 5x5 px and the model input is 32x32; send at least 8x8 px (at most"
     )
     limited = ImagePolicy(max_bytes=100)
     big = inputs.encode(Image.fromarray(RGB), "PNG")

@@ -83,3 +83,4 @@ def test_killing_a_training_run_leaves_the_registry_unchanged_and_the_next_run_c
     assert refused.returncode == 1 and "roll back first" in refused.stderr
     compared = _mlops(home, "models", "compare", "1", "1")
     assert compared.returncode == 0 and "accuracy (now)" in compared.stdout
+    assert compared.stderr == ""  # nothing of Dagster's own logging around the table

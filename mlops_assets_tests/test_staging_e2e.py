@@ -140,6 +140,12 @@ def test_the_bento_fetched_back_from_gcs_serves_predictions_and_logs_them_to_gcs
                 assert response.status_code == 200, response.text
                 body = response.json()
                 assert (body["model_version"], body["predictions"][0]["label"]) == (production.model_tag, label)
+        # Deploying again replaces the running server, and says so.
+        again = _mlops(staging, "deploy", "local", "--port", str(port))
+        assert (
+            f"Stopped the local deployment it replaces: {production.bento_tag} at http://127.0.0.1:{port} (pid "
+            in again.stdout
+        )
     finally:
         _mlops(staging, "undeploy", "local")
 

@@ -243,9 +243,12 @@ class ImagePolicy:
             problems = self.problems(header, len(data))
             min_width, min_height = -(-width // self.max_upscale), -(-height // self.max_upscale)
             if header.width < min_width or header.height < min_height:
+                # What to send passes every limit at once: the upscaling bound and the profile's smallest side.
+                least = (max(min_width, self.min_side), max(min_height, self.min_side))
+                side = f"min_side {self.min_side}, " if self.min_side > min(min_width, min_height) else ""
                 problems.append(
                     f"too small for the model: the image is {header.width}x{header.height} px and the model input is "
-                    f"{width}x{height}; send at least {min_width}x{min_height} px (at most {self.max_upscale}x "
+                    f"{width}x{height}; send at least {least[0]}x{least[1]} px ({side}at most {self.max_upscale}x "
                     "upscaling)"
                 )
             if problems:

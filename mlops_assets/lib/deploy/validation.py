@@ -215,9 +215,14 @@ def parse_cloud_run(data: Mapping[str, Any] | None, stage: str, source: str) -> 
 
 def _port_problems(deployments: Any, server_port: int) -> list[str]:
     """A local stage's port that another server of this project binds: the other local stage's, server.port
-    (`mlops deploy local`) or the Dagster UI's. Refused whatever the hosts, as a server on all interfaces takes the
-    port on every one."""
+    (`mlops deploy local`) or the Dagster UI's; server.port that is the Dagster UI's. Refused whatever the hosts, as
+    a server on all interfaces takes the port on every one."""
     found: list[str] = []
+    if server_port == DAGSTER_UI_PORT:
+        found.append(
+            f"server.port = {server_port}: the same port as the Dagster UI (`mlops dev`); `mlops deploy local` needs "
+            "its own"
+        )
     staging, production = deployments.staging, deployments.production
     if staging.target == production.target == "local" and staging.port == production.port:
         found.append(
