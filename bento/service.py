@@ -188,15 +188,20 @@ def _base64_request(body: bytes) -> list[str] | None:
 
 
 def _base64_files(images: list[str]) -> list[bytes] | JSONResponse:
-    """The decoded files, or a refusal naming the first string that is not base64."""
+    """The decoded files, or a refusal naming the first string that is not base64. A data URL
+    (`data:image/png;base64,...`, what a browser's FileReader and canvas give) counts as its base64 part."""
     files = []
     for index, text in enumerate(images):
+        if text.startswith("data:") and ";base64," in text[:256]:
+            text = text.partition(";base64,")[2]
         try:
             files.append(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError) as error:
-            return _refusal(
-                f"images[{index}] is not valid base64 ({error}); encode the file's bytes with standard base64."
-            )
+            if text.startswith(("http://", "https://")):
+                reason = "is a URL, and the service does not fetch images; send the file's bytes in base64"
+            else:
+                reason = f"is not valid base64 ({error}); encode the file's bytes with standard base64"
+            return _refusal(f"images[{index}] {reason}.")
     return files
 
 

@@ -48,7 +48,9 @@ def test_raw_bytes_and_base64_json_answer_like_multipart(served_bento: ServedBen
     with served_bento.client() as client:
         multipart = client.post("/predict", files={"images": ("x.png", data)}).json()
         raw = client.post("/predict_image", content=data, headers={"Content-Type": "image/png"})
-        encoded = client.post("/predict_base64", json={"images": [base64.b64encode(data).decode()] * 2})
+        # Plain base64, and a data URL as a browser's FileReader gives it.
+        text = base64.b64encode(data).decode()
+        encoded = client.post("/predict_base64", json={"images": [text, f"data:image/png;base64,{text}"]})
     assert raw.status_code == 200, raw.text
     assert encoded.status_code == 200, encoded.text
     assert raw.json()["model_version"] == encoded.json()["model_version"] == served_bento.model_tag

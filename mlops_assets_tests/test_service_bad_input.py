@@ -56,6 +56,11 @@ BAD_REQUESTS = {
         ["invalid json"],
     ),
     "wrong base64": ({"url": "/predict_base64", "json": {"images": ["not base64!"]}}, 400, ["not valid base64"]),
+    "an image's URL instead of its bytes": (
+        {"url": "/predict_base64", "json": {"images": ["https://example.com/cat.png"]}},
+        400,
+        ["images[0] is a URL", "does not fetch"],
+    ),
     "base64 of non-image bytes": (
         {"url": "/predict_base64", "json": {"images": [base64.b64encode(b"plain text").decode()]}},
         400,
