@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import re
 import typing
 import uuid
 from pathlib import Path
@@ -187,17 +188,26 @@ def _base64_request(body: bytes) -> list[str] | None:
     return images if all(isinstance(image, str) for image in images) else None
 
 
+# `scheme://` at the start of a string: an image's address (http, https, gs, file, ...) rather than its bytes.
+_URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
+
+
 def _base64_files(images: list[str]) -> list[bytes] | JSONResponse:
     """The decoded files, or a refusal naming the first string that is not base64. A data URL
-    (`data:image/png;base64,...`, what a browser's FileReader and canvas give) counts as its base64 part."""
+    (`data:image/png;base64,...`, what a browser's FileReader and canvas give) counts as its base64 part; whitespace
+    around a string is ignored."""
     files = []
     for index, text in enumerate(images):
-        if text.startswith("data:") and ";base64," in text[:256]:
-            text = text.partition(";base64,")[2]
+        text = text.strip()
+        head = text[:256].lower()  # a URL's scheme and a data URL's media type are case-insensitive
+        if head.startswith("data:") and ";base64," in head:
+            text = text[head.index(";base64,") + len(";base64,") :]
         try:
             files.append(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError) as error:
-            if text.startswith(("http://", "https://")):
+            if head.startswith("data:"):
+                reason = "is a data URL without ';base64,'; send the file's bytes in base64"
+            elif _URL_SCHEME.match(head):
                 reason = "is a URL, and the service does not fetch images; send the file's bytes in base64"
             else:
                 reason = f"is not valid base64 ({error}); encode the file's bytes with standard base64"
@@ -549,7 +559,10 @@ class ImageClassifier:
 
     @bentoml.api(route="/predict_base64")
     async def predict_base64(
-        self, images: typing.Annotated[list[str], Field(description="Base64-encoded PNG or JPEG files.")]
+        self,
+        images: typing.Annotated[
+            list[str], Field(description="Base64-encoded PNG or JPEG files, or data URLs (data:image/png;base64,...).")
+        ],
     ) -> PredictionResponse:
         """Classify images sent as base64 strings in JSON, for clients that cannot send multipart."""
         files = _base64_files(images)

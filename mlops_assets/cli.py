@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from mlops_assets import settings
 from mlops_assets.cli_datasets import add_datasets_parser
-from mlops_assets.cli_deploy import add_deploy_parsers
+from mlops_assets.cli_deploy import add_deploy_parsers, refuse_a_project_port
 from mlops_assets.cli_dev import add_dev_parser
 from mlops_assets.cli_feedback import add_feedback_parser
 from mlops_assets.cli_hardcases import add_hardcases_parser
@@ -57,12 +57,19 @@ def command_rebuild(args: argparse.Namespace) -> int:
 
 def _invoked_as() -> str:
     """How to call this command again from here: `mlops` where that name finds it, else the path it was run by
-    (`make demo` runs `.venv/bin/mlops`, which is on no PATH)."""
+    (`make demo` runs `.venv/bin/mlops`, which is on no PATH), relative to this folder when inside it."""
     program = Path(sys.argv[0])
     found = shutil.which("mlops")
     if program.name != "mlops" or (found is not None and Path(found).resolve() == program.resolve()):
         return "mlops"
-    return os.path.relpath(program) if not program.is_absolute() or program.is_relative_to(Path.cwd()) else str(program)
+    try:
+        relative = os.path.relpath(program.resolve())
+    except (OSError, ValueError):  # this folder was removed meanwhile: the path as given still works
+        return str(program)
+    if relative.startswith(".."):
+        return str(program.resolve())
+    # A bare name would be looked up on PATH, where it is not.
+    return relative if os.sep in relative else f".{os.sep}{relative}"
 
 
 def _check_port(port: int | None) -> None:
@@ -84,9 +91,19 @@ def command_deploy(args: argparse.Namespace) -> int:
     _check_port(args.port)
     settings.export_environment()
     previous = current_deployment()
-    deployment = deploy_local(deployable_bento(args.bento), port=args.port)
-    if previous is not None:
-        print(f"Stopped the local deployment it replaces: {previous.bento_tag} at {previous.url} (pid {previous.pid})")
+    stopped = (
+        f"the local deployment it replaces: {previous.bento_tag} at {previous.url} (pid {previous.pid})"
+        if previous is not None
+        else None
+    )
+    try:
+        deployment = deploy_local(deployable_bento(args.bento), port=args.port)
+    except MLOpsError:
+        if stopped is not None and current_deployment() is None:
+            print(f"Stopped {stopped}; the new server did not start (below).", file=sys.stderr)
+        raise
+    if stopped is not None:
+        print(f"Stopped {stopped}")
     print(f"Serving {deployment.bento_tag} at {deployment.url} (pid {deployment.pid}, log {deployment.log_path})")
     print(f"Stop it with: {_invoked_as()} undeploy local")
     return 0
@@ -128,6 +145,8 @@ def command_demo(args: argparse.Namespace) -> int:
     from mlops_assets.runner import format_summary, run_pipeline
 
     _check_port(args.port)
+    if args.port is not None:
+        refuse_a_project_port(args.port)  # as `mlops deploy local --port` does, before the pipeline runs
     summary = run_pipeline(args.dataset)
     print(format_summary(summary))
     if not summary.success:

@@ -200,11 +200,12 @@ def _latest_validated_images():
             raise SystemExit("No validated_images yet; run `mlops run` first so there is a test split to compare on.")
         # Outside a run Dagster logs its IO manager's debug lines ("Loading file from ...") to the terminal, in
         # the middle of the comparison's output; the command says what it compares itself.
-        logging.disable(logging.DEBUG)
+        disabled = logging.root.manager.disable
+        logging.disable(max(disabled, logging.DEBUG))
         try:
             stored = build_definitions().load_asset_value("validated_images", instance=instance)
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(disabled)
     # Its arrays as a local copy: the run that wrote them may have run on another machine of the environment.
     with opened("artifacts") as artifacts:
         return artifacts.local_copy(stored, "validated_images")

@@ -119,9 +119,20 @@ def _unreachable(url: str, error: Exception, not_sent: int) -> str:
     files = "file was" if not_sent == 1 else "files were"
     return (
         f"cannot reach the service at {url} ({error}); {not_sent} {files} not sent. Start it with "
-        "`mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3030, where "
-        "`mlops deploy local` serves by default)."
+        f"`mlops deploy local`, or pass the URL it serves at with --url ({_local_url_example()})."
     )
+
+
+def _local_url_example() -> str:
+    """Where `mlops deploy local` serves in the selected environment (its `server:` settings), for a hint."""
+    from mlops_assets import settings
+    from mlops_assets.lib.deploy.supervisor import url_for
+
+    try:
+        server = settings.environment_settings().server
+    except MLOpsError:  # the hint must not fail; the settings' own error comes with the command that needs them
+        return "`mlops deploy local` serves at the environment's server.port"
+    return f"e.g. {url_for(server.host, server.port)}, where `mlops deploy local` serves"
 
 
 def format_prediction(path: str | Path, answer: dict) -> str:

@@ -26,8 +26,17 @@ def test_a_url_nothing_answers_at_is_one_error_line(image: Path, capsys: pytest.
     assert output.err == (
         f"error: cannot reach the service at {url} ([Errno 111] Connection refused); 2 files were not sent. Start it "
         "with `mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3030, where "
-        "`mlops deploy local` serves by default).\n"
+        "`mlops deploy local` serves).\n"
     )
+
+
+def test_the_hint_gives_the_selected_environments_local_server_url(
+    image: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_ENV", "staging")  # deployments/staging.yaml: server.port 3031
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["predict", str(image), "--url", url]) == 1
+    assert capsys.readouterr().err.endswith("(e.g. http://127.0.0.1:3031, where `mlops deploy local` serves).\n")
 
 
 def test_a_url_without_its_scheme_is_one_error_line(image: Path, capsys: pytest.CaptureFixture) -> None:
@@ -35,7 +44,7 @@ def test_a_url_without_its_scheme_is_one_error_line(image: Path, capsys: pytest.
     assert capsys.readouterr().err == (
         "error: cannot reach the service at localhost:3000 (Request URL has an unsupported protocol 'localhost://'.); "
         "1 file was not sent. Start it with `mlops deploy local`, or pass the URL it serves at with --url (e.g. "
-        "http://127.0.0.1:3030, where `mlops deploy local` serves by default).\n"
+        "http://127.0.0.1:3030, where `mlops deploy local` serves).\n"
     )
 
 
@@ -50,7 +59,7 @@ def test_a_folder_is_named_with_what_to_do_and_the_next_file_is_still_sent(
         f"error: {folder}: is a folder, not an image file; pass the image files in it (e.g. {folder / '*.png'})",
         f"error: cannot reach the service at {url} ([Errno 111] Connection refused); 1 file was not sent. Start it "
         "with `mlops deploy local`, or pass the URL it serves at with --url (e.g. http://127.0.0.1:3030, where "
-        "`mlops deploy local` serves by default).",
+        "`mlops deploy local` serves).",
     ]
 
 

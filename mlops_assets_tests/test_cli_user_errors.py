@@ -112,3 +112,10 @@ def test_the_hint_to_stop_a_server_names_the_command_as_the_user_can_call_it(tmp
     assert _invoked_as() == ".venv/bin/mlops"  # `make demo` runs it from the project folder, off the PATH
     monkeypatch.setattr(shutil, "which", lambda name: str(program))
     assert _invoked_as() == "mlops"  # on the PATH (an activated virtual environment)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.chdir(program.parent)
+    assert _invoked_as() == "./mlops"  # run from its own folder: a bare name would be looked up on PATH
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _invoked_as() == str(program)  # outside that folder: the whole path

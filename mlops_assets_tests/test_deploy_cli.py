@@ -72,6 +72,11 @@ def own_home(tmp_path, monkeypatch):
             "--port = 3000: port 3000 is the Dagster UI's (`mlops dev`); choose another port",
         ),
         (
+            ["demo", "--port", "3130"],
+            f"--port = 3130: port 3130 is the production stage's URL (deployments.production.port in {LOCAL}); "
+            "choose another port",
+        ),
+        (
             ["deploy", "local", "--port", "3100"],
             f"--port = 3100: port 3100 is the staging stage's URL (deployments.staging.port in {LOCAL}); choose "
             "another port",

@@ -50,11 +50,13 @@ def test_raw_bytes_and_base64_json_answer_like_multipart(served_bento: ServedBen
         raw = client.post("/predict_image", content=data, headers={"Content-Type": "image/png"})
         # Plain base64, and a data URL as a browser's FileReader gives it.
         text = base64.b64encode(data).decode()
-        encoded = client.post("/predict_base64", json={"images": [text, f"data:image/png;base64,{text}"]})
+        data_urls = [f"data:image/png;base64,{text}", f" DATA:image/PNG;charset=utf-8;BASE64,{text}\n"]
+        encoded = client.post("/predict_base64", json={"images": [text, *data_urls]})
     assert raw.status_code == 200, raw.text
     assert encoded.status_code == 200, encoded.text
     assert raw.json()["model_version"] == encoded.json()["model_version"] == served_bento.model_tag
     _assert_same_prediction(multipart["predictions"][0], raw.json()["predictions"][0])
+    assert len(encoded.json()["predictions"]) == 3
     for prediction in encoded.json()["predictions"]:
         _assert_same_prediction(multipart["predictions"][0], prediction)
 

@@ -61,6 +61,16 @@ BAD_REQUESTS = {
         400,
         ["images[0] is a URL", "does not fetch"],
     ),
+    "a bucket address instead of the bytes": (
+        {"url": "/predict_base64", "json": {"images": [base64.b64encode(_png(8, 8)).decode(), "GS://bucket/a.png"]}},
+        400,
+        ["images[1] is a URL", "does not fetch"],
+    ),
+    "a data URL without base64": (
+        {"url": "/predict_base64", "json": {"images": ["data:image/svg+xml,<svg/>"]}},
+        400,
+        ["images[0] is a data URL without ';base64,'"],
+    ),
     "base64 of non-image bytes": (
         {"url": "/predict_base64", "json": {"images": [base64.b64encode(b"plain text").decode()]}},
         400,
