@@ -2,9 +2,11 @@
 
 import io
 import os
+import signal
 import socket
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,17 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def sigterm_as_found() -> Iterator[None]:
+    """SIGTERM's handler as it was before each test. Dagster's in-process execution copies SIGINT's handler to SIGTERM
+    and leaves it there: under a background job (SIGINT ignored) every later child of this process would start with
+    SIGTERM ignored, and a test that stops its children with SIGTERM (a process pool's terminate) would wait forever."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    if before is not None and signal.getsignal(signal.SIGTERM) != before:
+        signal.signal(signal.SIGTERM, before)
 
 
 @pytest.fixture(scope="session")

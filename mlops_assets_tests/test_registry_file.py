@@ -142,9 +142,14 @@ def _open_and_register(url: str, index: int) -> int:
 def test_processes_creating_one_new_registry_at_once_all_succeed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     # Spawned, not forked: a child forked from this process (whose server fixtures run threads) once inherited a
-    # held lock and hung the whole suite.
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
+    # held lock and hung the whole suite. Closed and joined, not terminated (what leaving `with Pool` does): its
+    # workers then end on their own, whatever this process's SIGTERM handler was when they started.
+    pool = multiprocessing.get_context("spawn").Pool(4)
+    try:
         numbers = pool.starmap(_open_and_register, [(url, index) for index in range(1, 9)])
+    finally:
+        pool.close()
+        pool.join()
     assert sorted(numbers) == list(range(1, 9))
     with sqlite3.connect(tmp_path / "registry.db") as connection:
         assert connection.execute("SELECT COUNT(*) FROM model_versions").fetchone() == (8,)
