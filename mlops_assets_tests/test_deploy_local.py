@@ -198,6 +198,23 @@ def test_deploy_local_with_a_bento_the_store_lacks_is_one_error_line(tmp_path, m
     assert (current_deployment(), port_is_free("127.0.0.1", port)) == (None, True)
 
 
+def _refused_local_settings(tmp_path, edit) -> tuple[Path, str]:
+    """deployments/local.yaml with `edit(content)` applied, written to `tmp_path`: its path and the ConfigError that
+    loading it raises."""
+    import yaml
+
+    from mlops_assets.lib.environment_settings import load_environment_settings
+    from mlops_assets.lib.settings_validation import ConfigError
+
+    content = yaml.safe_load((settings.PROJECT_ROOT / "deployments" / "local.yaml").read_text())
+    edit(content)
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError) as refused:
+        load_environment_settings(path, "local")
+    return path, str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("staging_port", "production_port", "problems"),
     [
@@ -219,35 +236,18 @@ def test_deploy_local_with_a_bento_the_store_lacks_is_one_error_line(tmp_path, m
 def test_a_stage_port_another_server_of_the_project_binds_is_refused_when_loaded(
     tmp_path, staging_port, production_port, problems
 ):
-    import yaml
+    def edit(content: dict) -> None:
+        assert content["server"]["port"] == 3030
+        content["deployments"]["staging"]["port"] = staging_port
+        content["deployments"]["production"]["port"] = production_port
 
-    from mlops_assets.lib.environment_settings import load_environment_settings
-    from mlops_assets.lib.settings_validation import ConfigError
-
-    content = yaml.safe_load((settings.PROJECT_ROOT / "deployments" / "local.yaml").read_text())
-    assert content["server"]["port"] == 3030
-    content["deployments"]["staging"]["port"] = staging_port
-    content["deployments"]["production"]["port"] = production_port
-    path = tmp_path / "local.yaml"
-    path.write_text(yaml.safe_dump(content))
-    with pytest.raises(ConfigError) as refused:
-        load_environment_settings(path, "local")
-    assert str(refused.value) == f"{path}: {problems}"
+    path, refusal = _refused_local_settings(tmp_path, edit)
+    assert refusal == f"{path}: {problems}"
 
 
 def test_server_port_on_the_dagster_uis_port_is_refused_when_loaded(tmp_path):
-    import yaml
-
-    from mlops_assets.lib.environment_settings import load_environment_settings
-    from mlops_assets.lib.settings_validation import ConfigError
-
-    content = yaml.safe_load((settings.PROJECT_ROOT / "deployments" / "local.yaml").read_text())
-    content["server"]["port"] = 3000
-    path = tmp_path / "local.yaml"
-    path.write_text(yaml.safe_dump(content))
-    with pytest.raises(ConfigError) as refused:
-        load_environment_settings(path, "local")
-    assert str(refused.value) == (
+    path, refusal = _refused_local_settings(tmp_path, lambda content: content["server"].update(port=3000))
+    assert refusal == (
         f"{path}: server.port = 3000: the same port as the Dagster UI (`mlops dev`); `mlops deploy local` needs its own"
     )
 

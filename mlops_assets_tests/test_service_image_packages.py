@@ -161,14 +161,18 @@ def _third_party_imports(sources: set[Path]) -> dict[str, set[str]]:
     return needed
 
 
-def _shipped(target: str, source: Path) -> bool:
-    """Whether the bento of `target` copies `source` (its bentofile's include and exclude, as BentoML reads them)."""
+@cache
+def _bentofile_globs(target: str) -> tuple[pathspec.PathSpec, pathspec.PathSpec]:
+    """The include and exclude globs of `target`'s bentofile, as BentoML reads them."""
     bentofile = yaml.safe_load((settings.PROJECT_ROOT / BENTOFILES[target]).read_text())
+    return tuple(pathspec.PathSpec.from_lines("gitwildmatch", bentofile.get(key, [])) for key in ("include", "exclude"))
+
+
+def _shipped(target: str, source: Path) -> bool:
+    """Whether the bento of `target` copies `source` (its bentofile's include and exclude)."""
     relative = source.relative_to(settings.PROJECT_ROOT.resolve()).as_posix()
-    included = pathspec.PathSpec.from_lines("gitwildmatch", bentofile["include"]).match_file(relative)
-    return included and not pathspec.PathSpec.from_lines("gitwildmatch", bentofile.get("exclude", [])).match_file(
-        relative
-    )
+    include, exclude = _bentofile_globs(target)
+    return include.match_file(relative) and not exclude.match_file(relative)
 
 
 def test_every_package_the_services_code_imports_is_installed_in_its_images() -> None:
