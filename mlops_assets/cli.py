@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shutil
 import sys
@@ -220,6 +221,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parser.parse_args`, except that an unrecognised argument is reported with the usage of the (sub)command it
+    was given to (`mlops deploy local --prot 3` shows `deploy`'s options), not the top-level usage; exits with 2."""
+    args, unrecognised = parser.parse_known_args(argv)
+    if unrecognised:
+        invoked = _invoked_parser(parser, args)
+        message = f"unrecognized arguments: {' '.join(unrecognised)}"
+        options = [option for action in invoked._actions for option in action.option_strings]
+        guesses = [
+            match
+            for given in unrecognised
+            if given.startswith("--")
+            for match in difflib.get_close_matches(given.split("=", 1)[0], options, n=1)
+        ]
+        if guesses:
+            message += f" (did you mean {', '.join(dict.fromkeys(guesses))}?)"
+        invoked.error(message)
+    return args
+
+
+def _invoked_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser that `args` were parsed through."""
+    while True:
+        commands = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(args, commands.dest, None) if commands is not None else None
+        if chosen not in (commands.choices if commands is not None else {}):
+            return parser
+        parser = commands.choices[chosen]
+
+
 # Exit codes: 1 when something ran and failed (a failed run or check, a refused registry action, a damaged file),
 # 2 when a setting was refused before anything ran (as argparse does for bad arguments).
 FAILED = 1
@@ -229,7 +260,7 @@ BAD_SETTINGS = 2
 def main(argv: list[str] | None = None) -> int:
     """Run one `mlops` command; a user error is one `error: ...` line on stderr, without a stack trace (--debug or
     MLOPS_DEBUG=1 shows it). Anything else, a bug, keeps its traceback."""
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     if args.debug:
         os.environ[DEBUG_VARIABLE] = "1"
     debug = bool(os.environ.get(DEBUG_VARIABLE))
