@@ -154,3 +154,24 @@ def test_a_run_launched_from_the_ui_shows_the_user_error_in_one_line(
                 f"{UNDECODABLE.format(name='dog/0.png')}",
             )
         ]
+
+
+@dg.asset(check_specs=[dg.AssetCheckSpec("enough_images", asset="checked", blocking=True)])
+def checked():
+    yield dg.Output(None)
+    yield dg.AssetCheckResult(check_name="enough_images", passed=False, description="3 images; at least 10 needed")
+
+
+def test_the_console_names_the_blocking_checks_that_failed(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster's message puts the failed checks on lines after "...failed with ERROR severity:"; the console's one
+    line keeps them."""
+    monkeypatch.setenv(DEBUG_VARIABLE, "")
+    job = dg.define_asset_job("checked_job", selection=[checked])
+    defs = dg.Definitions(assets=[checked], jobs=[job], loggers={"console": console_logger})
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    assert not defs.resolve_job_def("checked_job").execute_in_process(run_config, raise_on_error=False).success
+    lines = [line for line in capsys.readouterr().err.splitlines() if " - STEP_FAILURE - " in line]
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("1 blocking asset check failed with ERROR severity: checked: enough_images"), lines

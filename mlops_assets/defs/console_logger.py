@@ -33,13 +33,20 @@ def _user_error_names() -> set[str]:
 
 
 def user_error(error) -> str | None:
-    """`ClassName: first line of its message` when a failure's error (Dagster's SerializableErrorInfo) is a user
-    error (an MLOpsError, a failed blocking check); None for anything else, which may be a bug."""
+    """`ClassName: first line of its message` (with the lines it introduces when it ends in ':') when a failure's
+    error (Dagster's SerializableErrorInfo) is a user error (an MLOpsError, a failed blocking check); None for
+    anything else, which may be a bug."""
     raised = error.cause if error.cls_name == _USER_CODE_WRAPPER and error.cause is not None else error
     if raised.cls_name not in _user_error_names():
         return None
-    first_line = (raised.message or "").strip().splitlines()
-    return first_line[0] if first_line else raised.cls_name
+    lines = [line.strip() for line in (raised.message or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return raised.cls_name
+    if lines[0].endswith(":") and len(lines) > 1:
+        # A heading whose substance follows (Dagster's "1 blocking asset check failed with ERROR severity:" then
+        # one "asset: check,check" line per asset): without the lines after it, the heading says nothing.
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return lines[0]
 
 
 class ShortUserErrors(logging.Filter):
