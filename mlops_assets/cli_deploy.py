@@ -174,16 +174,43 @@ def stage_report(stage: str) -> dict:
     }
 
 
+def local_report() -> dict:
+    """The server `mlops deploy local` started, in `stage_report`'s shape: {"record": {"bento_tag", "url", "pid",
+    "log_path"} or None when none runs, "health": problems ([] when it answers /readyz), "warning": None}."""
+    from mlops_assets.resources.local_deployer import current_deployment
+    from mlops_assets.resources.local_target import ready
+
+    deployment = current_deployment()
+    if deployment is None:
+        return {"record": None, "health": [], "warning": None}
+    health = []
+    if not ready(deployment.server()):
+        health.append(
+            f"pid {deployment.pid} does not answer {deployment.url}/readyz or its leader process is gone (its log: "
+            f"{deployment.log_path}); `mlops deploy local` restarts it, `mlops undeploy local` stops its processes"
+        )
+    record = {key: getattr(deployment, key) for key in ("bento_tag", "url", "pid", "log_path")}
+    return {"record": record, "health": health, "warning": None}
+
+
 def command_deployments(args: argparse.Namespace) -> int:
     settings.export_environment()
     reports = {stage: stage_report(stage) for stage in STAGES}
+    reports["local"] = local_report()
     if args.json:
         text = json.dumps(reports, indent=1)
     else:
         lines = []
         for stage, report in reports.items():
             record = report["record"]
-            lines.append(describe(DeploymentRecord.from_json(record)) if record else f"{stage}: nothing deployed")
+            if stage == "local":
+                lines.append(
+                    f"local: {record['bento_tag']} at {record['url']} (`mlops deploy local`, pid {record['pid']})"
+                    if record
+                    else "local: nothing running (`mlops deploy local` starts a server)"
+                )
+            else:
+                lines.append(describe(DeploymentRecord.from_json(record)) if record else f"{stage}: nothing deployed")
             if record:
                 lines.append(f"  health: {'; '.join(report['health']) or 'ok'}")
             if report["warning"]:
@@ -258,6 +285,8 @@ def add_deploy_parsers(commands: argparse._SubParsersAction, deploy_local, undep
         )
     )
 
-    deployments = commands.add_parser("deployments", help="what is live in each stage, with its URLs")
+    deployments = commands.add_parser(
+        "deployments", help="what is live in each stage and the `deploy local` server, with their URLs"
+    )
     deployments.add_argument("--json", action="store_true")
     deployments.set_defaults(handler=command_deployments)

@@ -275,7 +275,7 @@ def test_deployments_json_with_nothing_deployed_and_a_closed_reader(tmp_path):
     listed = subprocess.run([mlops, "deployments", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     nothing = {"record": None, "health": [], "warning": None}
-    assert json.loads(listed.stdout) == {"staging": nothing, "production": nothing}
+    assert json.loads(listed.stdout) == {"staging": nothing, "production": nothing, "local": nothing}
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:

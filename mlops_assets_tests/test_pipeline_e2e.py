@@ -106,9 +106,16 @@ def test_built_bento_serves_predictions_over_http(pipeline_home) -> None:
             assert metadata["lineage"]["data_version"] == scan_dataset(dataset).data_version
 
             assert client.post("/predict", files=files[:1]).status_code == 200, "service must keep serving"
+
+        listed = _mlops(home, "deployments", timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        assert f"local: {bento_metadata['bento_tag']} at {url} (`mlops deploy local`, pid " in listed.stdout
+        assert listed.stdout.endswith(")\n  health: ok\n"), listed.stdout
     finally:
         stopped = _mlops(home, "undeploy", "local", timeout=120)
     assert "Stopped" in stopped.stdout
+    after = _mlops(home, "deployments", timeout=120).stdout
+    assert after.endswith("local: nothing running (`mlops deploy local` starts a server)\n"), after
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
 
