@@ -76,6 +76,23 @@ def test_data_docs_and_quarantine_report_are_written_next_to_the_data(validated)
     assert list(validated.quarantine().columns) == ["path", "label", "reason", "status"]
 
 
+def test_a_validation_leaves_nothing_in_the_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX's ephemeral context has a default Data Docs site in a fresh temporary folder; building the docs must write
+    only the dataset's own site, or every validation leaves a folder behind."""
+    import tempfile
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    rng = np.random.default_rng(3)
+    for label, base in (("dark", 50), ("light", 190)):
+        for index in range(12):
+            write_png(tmp_path / "data" / label / f"{index}.png", base + rng.integers(-40, 40, (8, 8)))
+    validated = build_validated_dataset(scan_dataset(tmp_path / "data"), GeometryConfig(), tmp_path / "validated")
+    assert validated.data_docs_index.is_file()
+    assert list(temporary.iterdir()) == []
+
+
 def test_profiles_load_by_name_or_path_and_reject_unknown_settings(tmp_path: Path) -> None:
     assert load_profile() == ExpectationProfile()
     digits = load_profile("digits")

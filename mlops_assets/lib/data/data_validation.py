@@ -80,7 +80,9 @@ class GxSession:
         """Write GX's HTML Data Docs for every suite run so far; returns the index page."""
         if self.docs_dir is None:
             return None
-        self.context.build_data_docs()
+        # Only this site: an ephemeral context also has a default site in a fresh temporary folder, which building
+        # every site would write (and leave behind) on each validation.
+        self.context.build_data_docs(site_names=["validation"])
         return self.docs_dir / "index.html"
 
 
