@@ -70,7 +70,9 @@ PAIRED_ROUNDS_C64 = 16
 PAIRED_DURATION_S = 3
 PAIRED_WARM_UP_S = 2
 IDLE_AFTER_FORWARD_S = 0.5
-CPUS = os.cpu_count() or 1
+# The cores this process may run on (a CPU set or container limit narrows them; `nproc` counts the same): the
+# naive server's workers, the service's (unless --api-workers) and the in-process limit's processes, one per core.
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 BOUNDARY = "benchmarkboundary7f3a"
 ONE_THREAD = "1 process x 1 thread"
 
@@ -540,15 +542,19 @@ def paired_rounds(wrk: str, bento_tag: str, model_dir: Path, script: Path, plan:
 
 
 def load_server(wrk: str, url: str, duration: int, loads: Loads) -> dict:
-    """Single-image requests at each concurrency, then 64-image requests, each run right after a (c) measurement."""
+    """Single-image requests at each concurrency, then 64-image requests, each run right after a (c) measurement.
+    A warm-up run first, as before the paired rounds: a server's first requests (lazy imports, first-call
+    allocations in every worker) are not its serving cost."""
+    run_wrk(wrk, url, 64, PAIRED_WARM_UP_S, loads.single)
     results = {f"c{c}": run_wrk(wrk, url, c, duration, loads.single) for c in CONCURRENCY}
     pairs = []
     for _ in range(loads.batch_runs):
         limit = loads.limit_64()
         run = run_wrk(wrk, url, BATCH_CONCURRENCY, duration, loads.batch)
         pairs.append((run, limit))
-    # The run with the median rate is the one shown; the ratio to (c) is the median of the paired ratios.
-    median_run, _ = sorted(pairs, key=lambda pair: pair[0]["requests_per_s"])[len(pairs) // 2]
+    # The run with the median rate is the one shown (the slower of the middle two for an even number of runs, so the
+    # figure never leans on the faster); the ratio to (c) is the median of the paired ratios.
+    median_run, _ = sorted(pairs, key=lambda pair: pair[0]["requests_per_s"])[(len(pairs) - 1) // 2]
     over_c = [run["requests_per_s"] * BATCH_IMAGES / limit["images_per_s"] for run, limit in pairs]
     results["batch64"] = {
         **median_run,
@@ -584,8 +590,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()[0]
     device, device_name = device_in_use()
     serving = serving_arguments()
-    if args.api_workers:
-        serving["api_workers"] = args.api_workers
+    # One worker per core, as the naive server runs and as serving.api_workers should be set for a machine.
+    serving["api_workers"] = args.api_workers or CPUS
     run = RunSettings(args.duration, args.batch_runs, serving, device, args.paired_rounds, args.paired_rounds_c64)
     chosen = [config for config in CONFIGURATIONS if config.name in args.configurations]
     try:
@@ -651,8 +657,7 @@ def main() -> None:
         "--api-workers",
         type=int,
         default=0,
-        help="the service's worker processes (default: serving.api_workers of deployments/local.yaml); the naive"
-        " server always runs one per core",
+        help="the service's worker processes (default: one per core, as the naive server always runs)",
     )
     parser.add_argument(
         "--report-only",
@@ -669,6 +674,18 @@ def main() -> None:
         parser.error(
             "--duration and --batch-runs must be at least 1, --api-workers, --paired-rounds and --paired-rounds-c64 at"
             " least 0."
+        )
+    defaults = parser.parse_args([])
+    shortened = [
+        f"--{name.replace('_', '-')}"
+        for name in ("duration", "batch_runs", "paired_rounds", "paired_rounds_c64", "configurations")
+        if getattr(args, name) != getattr(defaults, name)
+    ]
+    if shortened and not args.report_only and args.results.resolve() == RESULTS.resolve():
+        # The committed results (and the README's summary) come from full runs only.
+        parser.error(
+            f"a run with {', '.join(shortened)} changed would replace the committed full run's results in {RESULTS}"
+            " and the README's summary; pass --results DIR to write it elsewhere."
         )
     if args.report_only:
         stored = (args.results / "serving.json").read_text()

@@ -161,6 +161,14 @@ def targets(section: dict, device: str = "cpu") -> dict[str, bool]:
     }
 
 
+def verdict(section: dict, device: str, name: str, key: str, threshold: float) -> str:
+    """A target's verdict in words: "met", "**not met**", or "not established" when the paired rounds' interval for
+    the median holds the threshold (the rounds cannot tell, whichever side the median falls on)."""
+    if unresolved(section, key, threshold):
+        return "not established"
+    return "met" if targets(section, device)[name] else "**not met**"
+
+
 def refresh_derived(report: dict) -> dict:
     """The report with every configuration's stored ratios and targets computed again from its measurements (after
     the targets changed); the measurements themselves are left as they are."""
@@ -199,13 +207,13 @@ def conclusions(report: dict) -> list[str]:
     device = report["machine"]["device"]
     lines = ["Against the targets (computed from the numbers above):", ""]
     for name, key, _, threshold in target_list(device):
-        verdicts = {model: targets(section, device)[name] for model, section in configurations.items()}
+        verdicts = {model: verdict(section, device, name, key, threshold) for model, section in configurations.items()}
         parts = []
-        for met in (True, False):
-            models = [model for model, verdict in verdicts.items() if verdict == met]
+        for said in ("met", "not established", "**not met**"):
+            models = [model for model, given in verdicts.items() if given == said]
             if models:
                 details = ", ".join(f"`{m}` {_target_detail(key, configurations[m], threshold)}" for m in models)
-                parts.append(f"{'met' if met else '**not met**'} for {details}")
+                parts.append(f"{said} for {details}")
         lines.append(f"- **{name}**: {'; '.join(parts)}.")
     lines += ["", "Also in this run:", ""]
     lines.append(
@@ -376,7 +384,7 @@ def _interval_text(values: list[float], threshold: float, style: str) -> str:
         return ""
     spans = interval[0] <= threshold <= interval[1]
     low, high = (_apart(bound, threshold, style) for bound in interval)
-    return f", 95 % interval of the median {low} to {high}" + (", which holds the goal: not resolved" if spans else "")
+    return f", 95 % interval of the median {low} to {high}" + (", which holds the goal's threshold" if spans else "")
 
 
 def _errors(report: dict) -> str:
@@ -443,8 +451,12 @@ def summary(report: dict) -> str:
     device = report["machine"]["device"]
     for name, key, _, threshold in target_list(device):
         rows[f"target: {name}"] = lambda c, name=name, key=key, threshold=threshold: (
-            ("met" if targets(c, device)[name] else "**not met**")
-            + (" (median; not resolved by the rounds)" if unresolved(c, key, threshold) else "")
+            verdict(c, device, name, key, threshold)
+            + (
+                f" (the median {'meets' if targets(c, device)[name] else 'misses'} it)"
+                if unresolved(c, key, threshold)
+                else ""
+            )
         )
     lines += [f"| {row} | " + " | ".join(cell(c) for c in configurations.values()) + " |" for row, cell in rows.items()]
     names = labels(report)

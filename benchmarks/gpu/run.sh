@@ -12,6 +12,8 @@
 #   benchmarks/gpu/run.sh --smoke --allow-cpu   # the same steps, minutes long, on a machine without a GPU
 #
 # Without a GPU the script stops before measuring anything unless --allow-cpu is given; --smoke shortens every run.
+# A full run takes about 15 minutes after the install (both models served and loaded, then training); needs network
+# access for the install (PyPI) and for wrk (apt-get) unless both are already there.
 # Only a full-length run on a GPU writes to benchmarks/results/gpu/; the others write to a temporary folder. BENCH_ARGS adds arguments to the serving
 # benchmark, TRAINING_ARGS to the training one.
 set -euo pipefail
@@ -35,10 +37,26 @@ step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 step "Python environment"
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+        echo "The project needs Python 3.11 (pyproject.toml's requires-python); $python is $("$python" -V 2>&1)." \
+            "Install python3.11, or point PYTHON at one." >&2
+        exit 4
+    fi
     "$python" -m venv .venv
 fi
 if ! .venv/bin/python -c "import mlops_assets, torch, bentoml" 2>/dev/null; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+fi
+# A venv made where there was no GPU may hold torch's CPU-only build; on a machine with an NVIDIA driver, the same
+# torch version is installed again from PyPI, whose Linux x86_64 wheel is the CUDA build.
+if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1 \
+    && [ "$(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")')" = "" ]; then
+    version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
+    echo "torch $version in .venv is a CPU-only build: installing its CUDA build from PyPI"
+    # torch alone replaced (its pinned neighbours stay as they are), then its CUDA libraries added.
+    .venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+        --index-url https://pypi.org/simple "torch==$version"
+    .venv/bin/pip install --quiet --disable-pip-version-check --index-url https://pypi.org/simple "torch==$version"
 fi
 .venv/bin/python -c "import torch; print('torch', torch.__version__, '| CUDA build', torch.version.cuda)"
 
@@ -78,10 +96,10 @@ else
 fi
 
 step "Serving benchmark: this service and the naive server, $workers workers each"
-# One worker per core for both servers, as the service's settings advise (serving.api_workers) and as the naive
-# server is deployed; each worker holds its own copy of the model on the GPU.
+# One worker per core for both servers (the benchmark's default), as the service's settings advise
+# (serving.api_workers) and as the naive server is deployed; each worker holds its own copy of the model on the GPU.
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-.venv/bin/python benchmarks/bench_serving.py --results "$results" --api-workers "$workers" "${serving_args[@]}" ${BENCH_ARGS:-}
+.venv/bin/python benchmarks/bench_serving.py --results "$results" "${serving_args[@]}" ${BENCH_ARGS:-}
 
 if [ -f benchmarks/bench_training.py ]; then
     step "Training benchmark"
