@@ -306,6 +306,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         raise SystemExit("--amp measures bf16 autocast on a CUDA GPU; this run's device is the CPU.")
     rgb_images, digits_epochs, rgb_epochs = DEFAULTS[kind]
     rgb_images = args.rgb_images or rgb_images
+    # Before any work of the run's own (building the datasets decodes on every core), so it counts other work only.
+    load_before, uptime_before = os.getloadavg(), uptime()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-training-") as temporary:
         work = Path(temporary)
@@ -320,7 +322,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         chosen = {name: source for name, source in sources.items() if name in args.datasets}
         splits = {name: validated_splits(make(), work / f"{name}-validated") for name, (_, make, _) in chosen.items()}
         one_off_s = one_off_imports_s()
-        load_before, uptime_before = os.getloadavg(), uptime()
         datasets = []
         for name, (description, _, default_epochs) in chosen.items():
             epochs = {"digits": args.digits_epochs, "rgb64": args.rgb_epochs}[name] or default_epochs
