@@ -222,33 +222,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """`parser.parse_args`, except that an unrecognised argument is reported with the usage of the (sub)command it
-    was given to (`mlops deploy local --prot 3` shows `deploy`'s options), not the top-level usage; exits with 2."""
-    args, unrecognised = parser.parse_known_args(argv)
-    if unrecognised:
-        invoked = _invoked_parser(parser, args)
-        message = f"unrecognized arguments: {' '.join(unrecognised)}"
-        options = [option for action in invoked._actions for option in action.option_strings]
-        guesses = [
-            match
-            for given in unrecognised
-            if given.startswith("--")
-            for match in difflib.get_close_matches(given.split("=", 1)[0], options, n=1)
-        ]
-        if guesses:
-            message += f" (did you mean {', '.join(dict.fromkeys(guesses))}?)"
-        invoked.error(message)
-    return args
+    """`parser.parse_args`, except that an unrecognized argument is reported by the (sub)command whose part of the
+    command line holds it, with that command's usage and the option meant (a close match, or the level an option
+    belongs to: `mlops models --debug list`); exits with 2 as argparse does."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if not unrecognized:
+        return args
+    levels = _invoked_parsers(parser, args)
+    # Where each level's part of the command line starts: after its subcommand's name.
+    starts, position = [0], 0
+    for name, _ in levels[1:]:
+        if name in argv[position:]:
+            position = argv.index(name, position) + 1
+        starts.append(position)
+    first = argv.index(unrecognized[0]) if unrecognized[0] in argv else len(argv)
+    reporter = levels[max(index for index, start in enumerate(starts) if start <= first)][1]
+    hints = []
+    for token in unrecognized:
+        if token == "--":
+            break  # what follows is meant as positionals
+        if token.startswith("-"):
+            hints += _option_hint(token.split("=", 1)[0], reporter, [level for _, level in levels])
+    message = f"unrecognized arguments: {' '.join(unrecognized)}"
+    reporter.error(message + (f" ({'; '.join(dict.fromkeys(hints))})" if hints else ""))
 
 
-def _invoked_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
-    """The innermost subcommand's parser that `args` were parsed through."""
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    return [option for action in parser._actions for option in action.option_strings]
+
+
+def _option_hint(name: str, reporter: argparse.ArgumentParser, levels: list[argparse.ArgumentParser]) -> list[str]:
+    """What an unrecognized option was probably meant as: an option of another level, or a close match."""
+    owner = next((level for level in levels if name in _options(level)), None)
+    if owner is not None:
+        return [f"{name} is an option of `{owner.prog}`: give it right after `{owner.prog}`"]
+    for level in [reporter, *(level for level in reversed(levels) if level is not reporter)]:
+        close = difflib.get_close_matches(name, _options(level), n=1)
+        if close:
+            where = "" if level is reporter else f", an option of `{level.prog}`"
+            return [f"did you mean {close[0]}{where}?"]
+    return []
+
+
+def _invoked_parsers(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> list[tuple[str | None, argparse.ArgumentParser]]:
+    """The parsers `args` went through, outermost first, each with the subcommand name that chose it."""
+    levels: list[tuple[str | None, argparse.ArgumentParser]] = [(None, parser)]
     while True:
-        commands = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        chosen = getattr(args, commands.dest, None) if commands is not None else None
-        if chosen not in (commands.choices if commands is not None else {}):
-            return parser
-        parser = commands.choices[chosen]
+        commands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        chosen = getattr(args, commands[0].dest, None) if commands else None
+        if chosen not in (commands[0].choices if commands else {}):
+            return levels
+        parser = commands[0].choices[chosen]
+        levels.append((chosen, parser))
 
 
 # Exit codes: 1 when something ran and failed (a failed run or check, a refused registry action, a damaged file),

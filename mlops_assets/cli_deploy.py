@@ -175,19 +175,26 @@ def stage_report(stage: str) -> dict:
 
 
 def local_report() -> dict:
-    """The server `mlops deploy local` started, in `stage_report`'s shape: {"record": {"bento_tag", "url", "pid",
-    "log_path"} or None when none runs, "health": problems ([] when it answers /readyz), "warning": None}."""
-    from mlops_assets.resources.local_deployer import current_deployment
+    """The server `mlops deploy local` started, beside the stages' reports: {"record": {"bento_tag", "url", "pid",
+    "log_path"} or None when nothing was deployed, "health": problems ([] when it answers /readyz), "warning": None}."""
+    from mlops_assets.lib.deploy.supervisor import group_alive
+    from mlops_assets.resources.local_deployer import DeploymentError, recorded_deployment
     from mlops_assets.resources.local_target import ready
 
-    deployment = current_deployment()
+    try:
+        deployment = recorded_deployment()
+    except DeploymentError as error:
+        return {"record": None, "health": [str(error)], "warning": None}
     if deployment is None:
         return {"record": None, "health": [], "warning": None}
+    again = f"`mlops deploy local --bento {deployment.bento_tag}`"
     health = []
-    if not ready(deployment.server()):
+    if not group_alive(deployment.server()):
+        health.append(f"not running: its processes are gone (its log: {deployment.log_path}); {again} starts it again")
+    elif not ready(deployment.server()):
         health.append(
             f"pid {deployment.pid} does not answer {deployment.url}/readyz or its leader process is gone (its log: "
-            f"{deployment.log_path}); `mlops deploy local` restarts it, `mlops undeploy local` stops its processes"
+            f"{deployment.log_path}); {again} restarts it, `mlops undeploy local` stops its processes"
         )
     record = {key: getattr(deployment, key) for key in ("bento_tag", "url", "pid", "log_path")}
     return {"record": record, "health": health, "warning": None}
@@ -211,7 +218,7 @@ def command_deployments(args: argparse.Namespace) -> int:
                 )
             else:
                 lines.append(describe(DeploymentRecord.from_json(record)) if record else f"{stage}: nothing deployed")
-            if record:
+            if record or report["health"]:
                 lines.append(f"  health: {'; '.join(report['health']) or 'ok'}")
             if report["warning"]:
                 lines.append(f"  warning: {report['warning']}")

@@ -63,10 +63,39 @@ def test_an_unknown_option_is_reported_by_the_command_it_was_given_to(
             ["deploy", "local", "--prot=3001"],
             "mlops deploy: error: unrecognized arguments: --prot=3001 (did you mean --port?)",
         ),
-        (["--debug", "models", "list", "extra"], "mlops models list: error: unrecognized arguments: extra"),
+        # Given before the subcommand: the top level reports it, and knows the option meant.
+        (["--dbug", "run"], "mlops: error: unrecognized arguments: --dbug (did you mean --debug?)"),
+        # An option of another level, given at this one.
+        (
+            ["models", "--debug", "list"],
+            "mlops models: error: unrecognized arguments: --debug (--debug is an option of `mlops`: give it right "
+            "after `mlops`)",
+        ),
+        (
+            ["models", "list", "--dbug"],
+            "mlops models list: error: unrecognized arguments: --dbug (did you mean --debug, an option of `mlops`?)",
+        ),
     ],
 )
-def test_a_mistyped_option_names_the_close_match(
+def test_a_mistyped_option_names_the_option_meant(
+    argv: list[str], last_line: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == BAD_SETTINGS
+    assert capsys.readouterr().err.splitlines()[-1] == last_line
+
+
+@pytest.mark.parametrize(
+    ("argv", "last_line"),
+    [
+        (["--debug", "models", "list", "extra"], "mlops models list: error: unrecognized arguments: extra"),
+        # After `--` everything is a positional: no option is guessed (`--` alone is close to `--to`).
+        (["models", "rollback", "--", "x"], "mlops models rollback: error: unrecognized arguments: -- x"),
+        (["predict", "a.png", "--zzzzzz"], "mlops predict: error: unrecognized arguments: --zzzzzz"),
+    ],
+)
+def test_an_argument_nothing_resembles_is_reported_without_a_guess(
     argv: list[str], last_line: str, capsys: pytest.CaptureFixture
 ) -> None:
     with pytest.raises(SystemExit) as stop:

@@ -137,4 +137,39 @@ def test_deployments_names_where_the_due_version_comes_from(own_home, capsys):
         "production: nothing deployed\n"
         f"  warning: Nothing is deployed in production; version {number} is due there (the registry's production "
         "version); deploy it with `mlops deploy production`.\n"
+        "local: nothing running (`mlops deploy local` starts a server)\n"
     )
+
+
+def test_deployments_says_when_the_local_server_is_gone_or_its_record_is_damaged(own_home, capsys):
+    """A local server that died keeps its record, listed with where its log is and how to start it again; a damaged
+    record is named, and the stages are still reported."""
+    import json
+    import subprocess
+    import sys
+
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone_pid = int(exited.stdout)  # a process that has exited: its pid runs nothing of this deployment
+    record = settings.deployments_dir() / "local.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(
+        json.dumps(
+            {"bento_tag": "image-classifier-service:abc", "url": "http://127.0.0.1:3999", "pid": gone_pid,
+             "log_path": "/var/log/server.log", "workers": []}
+        )
+    )  # fmt: skip
+    assert main(["deployments"]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"local: image-classifier-service:abc at http://127.0.0.1:3999 (`mlops deploy local`, pid {gone_pid})\n"
+        "  health: not running: its processes are gone (its log: /var/log/server.log); `mlops deploy local --bento "
+        "image-classifier-service:abc` starts it again\n"
+    )
+    record.write_text('{"bento_tag": "image-classifier-service:abc", "url": ')
+    assert main(["deployments"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("staging: nothing deployed\nproduction: nothing deployed\n"), listed
+    assert listed.endswith(
+        f"local: nothing running (`mlops deploy local` starts a server)\n  health: The local deployment's record "
+        f"{record} is damaged (Expecting value: line 1 column 54 (char 53)); delete it, and stop the `bentoml "
+        "serve` process it recorded yourself if one still runs.\n"
+    ), listed

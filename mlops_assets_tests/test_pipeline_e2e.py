@@ -114,7 +114,9 @@ def test_built_bento_serves_predictions_over_http(pipeline_home) -> None:
     finally:
         stopped = _mlops(home, "undeploy", "local", timeout=120)
     assert "Stopped" in stopped.stdout
-    after = _mlops(home, "deployments", timeout=120).stdout
+    after_stop = _mlops(home, "deployments", timeout=120)
+    assert after_stop.returncode == 0, after_stop.stderr
+    after = after_stop.stdout
     assert after.endswith("local: nothing running (`mlops deploy local` starts a server)\n"), after
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)

@@ -175,3 +175,26 @@ def test_the_console_names_the_blocking_checks_that_failed(
     lines = [line for line in capsys.readouterr().err.splitlines() if " - STEP_FAILURE - " in line]
     assert len(lines) == 1, lines
     assert lines[0].endswith("1 blocking asset check failed with ERROR severity: checked: enough_images"), lines
+
+
+def test_only_a_failed_checks_heading_takes_the_lines_after_it() -> None:
+    """A failed blocking check's message names the checks per asset on the lines after its heading; a user error's
+    later lines (a server's log tail after "Last log lines:") are left to the event log."""
+    from dagster._utils.error import SerializableErrorInfo
+
+    from mlops_assets.defs.console_logger import user_error
+
+    checks = SerializableErrorInfo(
+        "2 blocking asset checks failed with ERROR severity:\nvalidated_images: enough_images,leakage\nbento: size\n",
+        [],
+        "DagsterAssetCheckFailedError",
+    )
+    assert user_error(checks) == (
+        "2 blocking asset checks failed with ERROR severity: validated_images: enough_images,leakage; bento: size"
+    )
+    log_tail = SerializableErrorInfo(
+        "The server did not start. Last log lines (server.log):\nTraceback ...\nValueError: boom\n",
+        [],
+        "DeploymentError",
+    )
+    assert user_error(log_tail) == "The server did not start. Last log lines (server.log):"

@@ -33,24 +33,25 @@ def _user_error_names() -> set[str]:
 
 
 def user_error(error) -> str | None:
-    """`ClassName: first line of its message` (with the lines it introduces when it ends in ':') when a failure's
-    error (Dagster's SerializableErrorInfo) is a user error (an MLOpsError, a failed blocking check); None for
-    anything else, which may be a bug."""
+    """The first line of a failure's error (Dagster's SerializableErrorInfo) when it is a user error (an MLOpsError,
+    a failed blocking check; for the latter with the checks its first line introduces); None for anything else,
+    which may be a bug."""
     raised = error.cause if error.cls_name == _USER_CODE_WRAPPER and error.cause is not None else error
     if raised.cls_name not in _user_error_names():
         return None
     lines = [line.strip() for line in (raised.message or "").strip().splitlines() if line.strip()]
     if not lines:
         return raised.cls_name
-    if lines[0].endswith(":") and len(lines) > 1:
-        # A heading whose substance follows (Dagster's "1 blocking asset check failed with ERROR severity:" then
-        # one "asset: check,check" line per asset): without the lines after it, the heading says nothing.
-        return f"{lines[0]} {'; '.join(lines[1:])}"
+    if raised.cls_name in _EXPECTED_FAILURES:
+        # Dagster's "1 blocking asset check failed with ERROR severity:" names the checks on the lines after it, one
+        # "asset: check,check" line per asset; without them the heading says nothing. (An MLOpsError's later lines,
+        # such as a server's log tail, stay in the event log.)
+        return " ".join([lines[0], "; ".join(lines[1:])]).strip()
     return lines[0]
 
 
 class ShortUserErrors(logging.Filter):
-    """Replaces the stack trace in a failure record whose cause is a user error by the error's first line.
+    """Replaces the stack trace in a failure record whose cause is a user error by `user_error`'s line.
 
     The record's Dagster event still carries the whole error, so the run's event log (the UI) keeps the trace.
     """

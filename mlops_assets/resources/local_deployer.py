@@ -53,14 +53,26 @@ def _state_file() -> Path:
     return settings.deployments_dir() / "local.json"
 
 
-def current_deployment() -> LocalDeployment | None:
-    """The recorded local deployment if any process of it still runs (stop it with `stop_local`)."""
+def recorded_deployment() -> LocalDeployment | None:
+    """The last local deployment recorded, running or not; None when there is no record. Raises DeploymentError
+    naming the file when the record cannot be read."""
     path = _state_file()
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    deployment = LocalDeployment(**{**data, "workers": tuple(tuple(w) for w in data.get("workers", ()))})
-    return deployment if group_alive(deployment.server()) else None
+    try:
+        data = json.loads(path.read_text())
+        return LocalDeployment(**{**data, "workers": tuple(tuple(w) for w in data.get("workers", ()))})
+    except (ValueError, TypeError, AttributeError) as error:
+        raise DeploymentError(
+            f"The local deployment's record {path} is damaged ({error}); delete it, and stop the `bentoml serve` "
+            "process it recorded yourself if one still runs."
+        ) from None
+
+
+def current_deployment() -> LocalDeployment | None:
+    """The recorded local deployment if any process of it still runs (stop it with `stop_local`)."""
+    deployment = recorded_deployment()
+    return deployment if deployment is not None and group_alive(deployment.server()) else None
 
 
 def start_bento_server(

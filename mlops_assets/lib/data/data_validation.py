@@ -40,6 +40,10 @@ class CheckOutcome:
         return asdict(self)
 
 
+# The Data Docs site written next to the validated data.
+DOCS_SITE = "validation"
+
+
 class GxSession:
     """An ephemeral GX context; with `docs_dir`, every validation also lands in a Data Docs site there."""
 
@@ -54,7 +58,7 @@ class GxSession:
         self.docs_dir = docs_dir
         if docs_dir is not None:
             self.context.add_data_docs_site(
-                site_name="validation",
+                site_name=DOCS_SITE,
                 site_config={
                     "class_name": "SiteBuilder",
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
@@ -82,7 +86,7 @@ class GxSession:
             return None
         # Only this site: an ephemeral context also has a default site in a fresh temporary folder, which building
         # every site would write (and leave behind) on each validation.
-        self.context.build_data_docs(site_names=["validation"])
+        self.context.build_data_docs(site_names=[DOCS_SITE])
         return self.docs_dir / "index.html"
 
 
