@@ -69,8 +69,10 @@ PAIRED_ROUNDS = 60
 PAIRED_ROUNDS_C64 = 16
 PAIRED_DURATION_S = 3
 PAIRED_WARM_UP_S = 2
+# Connections of a warm-up run: enough to reach every worker.
+WARM_UP_CONNECTIONS = 64
 IDLE_AFTER_FORWARD_S = 0.5
-# The cores this process may run on (a CPU set or container limit narrows them; `nproc` counts the same): the
+# The cores this process may run on (a CPU set narrows them): the
 # naive server's workers, the service's (unless --api-workers) and the in-process limit's processes, one per core.
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 BOUNDARY = "benchmarkboundary7f3a"
@@ -521,7 +523,7 @@ def paired_rounds(wrk: str, bento_tag: str, model_dir: Path, script: Path, plan:
         naive, naive_url, _ = start_naive(model_dir, CPUS)
         urls = {"bentoml": f"{server.url}/predict", "naive_workers": f"{naive_url}/predict"}
         for url in urls.values():  # the first requests of every worker pay one-time costs
-            run_wrk(wrk, url, 64, PAIRED_WARM_UP_S, script)
+            run_wrk(wrk, url, WARM_UP_CONNECTIONS, PAIRED_WARM_UP_S, script)
         pids = {"bentoml": server.pid, "naive_workers": naive.pid}
         paired = {}
         for concurrency, rounds in plan.items():
@@ -545,7 +547,7 @@ def load_server(wrk: str, url: str, duration: int, loads: Loads) -> dict:
     """Single-image requests at each concurrency, then 64-image requests, each run right after a (c) measurement.
     A warm-up run first, as before the paired rounds: a server's first requests (lazy imports, first-call
     allocations in every worker) are not its serving cost."""
-    run_wrk(wrk, url, 64, PAIRED_WARM_UP_S, loads.single)
+    run_wrk(wrk, url, WARM_UP_CONNECTIONS, PAIRED_WARM_UP_S, loads.single)
     results = {f"c{c}": run_wrk(wrk, url, c, duration, loads.single) for c in CONCURRENCY}
     pairs = []
     for _ in range(loads.batch_runs):
@@ -676,15 +678,15 @@ def main() -> None:
             " least 0."
         )
     defaults = parser.parse_args([])
-    shortened = [
+    changed = [
         f"--{name.replace('_', '-')}"
-        for name in ("duration", "batch_runs", "paired_rounds", "paired_rounds_c64", "configurations")
+        for name in ("duration", "batch_runs", "paired_rounds", "paired_rounds_c64", "api_workers")
         if getattr(args, name) != getattr(defaults, name)
-    ]
-    if shortened and not args.report_only and args.results.resolve() == RESULTS.resolve():
-        # The committed results (and the README's summary) come from full runs only.
+    ] + (["--configurations"] if set(args.configurations) != set(defaults.configurations) else [])
+    if changed and not args.report_only and readme_sections.is_committed(args.results):
+        # The committed results (and the README's summary) come from full runs as `make bench` makes them.
         parser.error(
-            f"a run with {', '.join(shortened)} changed would replace the committed full run's results in {RESULTS}"
+            f"a run with {', '.join(changed)} changed would replace the committed full run's results in {RESULTS}"
             " and the README's summary; pass --results DIR to write it elsewhere."
         )
     if args.report_only:

@@ -483,8 +483,9 @@ def markdown(report: dict) -> str:
             for load, result in section["servers"][server].items():
                 per_request = BATCH_IMAGES if load == "batch64" else 1
                 load_text = (
-                    f"64-image batches, concurrency {BATCH_CONCURRENCY} (median of"
-                    f" {', '.join(f'{rate:.0f}' for rate in result['runs_requests_per_s'])} req/s; over the (c)"
+                    f"64-image batches, concurrency {BATCH_CONCURRENCY} ("
+                    + ("median" if len(result["runs_requests_per_s"]) % 2 else "the slower middle run")
+                    + f" of {', '.join(f'{rate:.0f}' for rate in result['runs_requests_per_s'])} req/s; over the (c)"
                     f" measured just before each: {', '.join(f'{ratio:.2f}' for ratio in result['over_c_runs'])})"
                     if load == "batch64"
                     else f"concurrency {load[1:]}"

@@ -136,9 +136,10 @@ def determinism_cost(derived: dict, deterministic: str, fast: str) -> str:
     cpu = variants[deterministic]["cpu_ms_per_image"] / variants[fast]["cpu_ms_per_image"] - 1
     if len(costs) < 2:
         # One repeat cannot agree or disagree with another: its sign says nothing about the load's noise.
+        direction = f"{median:.0f} % slower" if median >= 0 else f"{-median:.0f} % faster"
         return (
-            f"{median:+.0f} % of the throughput in a single repeat, too few to tell from the load's noise, CPU time"
-            f" per image {cpu * 100:+.0f} %"
+            f"{direction} in a single repeat, too few to tell from the load's noise, CPU time per image"
+            f" {cpu * 100:+.0f} %"
         )
     if all(cost > 0 for cost in costs):
         wall = f"costs {median:.0f} % of the throughput ({spread})"

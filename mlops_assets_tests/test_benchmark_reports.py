@@ -698,3 +698,34 @@ def test_adding_one_image_to_the_dataset_adds_one_blob() -> None:
     # The image, the manifest's tree and the one chunk of entries it changed; laying a version out adds nothing.
     assert one["files_added"] == 3
     assert rows["new version laid out as a folder"]["bytes_added"] == 0
+
+
+def _derived_with(repeats: list[float]) -> dict:
+    figures = {"cpu_ms_per_image": 1.0}
+    return {
+        "ratios": {"plugin/plugin_fast": {"median": statistics.median(repeats), "repeats": repeats}},
+        "variants": {"plugin": figures, "plugin_fast": figures},
+    }
+
+
+@pytest.mark.parametrize(
+    ("repeats", "start"),
+    [
+        ([0.95], "5 % slower in a single repeat, too few to tell from the load's noise"),
+        ([1.10], "10 % faster in a single repeat, too few to tell from the load's noise"),
+        ([0.95, 0.97, 0.90], "costs 5 % of the throughput (repeats 3 % to 10 %)"),
+        ([1.05, 1.10], "costs nothing: ran 8 % faster (repeats -10 % to -5 %)"),
+        ([0.95, 1.05], "no wall-clock cost distinguishable from the load's noise (repeats -5 % to 5 %)"),
+    ],
+)
+def test_what_determinism_costs_is_worded_from_the_repeats_agreeing(repeats: list[float], start: str) -> None:
+    # One repeat agrees with itself whatever the noise: it is never worded as a cost or a gain.
+    assert training_report.determinism_cost(_derived_with(repeats), "plugin", "plugin_fast").startswith(start)
+
+
+@pytest.mark.parametrize(("before", "busy"), [(0.3, False), (0.6, True)])
+def test_a_training_run_is_called_busy_by_the_load_before_it_alone(before: float, busy: bool) -> None:
+    """The load after the run counts the benchmark's own threads."""
+    result = _json("training.json")
+    result = {**result, "load_average_1min": {"before": before, "after": 2.5}}
+    assert ("other work competed for the machine" in training_report.summary(result)) is busy

@@ -35,13 +35,19 @@ done
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 step "Python environment"
-python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+python=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
+if [ -x .venv/bin/python ]; then
+    python=.venv/bin/python
+elif [ -z "$python" ]; then
+    echo "No Python found: install Python 3.11, or point PYTHON at one." >&2
+    exit 4
+fi
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "The project needs Python 3.11 (pyproject.toml's requires-python); $python is $("$python" -V 2>&1)." \
+        "Install python3.11 and point PYTHON at it (remove a .venv made with another version first)." >&2
+    exit 4
+fi
 if [ ! -x .venv/bin/python ]; then
-    if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-        echo "The project needs Python 3.11 (pyproject.toml's requires-python); $python is $("$python" -V 2>&1)." \
-            "Install python3.11, or point PYTHON at one." >&2
-        exit 4
-    fi
     "$python" -m venv .venv
 fi
 if ! .venv/bin/python -c "import mlops_assets, torch, bentoml" 2>/dev/null; then
@@ -49,7 +55,7 @@ if ! .venv/bin/python -c "import mlops_assets, torch, bentoml" 2>/dev/null; then
 fi
 # A venv made where there was no GPU may hold torch's CPU-only build; on a machine with an NVIDIA driver, the same
 # torch version is installed again from PyPI, whose Linux x86_64 wheel is the CUDA build.
-if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1 \
+if [ "$(uname -m)" = x86_64 ] && command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1 \
     && [ "$(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")')" = "" ]; then
     version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
     echo "torch $version in .venv is a CPU-only build: installing its CUDA build from PyPI"
@@ -86,7 +92,8 @@ if ! sh benchmarks/setup.sh; then
 fi
 
 mkdir -p "$results"
-workers=$(nproc)
+# The benchmark's own count: the cores this process may run on.
+workers=$(.venv/bin/python -c 'import os; print(len(os.sched_getaffinity(0)))')
 if [ "$smoke" = 1 ]; then
     serving_args=(--duration 1 --batch-runs 1 --paired-rounds 1 --paired-rounds-c64 1 --configurations digits)
     training_args=(--repeats 1 --datasets digits --digits-epochs 2)
