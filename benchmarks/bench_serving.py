@@ -53,6 +53,7 @@ from benchmarks.serving_report import (  # noqa: E402
     refresh_derived,
     summary,
     targets,
+    verdicts,
 )
 
 RESULTS = readme_sections.RESULTS
@@ -447,6 +448,7 @@ def measure(wrk: str, config: Configuration, home: Path, run: RunSettings, with_
         **section,
         "ratios": ratios(section),
         "targets": targets(section, run.device),
+        "verdicts": verdicts(section, run.device),
         "load_generator_ceiling": ceiling,
     }
 

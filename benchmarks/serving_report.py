@@ -153,7 +153,8 @@ def target_list(device: str = "cpu") -> tuple:
 
 
 def targets(section: dict, device: str = "cpu") -> dict[str, bool]:
-    """Target name -> met, computed from `verdict_values(section)`."""
+    """Target name -> whether the figure it is judged on meets it, computed from `verdict_values(section)` (see
+    `verdicts` for whether the paired rounds establish that)."""
     values = verdict_values(section)
     return {
         name: values[key] >= threshold if comparison == ">=" else values[key] <= threshold
@@ -169,13 +170,22 @@ def verdict(section: dict, device: str, name: str, key: str, threshold: float) -
     return "met" if targets(section, device)[name] else "**not met**"
 
 
+def verdicts(section: dict, device: str = "cpu") -> dict[str, str]:
+    """Target name -> `verdict` in plain words ("met", "not established", "not met"), as stored beside `targets`."""
+    return {
+        name: verdict(section, device, name, key, threshold).strip("*")
+        for name, key, _, threshold in target_list(device)
+    }
+
+
 def refresh_derived(report: dict) -> dict:
-    """The report with every configuration's stored ratios and targets computed again from its measurements (after
-    the targets changed); the measurements themselves are left as they are."""
+    """The report with every configuration's stored ratios, targets and verdicts computed again from its measurements
+    (after the targets changed); the measurements themselves are left as they are."""
     device = report["machine"]["device"]
     for section in report["configurations"].values():
         section["ratios"] = ratios(section)
         section["targets"] = targets(section, device)
+        section["verdicts"] = verdicts(section, device)
     return report
 
 

@@ -22,6 +22,7 @@ from benchmarks.serving_report import (
     refresh_derived,
     summary,
     targets,
+    verdicts,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,7 @@ def test_stored_ratios_and_targets_are_the_ones_computed_from_the_measurements()
     for name, section_ in _serving()["configurations"].items():
         assert section_["ratios"] == pytest.approx(ratios(section_)), name
         assert section_["targets"] == targets(section_), name
+        assert section_["verdicts"] == verdicts(section_), name
 
 
 def test_each_batch_ratio_is_the_median_of_runs_paired_with_their_own_in_process_limit() -> None:
