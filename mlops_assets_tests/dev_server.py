@@ -100,6 +100,8 @@ class MlopsDev:
     url: str
     log: Path
     seen: set[ProcessId] = field(default_factory=set)
+    # The last command line read of each process seen (none when it was gone before it could be read).
+    commands: dict[ProcessId, str] = field(default_factory=dict)
     _watching: threading.Thread | None = None
 
     def output(self) -> str:
@@ -110,9 +112,14 @@ class MlopsDev:
         return tree_of(self.process.pid, live_processes())
 
     def leader(self) -> int | None:
-        """The pid of `dg dev`, the child `mlops dev` starts (it leads the session of everything the UI starts)."""
+        """The pid of `dg dev`, the child `mlops dev` starts (it leads the session of everything the UI starts); not
+        a short-lived helper an import runs before it (Dagster's croniter runs `file` when imported)."""
         children = [process.pid for process, (parent, _) in live_processes().items() if parent == self.process.pid]
-        return children[0] if children else None
+        return next((pid for pid in children if is_dg(_command_line(pid))), None)
+
+    def dg_seen(self) -> list[str]:
+        """The command lines of the `dg` processes seen in its tree."""
+        return [command for command in self.commands.values() if is_dg(command)]
 
     def survivors(self) -> set[ProcessId]:
         """The processes ever seen in its tree, or in the session of any of them, that are still alive."""
@@ -155,8 +162,25 @@ class MlopsDev:
 
     def _watch(self) -> None:
         while self.process.poll() is None:
-            self.seen |= self.tree()
+            tree = self.tree()
+            for process in tree:
+                # Read again at every poll: a child just forked shows its parent's command line until it execs.
+                if command := _command_line(process.pid):
+                    self.commands[process] = command
+            self.seen |= tree
             time.sleep(0.05)
+
+
+def is_dg(command: str) -> bool:
+    """Whether a command line runs the `dg` program (as itself, or as the script its interpreter runs)."""
+    return any(Path(word).name == "dg" for word in command.split()[:2])
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def start_mlops_dev(home: Path, ignore_interrupts: bool = False) -> MlopsDev:
