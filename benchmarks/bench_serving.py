@@ -680,18 +680,12 @@ def main() -> None:
             "--duration and --batch-runs must be at least 1, --api-workers, --paired-rounds and --paired-rounds-c64 at"
             " least 0."
         )
-    defaults = parser.parse_args([])
-    changed = [
-        f"--{name.replace('_', '-')}"
-        for name in ("duration", "batch_runs", "paired_rounds", "paired_rounds_c64", "api_workers")
-        if getattr(args, name) != getattr(defaults, name)
-    ] + (["--configurations"] if set(args.configurations) != set(defaults.configurations) else [])
-    if changed and not args.report_only and readme_sections.is_committed(args.results):
-        # The committed results (and the README's summary) come from full runs as `make bench` makes them.
-        parser.error(
-            f"a run with {', '.join(changed)} changed would replace the committed full run's results in {RESULTS}"
-            " and the README's summary; pass --results DIR to write it elsewhere."
-        )
+    readme_sections.refuse_a_partial_run(
+        parser,
+        args,
+        ("duration", "batch_runs", "paired_rounds", "paired_rounds_c64", "api_workers", "configurations"),
+        "summary",
+    )
     if args.report_only:
         stored = (args.results / "serving.json").read_text()
         report = json.loads(stored)

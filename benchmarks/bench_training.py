@@ -374,18 +374,9 @@ def main() -> None:
         help="measure nothing: rewrite training.md (and the README's section) from the folder's training.json",
     )
     args = parser.parse_args()
-    defaults = parser.parse_args([])
-    changed = [
-        f"--{name.replace('_', '-')}"
-        for name in ("repeats", "batch_size", "rgb_images", "digits_epochs", "rgb_epochs")
-        if getattr(args, name) != getattr(defaults, name)
-    ] + (["--datasets"] if set(args.datasets) != set(defaults.datasets) else [])
-    if changed and not args.report_only and readme_sections.is_committed(args.results):
-        # The committed results (and the README's section) come from full runs only.
-        parser.error(
-            f"a run with {', '.join(changed)} changed would replace the committed full run's results in {RESULTS}"
-            " and the README's section; pass --results DIR to write it elsewhere."
-        )
+    readme_sections.refuse_a_partial_run(
+        parser, args, ("repeats", "batch_size", "rgb_images", "digits_epochs", "rgb_epochs", "datasets"), "section"
+    )
     if args.report_only:
         write_reports(json.loads((args.results / "training.json").read_text()), args.results)
         return

@@ -9,6 +9,7 @@ A section reads
 and only the lines between the two markers are ever rewritten.
 """
 
+import argparse
 import re
 from pathlib import Path
 
@@ -46,3 +47,23 @@ def update_readme(name: str, body: str, readme: Path = README) -> None:
 def is_committed(results: Path) -> bool:
     """Whether `results` is the committed results folder, the only one the README may show."""
     return results.resolve() == RESULTS.resolve()
+
+
+def refuse_a_partial_run(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, settings: tuple[str, ...], readme_part: str
+) -> None:
+    """Exit through `parser.error` when a measuring run with any of `settings` (argparse destinations; lists compared
+    as sets) changed from its default would write to the committed folder: the committed results (and the README's
+    `readme_part`) come from full runs only."""
+    defaults = parser.parse_args([])
+
+    def differs(name: str) -> bool:
+        given, default = getattr(args, name), getattr(defaults, name)
+        return set(given) != set(default) if isinstance(default, list) else given != default
+
+    changed = [f"--{name.replace('_', '-')}" for name in settings if differs(name)]
+    if changed and not args.report_only and is_committed(args.results):
+        parser.error(
+            f"a run with {', '.join(changed)} changed would replace the committed full run's results in {RESULTS}"
+            f" and the README's {readme_part}; pass --results DIR to write it elsewhere."
+        )

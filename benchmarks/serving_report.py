@@ -163,19 +163,21 @@ def targets(section: dict, device: str = "cpu") -> dict[str, bool]:
 
 
 def verdict(section: dict, device: str, name: str, key: str, threshold: float) -> str:
-    """A target's verdict in words: "met", "**not met**", or "not established" when the paired rounds' interval for
-    the median holds the threshold (the rounds cannot tell, whichever side the median falls on)."""
+    """A target's verdict in words: "met", "not met", or "not established" when the paired rounds' interval for the
+    median holds the threshold (the rounds cannot tell, whichever side the median falls on)."""
     if unresolved(section, key, threshold):
         return "not established"
-    return "met" if targets(section, device)[name] else "**not met**"
+    return "met" if targets(section, device)[name] else "not met"
+
+
+def _shown(said: str) -> str:
+    """A verdict as the reports show it: a goal not met in bold."""
+    return f"**{said}**" if said == "not met" else said
 
 
 def verdicts(section: dict, device: str = "cpu") -> dict[str, str]:
-    """Target name -> `verdict` in plain words ("met", "not established", "not met"), as stored beside `targets`."""
-    return {
-        name: verdict(section, device, name, key, threshold).strip("*")
-        for name, key, _, threshold in target_list(device)
-    }
+    """Target name -> `verdict`, as stored beside `targets`."""
+    return {name: verdict(section, device, name, key, threshold) for name, key, _, threshold in target_list(device)}
 
 
 def refresh_derived(report: dict) -> dict:
@@ -217,13 +219,13 @@ def conclusions(report: dict) -> list[str]:
     device = report["machine"]["device"]
     lines = ["Against the targets (computed from the numbers above):", ""]
     for name, key, _, threshold in target_list(device):
-        verdicts = {model: verdict(section, device, name, key, threshold) for model, section in configurations.items()}
+        by_model = {model: verdict(section, device, name, key, threshold) for model, section in configurations.items()}
         parts = []
-        for said in ("met", "not established", "**not met**"):
-            models = [model for model, given in verdicts.items() if given == said]
+        for said in ("met", "not established", "not met"):
+            models = [model for model, given in by_model.items() if given == said]
             if models:
                 details = ", ".join(f"`{m}` {_target_detail(key, configurations[m], threshold)}" for m in models)
-                parts.append(f"{said} for {details}")
+                parts.append(f"{_shown(said)} for {details}")
         lines.append(f"- **{name}**: {'; '.join(parts)}.")
     lines += ["", "Also in this run:", ""]
     lines.append(
@@ -461,7 +463,7 @@ def summary(report: dict) -> str:
     device = report["machine"]["device"]
     for name, key, _, threshold in target_list(device):
         rows[f"target: {name}"] = lambda c, name=name, key=key, threshold=threshold: (
-            verdict(c, device, name, key, threshold)
+            _shown(verdict(c, device, name, key, threshold))
             + (
                 f" (the median {'meets' if targets(c, device)[name] else 'misses'} it)"
                 if unresolved(c, key, threshold)

@@ -80,10 +80,7 @@ def test_an_unknown_option_is_reported_by_the_command_it_was_given_to(
 def test_a_mistyped_option_names_the_option_meant(
     argv: list[str], last_line: str, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    assert stop.value.code == BAD_SETTINGS
-    assert capsys.readouterr().err.splitlines()[-1] == last_line
+    assert _refusal(argv, capsys) == last_line
 
 
 @pytest.mark.parametrize(
@@ -98,7 +95,12 @@ def test_a_mistyped_option_names_the_option_meant(
 def test_an_argument_nothing_resembles_is_reported_without_a_guess(
     argv: list[str], last_line: str, capsys: pytest.CaptureFixture
 ) -> None:
+    assert _refusal(argv, capsys) == last_line
+
+
+def _refusal(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The last stderr line of `mlops ARGV`, which must exit with the bad-settings status."""
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == BAD_SETTINGS
-    assert capsys.readouterr().err.splitlines()[-1] == last_line
+    return capsys.readouterr().err.splitlines()[-1]
